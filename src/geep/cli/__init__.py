@@ -1,0 +1,1 @@
+"""The `geep` command line: one module per subcommand, each with `add_parser(subparsers)`."""

@@ -1,0 +1,92 @@
+"""Exit heads: the small classifiers that read h_k at exit k.
+
+Two kinds, looked up by name in :data:`HEADS`:
+
+- ``attention``: FastBERT's mini-classifier. Linear H->w + tanh, a 2-head self-attention of width w over all
+  tokens that respects the padding mask, pooling, Linear w->w + tanh, Linear w->C (w = 128).
+- ``linear``: a pooler as in DeeBERT and PABEE (and BERT's own classifier): dense H->H + tanh, dropout,
+  Linear H->C. With ``first`` pooling it has exactly the shape of ``BertPooler`` + the classifier of
+  ``BertForSequenceClassification``, so a fine-tuned classifier can become the teacher.
+
+Pooling is ``first`` (the first token, as in the papers) or ``mean`` (over non-padded tokens, what
+sentence-embedding backbones such as MiniLM were trained for).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from geep.errors import GeepError
+
+
+def mean_pool(x: Tensor, attention_mask: Tensor) -> Tensor:
+    """Mean of x (B, T, D) over the tokens where attention_mask (B, T) is 1 -> (B, D)."""
+    weights = attention_mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class AttentionHead(nn.Module):
+    """FastBERT's mini-classifier (see the module docstring)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, pooling: str = "first", width: int = 128,
+                 num_heads: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.pooling, self.num_heads = pooling, num_heads
+        self.proj = nn.Linear(hidden_size, width)
+        self.query = nn.Linear(width, width)
+        self.key = nn.Linear(width, width)
+        self.value = nn.Linear(width, width)
+        self.attn_out = nn.Linear(width, width)
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(width, width)
+        self.classifier = nn.Linear(width, num_labels)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """hidden (B, T, H), attention_mask (B, T) -> logits (B, C)."""
+        B, T, _ = hidden.shape
+        nh = self.num_heads
+        x = torch.tanh(self.proj(hidden))  # (B, T, w)
+        # With first-token pooling only the first query's output is ever read: attend for it alone.
+        queries = x[:, :1] if self.pooling == "first" else x  # (B, Tq, w)
+        q = self.query(queries).view(B, queries.shape[1], nh, -1).transpose(1, 2)  # (B, nh, Tq, hs)
+        k = self.key(x).view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hs)
+        v = self.value(x).view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hs)
+        keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): padded keys are never attended
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+                                             dropout_p=self.dropout.p if self.training else 0.0)
+        att = att.transpose(1, 2).reshape(B, queries.shape[1], -1)  # (B, Tq, w)
+        att = self.attn_out(att)
+        pooled = att[:, 0] if self.pooling == "first" else mean_pool(att, attention_mask)  # (B, w)
+        return self.classifier(torch.tanh(self.dense(self.dropout(pooled))))
+
+
+class LinearHead(nn.Module):
+    """A pooler + linear classifier (DeeBERT, PABEE; BERT's own classifier with first pooling)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, pooling: str = "first", dropout: float = 0.1,
+                 **_: object) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """hidden (B, T, H), attention_mask (B, T) -> logits (B, C)."""
+        pooled = hidden[:, 0] if self.pooling == "first" else mean_pool(hidden, attention_mask)  # (B, H)
+        return self.classifier(self.dropout(torch.tanh(self.dense(pooled))))
+
+
+HEADS: dict[str, type[nn.Module]] = {"attention": AttentionHead, "linear": LinearHead}
+
+
+def build_head(kind: str, hidden_size: int, num_labels: int, pooling: str, width: int = 128,
+               dropout: float = 0.1) -> nn.Module:
+    """A fresh head of the named kind."""
+    if kind not in HEADS:
+        raise GeepError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
+    if kind == "attention":
+        return AttentionHead(hidden_size, num_labels, pooling=pooling, width=width, dropout=dropout)
+    return LinearHead(hidden_size, num_labels, pooling=pooling, dropout=dropout)
