@@ -131,9 +131,10 @@ class MultiExitClassifier(nn.Module):
         }
 
     # ------------------------------------------------------------------------------------------ stepping
-    def embed(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> State:
-        """h_0 for token ids (B, T)."""
-        return self.backbone.embed(input_ids, attention_mask, token_type_ids)
+    def embed(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
+              row_ids: Tensor | None = None) -> State:
+        """h_0 for token ids (B, T); row_ids (B,) default to 0..B-1."""
+        return self.backbone.embed(input_ids, attention_mask, token_type_ids, row_ids)
 
     def run_layers(self, state: State, to_layer: int) -> State:
         """Runs layers state.layer+1 .. to_layer."""
