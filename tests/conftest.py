@@ -33,7 +33,16 @@ def write_vocab(directory: Path) -> Path:
 
 
 def tiny_tokenizer(directory: Path) -> BertTokenizer:
-    return BertTokenizer(vocab_file=str(write_vocab(directory)), do_lower_case=True)
+    return BertTokenizer(vocab=str(write_vocab(directory)), do_lower_case=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny matrices: threads only contend (on a shared 2-core machine, up to 25x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
