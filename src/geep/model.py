@@ -26,6 +26,7 @@ from geep.backbone import Backbone, State
 from geep.config import GeepConfig
 from geep.errors import GeepError
 from geep.heads import build_head
+from geep.io import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -190,11 +191,15 @@ class MultiExitClassifier(nn.Module):
         return self.tokenizer(texts, pairs, truncation=True, max_length=self.config.max_length)
 
     def predict(self, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None,
-                batch_size: int = 32, **kwargs: Any) -> PredictionOutput:
-        """Labels, probabilities and exit layers for a string or a list of strings (see geep.engine.predict)."""
+                batch_size: int = 32, *, policy: str = "full", knob: float | None = None,
+                labels: Sequence[int | str] | Tensor | None = None, show_progress: bool = False,
+                device: str | torch.device | None = None) -> PredictionOutput:
+        """Labels, probabilities and exit layers for a string or a list of strings under an exit policy
+        (``full``, ``fastbert``, ``deebert``, ``confidence``, ``pabee``, ``oracle``; see geep.engine.predict)."""
         from geep.engine import predict
 
-        return predict(self, texts, text_pairs, batch_size=batch_size, **kwargs)
+        return predict(self, texts, text_pairs, policy=policy, knob=knob, batch_size=batch_size, labels=labels,
+                       show_progress=show_progress, device=device)
 
     # ------------------------------------------------------------------------------------- construction
     @classmethod
@@ -231,18 +236,36 @@ class MultiExitClassifier(nn.Module):
         return cls(encoder, config, tokenizer)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Writes config.json (backbone config + ``geep`` section), model.safetensors and the tokenizer."""
+        """Writes config.json (backbone config + ``geep`` section), model.safetensors, the tokenizer and the
+        exit table if there is one."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = self.backbone.config.to_dict()
-        config["geep"] = self.config.to_dict()
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(directory)
+        self.save_config(directory)
+
+    def save_config(self, directory: str | os.PathLike) -> None:
+        """Rewrites only config.json and the exit table of a saved model (what build-table and calibrate change).
+
+        Each file is replaced atomically, the table first, so an interrupted run never leaves a config that
+        names a table not yet written.
+        """
+        directory = Path(directory)
         if self.exit_table is not None and self.config.exit_table:
-            self.exit_table.save(directory / self.config.exit_table["file"])
+            with atomic_path(directory / self.config.exit_table["file"]) as tmp:
+                self.exit_table.save(tmp)
+        config = self.backbone.config.to_dict()
+        config["geep"] = self.config.to_dict()
+        write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    def build_table(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, **kwargs: Any):
+        """Builds the token exit table from held-out rows (see ``geep.exit_prediction.build_table``)."""
+        from geep.exit_prediction import build_table
+
+        return build_table(self, texts, text_pairs, **kwargs)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device | None = None
