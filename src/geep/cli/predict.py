@@ -1,0 +1,144 @@
+"""`geep predict`: label every row of a file (or a packaged set) with a saved model under an exit policy.
+
+One output row per input row, in input order: ``id`` (when the input has the id column), ``prediction`` (the
+label name), ``probability`` (its probability), ``probabilities`` (every class's) and ``exit_layer`` (1..L).
+In ``.jsonl`` output ``probabilities`` is an object {label: probability}; in ``.csv`` output it is that same
+object as a JSON string in one column, so both formats have the same fields.
+
+Everything the user can get wrong (output path, data, columns, policy, threshold, device) is checked before the
+model runs. The output is written to a temporary file beside it and renamed at the end: an interrupted run
+leaves no partial file and an existing output untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from geep.errors import GeepError
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = (".jsonl", ".csv")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from geep.policies import POLICIES
+
+    p = subparsers.add_parser(
+        "predict", help="label a file with a saved model",
+        description="Label every row of DATA with a saved geep model under an exit policy.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="a directory written by `geep train`")
+    p.add_argument("--input", required=True, metavar="DATA", help="FILE (.csv .tsv .json .jsonl .parquet, a "
+                   "saved datasets dir) or a packaged NAME[:split]")
+    p.add_argument("--output", required=True, metavar="FILE", help="where to write: .jsonl or .csv")
+    p.add_argument("--text-column", default=None, help="default: the model's (from training)")
+    p.add_argument("--text-pair-column", default=None, help="default: the model's (from training)")
+    p.add_argument("--id-column", default=None,
+                   help="column copied to the output's `id` (default: `id`, when the input has one)")
+    p.add_argument("--label-column", default=None,
+                   help="true labels, read only by the oracle policy (default: the model's)")
+    p.add_argument("--policy", default="full", metavar="P",
+                   help=f"exit policy: {', '.join(POLICIES)} (default: full)")
+    p.add_argument("--threshold", default=None, metavar="KNOB", type=_number,
+                   help="the policy's knob (default: the model's calibrated one, else the policy's own): "
+                   "fastbert in [0, 1] (0: never exit early, 1: all at the first exit); deebert in [0, ln C] "
+                   "(0: never, ln C: first); confidence in [0, 1] (1: never, 0: first); pabee an integer in "
+                   "[0, |E|-1] (|E|-1: never, 0: first); full and oracle take none")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
+    p.add_argument("--encoding", default=None, help="encoding of CSV/TSV/JSON input (default UTF-8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def check_output(path: str) -> Path:
+    """The output path, checked: a .jsonl or .csv file in an existing directory, not a directory itself."""
+    out = Path(path)
+    if out.suffix.lower() not in OUTPUT_FORMATS:
+        raise GeepError(f"--output must end in {' or '.join(OUTPUT_FORMATS)}, got {path}")
+    if out.is_dir():
+        raise GeepError(f"--output {path} is a directory")
+    if not out.parent.is_dir():
+        raise GeepError(f"the directory of --output {path} does not exist")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from geep.data import encode_labels, get_columns, load_dataset_spec
+    from geep.engine import predict, resolve_device, resolve_knob
+    from geep.model import MultiExitClassifier
+    from geep.policies import get_policy
+
+    output = check_output(args.output)
+    if args.batch_size < 1:
+        raise GeepError(f"--batch-size must be at least 1, got {args.batch_size}")
+    policy = get_policy(args.policy)
+    device = resolve_device(args.device)
+    model = MultiExitClassifier.from_pretrained(args.model)
+    knob = resolve_knob(model, policy, args.threshold)
+    config = model.config
+    ds = load_dataset_spec(args.input, encoding=args.encoding)
+    id_column = args.id_column
+    if id_column is None and "id" in ds.column_names:
+        id_column = "id"
+    label_column = (args.label_column or config.label_column) if policy.needs_labels else None
+    data = get_columns(ds, args.text_column or config.text_column,
+                       args.text_pair_column or config.text_pair_column, label_column, source=args.input,
+                       require_labels=policy.needs_labels, id_column=id_column)
+    labels = None
+    if policy.needs_labels:
+        labels = encode_labels(data.labels, config.label_names, source=args.input)
+    out = predict(model, data.texts, data.text_pairs, policy=policy, knob=knob, batch_size=args.batch_size,
+                  labels=labels, show_progress=not args.no_progress, device=device)
+    write_predictions(output, out, config.label_names, data.ids)
+    logger.info("wrote %d predictions to %s", len(out), output)
+    return 0
+
+
+def prediction_rows(out: Any, label_names: list[str], ids: list | None) -> list[dict[str, Any]]:
+    """One dict per row: id (when given), prediction, probability, probabilities {label: p}, exit_layer."""
+    probs = out.probabilities.tolist()
+    rows = []
+    for i, (name, label_id, layer) in enumerate(zip(out.labels, out.label_ids.tolist(), out.exit_layers.tolist())):
+        row: dict[str, Any] = {} if ids is None else {"id": ids[i]}
+        row.update(prediction=name, probability=probs[i][label_id],
+                   probabilities=dict(zip(label_names, probs[i])), exit_layer=layer)
+        rows.append(row)
+    return rows
+
+
+def jsonl_line(row: dict[str, Any]) -> str:
+    """One row as a JSON line (ids of any type are written as their string when JSON has no form for them)."""
+    return json.dumps(row, ensure_ascii=False, default=str) + "\n"
+
+
+def write_predictions(path: Path, out: Any, label_names: list[str], ids: list | None) -> None:
+    """Writes the rows atomically: to a temporary file beside ``path``, renamed onto it at the end."""
+    from geep.io import atomic_path
+
+    rows = prediction_rows(out, label_names, ids)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        if path.suffix.lower() == ".jsonl":
+            for row in rows:
+                f.write(jsonl_line(row))
+        else:
+            fields = (["id"] if ids is not None else []) + ["prediction", "probability", "probabilities",
+                                                            "exit_layer"]
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "probabilities": json.dumps(row["probabilities"], ensure_ascii=False)})
+

@@ -1,0 +1,41 @@
+"""Exit policies by name: each decides for a whole batch at once (see ``geep.policies.base``).
+
+``get_policy(name)`` looks one up; ``POLICIES`` lists them. A new policy registers with :func:`register_policy`.
+"""
+
+from __future__ import annotations
+
+from geep.errors import GeepError
+from geep.policies.base import KnobSpec, Memory, Policy, entropy, select_memory
+from geep.policies.confidence import ConfidencePolicy
+from geep.policies.deebert import DeeBertPolicy
+from geep.policies.fastbert import FastBertPolicy
+from geep.policies.full import FullPolicy
+from geep.policies.oracle import OraclePolicy
+from geep.policies.pabee import PatiencePolicy
+
+POLICIES: dict[str, Policy] = {}
+
+
+def register_policy(policy: Policy) -> Policy:
+    """Adds a policy instance to the registry under ``policy.name``."""
+    POLICIES[policy.name] = policy
+    return policy
+
+
+for _policy in (FullPolicy(), FastBertPolicy(), DeeBertPolicy(), ConfidencePolicy(), PatiencePolicy(),
+                OraclePolicy()):
+    register_policy(_policy)
+
+
+def get_policy(name: str | Policy) -> Policy:
+    """The registered policy called ``name`` (a Policy passes through); GeepError listing the known ones."""
+    if isinstance(name, Policy):
+        return name
+    if name not in POLICIES:
+        raise GeepError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
+    return POLICIES[name]
+
+
+__all__ = ["POLICIES", "KnobSpec", "Memory", "Policy", "entropy", "get_policy", "register_policy",
+           "select_memory"]

@@ -1,0 +1,139 @@
+"""What every exit policy is: a knob, a per-row memory, and a decision over the whole batch.
+
+A policy is asked at each exit k of E (in order) about the rows still in the batch: ``decide`` takes the exit's
+logits (B, C), the knob and the policy's per-row memory (a dict of (B, ...) tensors), and returns a (B,) bool
+tensor of the rows that leave now, plus the updated memory. It never calls ``.item()`` or branches on a tensor;
+the engine syncs once per exit to drop the leaving rows, indexing the memory with the same rows as the hidden
+states. The engine makes every row still running leave at the last exit L, whatever the policy says.
+
+Each knob has a :class:`KnobSpec`: its range, its default, and the two values whose meaning is exact --
+``never`` (no row exits before L) and ``first`` (every row exits at the first exit of E). Policies implement
+those two values explicitly, never by hoping a float comparison saturates.
+
+``replay`` runs the same decisions on every exit's logits recorded in one all-exits pass (N, |E|, C), so
+calibration and the benchmark can score any knob without running the model again. A row's decisions depend only
+on its own logits and memory, so replay gives each row the exit the batched engine gives it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from geep.errors import GeepError
+
+Memory = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class KnobSpec:
+    """A knob's range [low, high], its default, and its exact ends: ``never`` (no early exit) and ``first``
+    (every row exits at the first exit). ``integer``: only whole numbers are allowed."""
+
+    low: float
+    high: float
+    default: float
+    never: float
+    first: float
+    integer: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        return f"{kind} in [{_fmt(self.low)}, {_fmt(self.high)}]"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.7g}"
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Entropy (natural log) of softmax(logits) over the last axis, from log_softmax: (B, C) -> (B,)."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+class Policy:
+    """An exit policy. Subclasses set ``name``, implement :meth:`knob_spec` and :meth:`decide`, and, where they
+    remember something per row, :meth:`start`."""
+
+    name: ClassVar[str]
+    needs_labels: ClassVar[bool] = False  # decide reads memory["labels"] (B,) class ids
+    reads_exits: ClassVar[bool] = True  # False: only the teacher's head is ever run (``full``)
+
+    def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec | None:
+        """The knob's range and ends for a model with C = num_labels classes and |E| = num_exits exits, or None
+        for a policy without a knob."""
+        return None
+
+    def resolve_knob(self, knob: float | None, num_labels: int, num_exits: int) -> float | None:
+        """The knob to run with: ``knob`` checked against the range (GeepError naming it), or the default."""
+        spec = self.knob_spec(num_labels, num_exits)
+        if spec is None:
+            if knob is not None:
+                raise GeepError(f"the {self.name} policy takes no threshold (got {knob})")
+            return None
+        if knob is None:
+            return spec.default
+        try:
+            value = float(knob)
+        except (TypeError, ValueError):
+            raise GeepError(f"the {self.name} threshold must be {spec.describe()}, got {knob!r}") from None
+        tolerance = 1e-6 * max(1.0, abs(spec.high))  # a rounded ln C typed by hand still means ln C
+        if not math.isfinite(value) or not spec.low <= value <= spec.high + tolerance:
+            raise GeepError(f"the {self.name} threshold must be {spec.describe()}, got {knob}")
+        if spec.integer:
+            if not value.is_integer():
+                raise GeepError(f"the {self.name} threshold must be {spec.describe()}, got {knob}")
+            return int(value)
+        return min(value, spec.high)
+
+    def grid(self, num_labels: int, num_exits: int, steps: int = 21) -> list[float | None]:
+        """Knobs spanning the whole range, both ends included (``[None]`` for a policy without a knob)."""
+        spec = self.knob_spec(num_labels, num_exits)
+        if spec is None:
+            return [None]
+        if spec.integer:
+            return list(range(int(spec.low), int(spec.high) + 1))
+        values = [spec.low + (spec.high - spec.low) * i / (steps - 1) for i in range(steps)]
+        values[-1] = spec.high  # exactly the end, not a rounding of it
+        return values
+
+    def start(self, batch_size: int, device: torch.device, labels: Tensor | None = None) -> Memory:
+        """The per-row memory of a new batch (every tensor (B, ...)); ``labels`` (B,) for policies that need them."""
+        return {}
+
+    def decide(self, logits: Tensor, knob: float | None, memory: Memory) -> tuple[Tensor, Memory]:
+        """(B,) bool: the rows that leave at this exit, given its logits (B, C); and the updated memory."""
+        raise NotImplementedError
+
+    def replay(self, exit_logits: Tensor, knob: float | None, labels: Tensor | None = None) -> Tensor:
+        """Each row's exit index into E (N,) long, from every exit's logits (N, |E|, C) -- what the batched
+        engine gives each row (the last exit when nothing earlier fired)."""
+        N, E, _ = exit_logits.shape
+        memory = self.start(N, exit_logits.device, labels)
+        exit_index = torch.full((N,), E - 1, dtype=torch.long, device=exit_logits.device)
+        done = torch.zeros(N, dtype=torch.bool, device=exit_logits.device)
+        if self.reads_exits:
+            for i in range(E - 1):
+                leave, memory = self.decide(exit_logits[:, i], knob, memory)
+                exit_index = torch.where(leave & ~done, i, exit_index)
+                done = done | leave
+        return exit_index
+
+
+def select_memory(memory: Memory, keep: Tensor) -> Memory:
+    """The memory of the rows picked by ``keep`` (long indices), every tensor indexed together."""
+    return {name: value.index_select(0, keep) for name, value in memory.items()}
+
+
+def none_leave(logits: Tensor) -> Tensor:
+    return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+
+
+def all_leave(logits: Tensor) -> Tensor:
+    return torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)

@@ -1,0 +1,27 @@
+"""``confidence`` (RightTool's max-probability rule): exit at k when max_c p_k(c) >= t, t in [0, 1].
+
+t = 1: never exit early (a saturated softmax can give exactly 1.0, so this end is explicit); t = 0: every row
+exits at the first exit. Default 0.9. Any t <= 1/C also exits everything at the first exit.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from geep.policies.base import KnobSpec, Memory, Policy, all_leave, none_leave
+
+
+class ConfidencePolicy(Policy):
+    name = "confidence"
+
+    def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec:
+        return KnobSpec(low=0.0, high=1.0, default=0.9, never=1.0, first=0.0)
+
+    def decide(self, logits: Tensor, knob: float | None, memory: Memory) -> tuple[Tensor, Memory]:
+        if knob >= 1.0:
+            return none_leave(logits), memory
+        if knob <= 0.0:
+            return all_leave(logits), memory
+        top = F.log_softmax(logits.float(), dim=-1).max(-1).values.exp()  # (B,)
+        return top >= knob, memory

@@ -1,0 +1,15 @@
+"""``full``: every row runs every layer and reads the teacher; no knob. The reference every speed-up is against."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from geep.policies.base import Memory, Policy, none_leave
+
+
+class FullPolicy(Policy):
+    name = "full"
+    reads_exits = False  # only the teacher's head runs
+
+    def decide(self, logits: Tensor, knob: float | None, memory: Memory) -> tuple[Tensor, Memory]:
+        return none_leave(logits), memory
