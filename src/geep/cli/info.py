@@ -1,0 +1,79 @@
+"""`geep info DIR`: what a trained model directory holds, read from its config.json (no weights loaded)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from geep.card import format_accuracy_table
+from geep.config import GeepConfig
+from geep.errors import GeepError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("info", help="show a trained model's configuration and per-exit dev accuracy",
+                              description="Show a trained geep model's configuration and per-exit dev accuracy.")
+    p.add_argument("model", metavar="DIR", help="a directory written by `geep train`")
+    p.set_defaults(func=run)
+
+
+def read_model_info(directory: str | Path) -> tuple[GeepConfig, dict, dict | None]:
+    """(geep config, backbone config dict, training_args.json or None) of a model directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise GeepError(f"no model directory at {directory}")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise GeepError(f"no geep model at {directory} (no config.json)")
+    try:
+        raw = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GeepError(f"{config_path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict) or "geep" not in raw:
+        raise GeepError(f"{directory} is not a geep model (its config.json has no `geep` section)")
+    config = GeepConfig.from_dict(raw.pop("geep"))
+    training = None
+    args_path = directory / "training_args.json"
+    if args_path.is_file():
+        try:
+            training = json.loads(args_path.read_text())
+        except json.JSONDecodeError:
+            training = None
+    return config, raw, training
+
+
+def format_info(directory: str | Path) -> str:
+    config, backbone, training = read_model_info(directory)
+    teacher_kind, teacher_pooling = config.head_spec(config.num_layers)
+    lines = [
+        f"model:          {directory}",
+        f"backbone:       {backbone.get('model_type', '?')}, {config.num_layers} layers, hidden "
+        f"{backbone.get('hidden_size', '?')}, {backbone.get('num_attention_heads', '?')} attention heads, "
+        f"vocab {backbone.get('vocab_size', '?')}",
+        f"exits:          {', '.join(map(str, config.exit_layers))} (teacher: exit {config.num_layers})",
+        f"exit heads:     {config.head}, {config.pooling} pooling, width {config.head_width}; "
+        f"teacher: {teacher_kind}, {teacher_pooling} pooling",
+        f"labels ({config.num_labels}):    {', '.join(config.label_names)}",
+        f"objective:      {config.objective}",
+        f"max length:     {config.max_length}",
+        f"columns:        text={config.text_column}"
+        + (f", pair={config.text_pair_column}" if config.text_pair_column else "")
+        + f", label={config.label_column}",
+        "default knobs:  " + (", ".join(f"{k}={v:g}" for k, v in sorted(config.default_knobs.items()))
+                              or "none (run `geep calibrate`)"),
+        "exit table:     " + (", ".join(f"{k}={v}" for k, v in sorted(config.exit_table.items()))
+                              if config.exit_table else "none"),
+    ]
+    if training:
+        sizes = training.get("data_sizes", {})
+        lines.append(f"trained on:     {training.get('train', '?')}: {sizes.get('train', '?')} rows; dev "
+                     f"{sizes.get('dev', '?')} rows; exit-table slice {sizes.get('table', 0)} rows; "
+                     f"{training.get('train_seconds', 0):.1f} s on {training.get('device', '?')}")
+    lines += ["", "per-exit dev accuracy:", format_accuracy_table(config.dev_accuracy)]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(format_info(args.model))
+    return 0

@@ -1,0 +1,281 @@
+"""`geep train`: train a multi-exit classifier on a file or a packaged data set.
+
+Everything the user can get wrong (data, columns, labels, flags, the output directory) is checked before the
+first training step, so a bad run fails fast and leaves no half-written output directory.
+
+Rows of ``--train`` are split three ways, never overlapping: the rows that take gradient steps; the exit-table
+slice (``--table-fraction`` of them, seeded and stratified, saved to ``table_data.jsonl`` for
+``geep build-table``; none with ``--table-data``); and, without ``--dev``, a seeded stratified 10% of what
+remains, used as dev data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from geep.card import format_accuracy_table, write_model_card
+from geep.config import HEAD_KINDS, POOLINGS
+from geep.data import ColumnData, build_label_names, encode_labels, get_columns, load_dataset_spec, \
+    stratified_split, stratified_subset
+from geep.errors import GeepError
+from geep.objectives import OBJECTIVES
+
+logger = logging.getLogger(__name__)
+
+TABLE_DATA_NAME = "table_data.jsonl"
+ARGS_NAME = "training_args.json"
+DEV_FRACTION = 0.1  # held out of --train when no --dev is given
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a multi-exit classifier",
+        description="Train a multi-exit (early-exit) classifier on a BERT-style encoder.",
+    )
+    p.add_argument("--model", required=True, help="encoder directory, a fine-tuned *ForSequenceClassification "
+                   "directory (its classifier becomes the teacher), or a packaged name: minilm")
+    p.add_argument("--train", required=True, metavar="DATA", help="FILE (.csv .tsv .json .jsonl .parquet, a "
+                   "saved datasets dir) or a packaged NAME[:split] (bbc, tweets)")
+    p.add_argument("--dev", metavar="DATA", help="dev data (default: a seeded stratified 10%% of --train)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-pair-column", default=None, help="second text column, for sentence pairs")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--encoding", default=None, help="encoding of CSV/TSV/JSON files (default UTF-8)")
+    p.add_argument("--objective", default="geep", choices=list(OBJECTIVES))
+    p.add_argument("--head", default="attention", choices=list(HEAD_KINDS), help="exit head kind")
+    p.add_argument("--pooling", default="first", choices=list(POOLINGS))
+    p.add_argument("--exit-layers", default=None, metavar="K,K,..",
+                   help="layers with an exit (default: every layer; the last is always one)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--distil-epochs", type=int, default=1, help="epochs of a second (distillation) stage")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-5, help="backbone learning rate")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="exit heads' learning rate")
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text (pair) after truncation")
+    p.add_argument("--max-train-samples", type=int, default=None,
+                   help="train on a seeded stratified subset of this many rows of --train")
+    p.add_argument("--max-dev-samples", type=int, default=None,
+                   help="evaluate on a seeded stratified subset of this many dev rows")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--freeze-backbone", action="store_true", help="never train the backbone (nor a fine-tuned "
+                   "model's teacher): only the exits learn")
+    p.add_argument("--table-fraction", type=float, default=0.1,
+                   help="fraction of --train held out (no gradient step) for the exit table (0: none)")
+    p.add_argument("--table-data", metavar="DATA", default=None,
+                   help="data for the exit table instead of holding out --table-fraction of --train")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when there is one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class Slice:
+    """Rows of one role (train, dev, table): texts, pairs, label names, and where they came from."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[str]
+    source: str
+
+    @classmethod
+    def take(cls, data: ColumnData, rows: list[int], source: str) -> "Slice":
+        return cls([data.texts[i] for i in rows], None if data.text_pairs is None else
+                   [data.text_pairs[i] for i in rows], [data.labels[i] for i in rows], source)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def parse_exit_layers(value: str | None) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]; None -> [] (every layer)."""
+    if value is None:
+        return []
+    try:
+        layers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise GeepError(f"--exit-layers takes comma-separated layer numbers such as 1,2,4; got {value!r}") from None
+    if not layers:
+        raise GeepError(f"--exit-layers names no layer: {value!r}")
+    return layers
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    checks = [
+        (args.epochs >= 0, f"--epochs must be >= 0, got {args.epochs}"),
+        (args.distil_epochs >= 0, f"--distil-epochs must be >= 0, got {args.distil_epochs}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.lr >= 0 and args.head_lr >= 0, "--lr and --head-lr must be >= 0"),
+        (0 <= args.warmup_ratio < 1, f"--warmup-ratio must lie in [0, 1), got {args.warmup_ratio}"),
+        (args.max_length >= 2, f"--max-length must be >= 2, got {args.max_length}"),
+        (args.max_train_samples is None or args.max_train_samples >= 2,
+         f"--max-train-samples must be >= 2, got {args.max_train_samples}"),
+        (args.max_dev_samples is None or args.max_dev_samples >= 1,
+         f"--max-dev-samples must be >= 1, got {args.max_dev_samples}"),
+        (0 <= args.table_fraction < 1, f"--table-fraction must lie in [0, 1), got {args.table_fraction}"),
+        (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but torch sees no CUDA device"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise GeepError(message)
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise GeepError(f"--output {output} exists and is not a directory")
+    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
+        raise GeepError(f"--output {output} is not empty; choose another directory or pass --overwrite")
+
+
+def _read(spec: str, flag: str, args: argparse.Namespace) -> ColumnData:
+    ds = load_dataset_spec(spec, encoding=args.encoding)
+    return get_columns(ds, args.text_column, args.text_pair_column, args.label_column,
+                       source=f"{flag} {spec}", require_labels=True)
+
+
+def split_rows(args: argparse.Namespace, train: ColumnData) -> tuple[Slice, Slice | None, Slice | None]:
+    """(train, table, dev) slices of --train; table is None with --table-data or a 0 fraction, dev None with
+    --dev. The three never share a row."""
+    rows = list(range(len(train.texts)))
+    if args.max_train_samples is not None and args.max_train_samples < len(rows):
+        rows = stratified_subset(train.labels, args.max_train_samples, args.seed)
+        logger.info("--max-train-samples: a seeded stratified subset of %d of %d rows", len(rows), len(train.texts))
+    source = f"--train {args.train}"
+    table = None
+    if args.table_data is None and args.table_fraction > 0:
+        keep, held = stratified_split([train.labels[i] for i in rows],
+                                      [1 - args.table_fraction, args.table_fraction], args.seed)
+        table = Slice.take(train, [rows[i] for i in held], f"{args.table_fraction:g} of {source} (held out)")
+        rows = [rows[i] for i in keep]
+    dev = None
+    if args.dev is None:
+        keep, held = stratified_split([train.labels[i] for i in rows], [1 - DEV_FRACTION, DEV_FRACTION], args.seed)
+        dev = Slice.take(train, [rows[i] for i in held], f"{DEV_FRACTION:g} of {source} (held out)")
+        rows = [rows[i] for i in keep]
+        logger.info("no --dev: holding out a seeded stratified %d%% of the training rows (%d) as dev data",
+                    round(DEV_FRACTION * 100), len(dev))
+        if len(dev) == 0:
+            raise GeepError(f"{source} is too small to hold out dev data; pass --dev")
+    if not rows:
+        raise GeepError(f"{source}: no training rows left after holding out the table and dev data")
+    return Slice.take(train, rows, source), table, dev
+
+
+def run(args: argparse.Namespace) -> int:
+    from geep.model import MultiExitClassifier, resolve_model_path
+    from geep.train import EncodedData, TrainingArguments, describe_plan, train
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars; ours is the training bar
+    # ---- validate everything before the first step: flags, output dir, data, labels, model
+    _check_flags(args)
+    exit_layers = parse_exit_layers(args.exit_layers)
+    training_args = TrainingArguments(
+        epochs=args.epochs, distil_epochs=args.distil_epochs, batch_size=args.batch_size, lr=args.lr,
+        head_lr=args.head_lr, warmup_ratio=args.warmup_ratio, seed=args.seed,
+        freeze_backbone=args.freeze_backbone, device=args.device, show_progress_bar=not args.no_progress,
+    )
+    model_path = resolve_model_path(args.model)
+    train_cols = _read(args.train, "--train", args)
+    data_labels = build_label_names(train_cols.labels)
+    if len(data_labels) < 2:
+        raise GeepError(f"--train {args.train} has only one label ({data_labels[0]!r}); a classifier needs two")
+    train_slice, table_slice, dev_slice = split_rows(args, train_cols)
+    if args.table_data is not None:
+        table_cols = _read(args.table_data, "--table-data", args)
+        table_slice = Slice.take(table_cols, list(range(len(table_cols.texts))), f"--table-data {args.table_data}")
+    if args.dev is not None:
+        dev_cols = _read(args.dev, "--dev", args)
+        dev_slice = Slice.take(dev_cols, list(range(len(dev_cols.texts))), f"--dev {args.dev}")
+    if args.max_dev_samples is not None and args.max_dev_samples < len(dev_slice):
+        rows = stratified_subset(dev_slice.labels, args.max_dev_samples, args.seed)
+        dev_slice = Slice([dev_slice.texts[i] for i in rows], None if dev_slice.pairs is None else
+                          [dev_slice.pairs[i] for i in rows], [dev_slice.labels[i] for i in rows],
+                          f"{dev_slice.source}, {len(rows)} rows")
+
+    _check_max_length(model_path, args.max_length)
+    torch.manual_seed(args.seed)  # the exit heads' initialisation
+    model = MultiExitClassifier.from_encoder(
+        model_path, data_labels, head=args.head, pooling=args.pooling, exit_layers=exit_layers,
+        objective=args.objective, max_length=args.max_length, text_column=args.text_column,
+        text_pair_column=args.text_pair_column, label_column=args.label_column,
+    )
+    names = model.label_names  # a fine-tuned model's own order
+    train_ids = encode_labels(train_slice.labels, names, source=train_slice.source)
+    dev_ids = encode_labels(dev_slice.labels, names, source=dev_slice.source)
+    if table_slice is not None:
+        encode_labels(table_slice.labels, names, source=table_slice.source)
+    train_data = EncodedData.from_texts(model, train_slice.texts, train_slice.pairs, train_ids)
+    dev_data = EncodedData.from_texts(model, dev_slice.texts, dev_slice.pairs, dev_ids)
+    plan = describe_plan(model, training_args)
+    if all(stage["skipped"] for stage in plan):
+        raise GeepError(f"nothing to train: every stage of {args.objective!r} is frozen or has 0 epochs")
+    logger.info("data: %d training rows (%s), %d dev rows (%s), %d exit-table rows (%s)", len(train_slice),
+                train_slice.source, len(dev_slice), dev_slice.source, len(table_slice or []),
+                table_slice.source if table_slice else "none")
+
+    # ---- train
+    result = train(model, train_data, dev_data, training_args)
+
+    # ---- write the output directory
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    table_file = output / TABLE_DATA_NAME
+    if table_slice is not None and len(table_slice):
+        _write_jsonl(table_file, table_slice)
+    elif table_file.exists():
+        table_file.unlink()  # stale, from an overwritten run
+
+    # ---- the exit table (a later issue): build it here from `table_file`, e.g. model.build_table(...) ----
+
+    model.save_pretrained(output)
+    sizes = {"train": len(train_slice), "dev": len(dev_slice), "table": len(table_slice or [])}
+    summary = {
+        "model": str(args.model), "model_path": str(model_path), "output": str(output),
+        "train": train_slice.source, "dev": dev_slice.source,
+        "table": table_slice.source if table_slice else None,
+        "table_file": TABLE_DATA_NAME if table_slice is not None and len(table_slice) else None,
+        "data_sizes": sizes, "label_names": names, "stages": plan,
+        "train_seconds": round(result.train_seconds, 3), "device": result.device,
+        "mixed_precision": result.mixed_precision, "dev_accuracy": result.dev_accuracy,
+        "best_epochs": result.best_epochs, "history": result.to_dict()["history"],
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "training_arguments": asdict(training_args),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+    (output / ARGS_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    backbone = json.loads((output / "config.json").read_text())
+    write_model_card(output, model.config, backbone, summary)
+
+    print(f"saved to {output} ({sizes['train']} training rows, {sizes['dev']} dev rows, "
+          f"{sizes['table']} exit-table rows; {result.train_seconds:.1f} s)")
+    print(format_accuracy_table(result.dev_accuracy))
+    sys.stdout.flush()
+    return 0
+
+
+def _check_max_length(model_path: Path, max_length: int) -> None:
+    from transformers import AutoConfig
+
+    limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    if limit is not None and max_length > limit:
+        raise GeepError(f"--max-length {max_length} is longer than the model's {limit} positions")
+
+
+def _write_jsonl(path: Path, rows: Slice) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for i, text in enumerate(rows.texts):
+            record = {"text": text}
+            if rows.pairs is not None:
+                record["text_pair"] = rows.pairs[i]
+            record["label"] = rows.labels[i]
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,0 +1,22 @@
+"""The README's first command works: `SMOKE=1 make demo` trains on 64 packaged rows and prints the exits."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_smoke_demo_runs_and_prints_the_per_exit_table():
+    env = {**os.environ, "SMOKE": "1"}
+    done = subprocess.run(["make", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "per-exit dev accuracy" in done.stdout
+    assert "(teacher)" in done.stdout
+    assert (ROOT / "runs" / "demo-geep-smoke" / "model.safetensors").is_file()
