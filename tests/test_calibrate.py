@@ -32,3 +32,38 @@ def test_exactly_one_target():
         choose_knob(POINTS, 0.9)
     with pytest.raises(GeepError, match="exactly one"):
         choose_knob(POINTS, 0.9, target_speedup=2.0, max_accuracy_drop=1.0)
+
+
+def test_sweep_equals_running_each_knob(make_model):
+    """Accuracy and FLOPs of every knob, replayed from one all-exits pass, equal an online run of that knob."""
+    import torch
+
+    from geep.calibrate import sweep
+    from geep.engine import run_policy
+    from geep.flops import FlopsSpec, full_model_flops
+    from test_scheduler import random_texts
+
+    model = make_model(exit_layers=[1, 2, 3, 4], head="attention", pooling="mean")
+    with torch.no_grad():
+        for head in model.heads.values():  # spread the tiny model's logits so exits differ
+            head.classifier.weight.mul_(30.0)
+    model.build_table(random_texts(30, seed=8), build_threshold=0.5)
+    texts = random_texts(37, seed=9)
+    encoded = model.tokenize(texts)
+    labels = torch.randint(0, 3, (37,), generator=torch.Generator().manual_seed(0))
+    policies = ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle"]
+    result = sweep(model, encoded, labels, policies=policies, batch_size=5, grid_points=5)
+    spec = FlopsSpec.from_model(model)
+    lengths = sorted(len(x) for x in encoded["input_ids"])
+    assert result.full_flops == full_model_flops(spec, lengths, 5).total
+    distinct = set()
+    for name in policies:
+        for point in result.points[name]:
+            run = run_policy(model, encoded, name, point.knob, batch_size=5, labels=labels)
+            accuracy = float((run.probabilities.argmax(-1) == labels).float().mean())
+            assert abs(point.accuracy - accuracy) < 1e-9, (name, point.knob)
+            assert point.flops_speedup == result.full_flops / run.flops.total, (name, point.knob)
+            assert point.mean_exit_layer == float(run.exit_layers.float().mean())
+            distinct.add(round(point.flops_speedup, 6))
+    assert len(distinct) > 5  # the knobs really changed what ran
+    assert result.points["full"][0].flops_speedup == 1.0

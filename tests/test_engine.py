@@ -8,6 +8,7 @@ from conftest import WORDS
 from geep.engine import all_exit_logits, length_order, predict, run_policy, token_lengths
 from geep.errors import GeepError
 from geep.flops import replay_flops
+from geep.scheduler import replay_bucket_flops
 from geep.policies import POLICIES, Memory, Policy, entropy
 
 N_ROWS = 70
@@ -41,6 +42,9 @@ def setup(make_model):
     encoded = model.tokenize(texts)
     recorded = all_exit_logits(model, encoded, batch_size=16)
     labels = torch.randint(0, 3, (N_ROWS,), generator=torch.Generator().manual_seed(1))
+    # An exit table whose build threshold S sits mid-range, so the geep policies' rows exit at different layers.
+    S = float((entropy(recorded.logits[:, 1]) / math.log(3)).median())
+    model.build_table(random_texts(N_ROWS, seed=9), build_threshold=S)
     return model, texts, encoded, recorded, labels
 
 
@@ -50,7 +54,10 @@ def knobs_for(model, logits):
     C = model.config.num_labels
     top = logits[:, 0].softmax(-1).max(-1).values
     return {"full": None, "fastbert": float(first.median()) / math.log(C), "deebert": float(first.median()),
-            "confidence": float(top.median()), "pabee": 1, "oracle": None}
+            "confidence": float(top.median()), "pabee": 1, "oracle": None, "geep": 0.5, "geep-verify": 0.3}
+
+
+model_threshold = [0.0]  # geep-verify's S, set by the tests that use it
 
 
 def near_threshold(policy: str, knob, logits, tol: float = 1e-5):
@@ -63,6 +70,10 @@ def near_threshold(policy: str, knob, logits, tol: float = 1e-5):
         else:
             score = entropy(x.reshape(-1, C)).view(x.shape[:2]) / (math.log(C) if policy == "fastbert" else 1.0)
         return ((score - knob).abs() < tol).any(1)
+    if policy == "geep-verify":  # the fastbert rule at S, from the predicted exit on
+        S = model_threshold[0]
+        return ((entropy(x.reshape(-1, x.shape[-1])).view(x.shape[:2]) / math.log(x.shape[-1]) - S).abs()
+                < tol).any(1)
     if policy in ("pabee", "oracle"):
         top2 = x.topk(2, dim=-1).values
         return ((top2[..., 0] - top2[..., 1]) < tol).any(1)
@@ -74,6 +85,7 @@ def test_batch_invariance(setup, policy):
     """A row's label and exit layer are the same alone, in shuffled batches of 7 and 64, and through predict."""
     model, texts, encoded, recorded, labels = setup
     knob = knobs_for(model, recorded.logits)[policy]
+    model_threshold[0] = model.config.exit_table["build_threshold"]
     kw = dict(labels=labels)
     alone = run_policy(model, encoded, policy, knob, batch_size=1, **kw)
     if policy != "full":
@@ -95,13 +107,25 @@ def test_batch_invariance(setup, policy):
     assert out.labels == [model.label_names[i] for i in out.label_ids.tolist()]
 
 
+def replay_index(model, encoded, policy, knob, logits, labels):
+    """Each row's exit index into E, replayed: from the logits, or for geep from the table's predictions."""
+    if not getattr(POLICIES[policy], "buckets", False):
+        return POLICIES[policy].replay(logits, knob, labels)
+    from geep.exit_prediction import exit_distribution, predicted_layers, verify_exit_index
+
+    predicted = predicted_layers(model, exit_distribution(model, encoded), knob)
+    index = torch.tensor([model.exit_layers.index(int(k)) for k in predicted])
+    model_threshold[0] = model.config.exit_table["build_threshold"]
+    return verify_exit_index(model, logits, index) if POLICIES[policy].verify else index
+
+
 @pytest.mark.parametrize("policy", [p for p in POLICIES])
 def test_replay_equals_online(setup, policy):
     """Replaying the policy on the all-exits logits gives each row the exit the batched engine gave it."""
     model, _, encoded, recorded, labels = setup
     knob = knobs_for(model, recorded.logits)[policy]
     online = run_policy(model, encoded, policy, knob, batch_size=7, labels=labels)
-    index = POLICIES[policy].replay(recorded.logits, knob, labels)
+    index = replay_index(model, encoded, policy, knob, recorded.logits, labels)
     replayed = torch.tensor(model.exit_layers)[index]
     ok = ~near_threshold(policy, knob, recorded.logits)
     assert torch.equal(replayed[ok], online.exit_layers[ok])
@@ -119,7 +143,12 @@ def test_flops_replay_equals_counted(setup, policy):
     order = length_order(token_lengths(encoded))
     lengths = [len(encoded["input_ids"][i]) for i in order]
     exits = None if POLICIES[policy].reads_exits else [model.num_layers]
-    replay = replay_flops(run.flops.spec, lengths, 7, run.exit_layers[order].tolist(), exits=exits)
+    if getattr(POLICIES[policy], "buckets", False):
+        predicted = torch.tensor(model.exit_layers)[replay_index(model, encoded, "geep", knob, recorded.logits, None)]
+        replay = replay_bucket_flops(run.flops.spec, token_lengths(encoded), predicted.tolist(),
+                                     run.exit_layers.tolist(), 7)
+    else:
+        replay = replay_flops(run.flops.spec, lengths, 7, run.exit_layers[order].tolist(), exits=exits)
     assert replay.layer_calls == run.flops.layer_calls and replay.head_calls == run.flops.head_calls
     assert replay.total == run.flops.total > 0
 
@@ -185,12 +214,20 @@ def test_all_exit_logits_match_forward_in_input_order(make_model):
 def test_model_predict_with_every_policy(make_model):
     model = make_model(exit_layers=[1, 3])
     texts = random_texts(6, seed=2)
+    model.build_table(random_texts(20, seed=5))
     for name in POLICIES:
         labels = ["c0", "c1", "c2", "c0", "c1", "c2"] if name == "oracle" else None
         out = model.predict(texts, policy=name, batch_size=4, labels=labels)
         assert len(out) == 6 and out.probabilities.shape == (6, 3)
         assert set(out.exit_layers.tolist()) <= {1, 3, 4}
     assert model.predict("good", policy="fastbert", knob=1.0).exit_layers.tolist() == [1]
+    # geep's knob ends: tau = 0 predicts the first exit for every row, tau = 1 the last
+    assert model.predict(texts, policy="geep", knob=0.0).exit_layers.tolist() == [1] * 6
+    assert model.predict(texts, policy="geep", knob=1.0).exit_layers.tolist() == [4] * 6
+    assert model.predict(texts, policy="geep-verify", knob=1.0).exit_layers.tolist() == [4] * 6
+    model.exit_table = None
+    with pytest.raises(GeepError, match="no exit table"):
+        model.predict(texts, policy="geep")
 
 
 def test_default_knob_comes_from_the_config(make_model):

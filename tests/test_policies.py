@@ -19,7 +19,7 @@ def every_exit(rows: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry():
-    assert list(POLICIES) == ["full", "fastbert", "deebert", "confidence", "pabee", "oracle"]
+    assert list(POLICIES) == ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle"]
     assert get_policy("pabee") is POLICIES["pabee"]
     with pytest.raises(GeepError, match="unknown policy 'x'; choose one of: full, fastbert, deebert"):
         get_policy("x")
@@ -52,6 +52,9 @@ def test_documented_ends():
     assert ends == {"fastbert": (0.0, 1.0), "deebert": (0.0, math.log(C)), "confidence": (1.0, 0.0),
                     "pabee": (E - 1, 0)}
     assert POLICIES["full"].knob_spec(C, E) is None and POLICIES["oracle"].knob_spec(C, E) is None
+    for name in ("geep", "geep-verify"):  # tau: 1 predicts L for every row, 0 the first exit
+        spec = POLICIES[name].knob_spec(C, E)
+        assert (spec.never, spec.first, spec.low, spec.high) == (1.0, 0.0, 0.0, 1.0)
 
 
 def test_thresholds_between_the_ends():
@@ -132,6 +135,10 @@ def test_knob_defaults_and_grids_span_the_range():
 
 def test_decide_returns_a_tensor_mask_for_the_batch():
     for name, policy in POLICIES.items():
+        if getattr(policy, "buckets", False):  # geep predicts before running: no per-layer decision
+            with pytest.raises(TypeError, match="predicts exits before the model runs"):
+                policy.decide(EDGE, 0.5, {})
+            continue
         knob = policy.resolve_knob(None, C, E)
         labels = torch.zeros(len(EDGE), dtype=torch.long)
         leave, memory = policy.decide(EDGE, knob, policy.start(len(EDGE), torch.device("cpu"), labels))

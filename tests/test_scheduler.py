@@ -4,7 +4,14 @@ from collections import Counter
 import torch
 
 from conftest import WORDS
-from geep.scheduler import bucket_order, normalised_entropy, run_buckets
+import math
+
+from geep.policies import entropy
+from geep.scheduler import bucket_order, run_buckets
+
+
+def normalised_entropy(logits):
+    return entropy(logits) / math.log(logits.shape[-1])
 
 
 def random_texts(n: int, seed: int = 0) -> list[str]:
@@ -94,3 +101,22 @@ def test_bucket_results_do_not_depend_on_batch_size(make_model):
         near = ((ent - threshold).abs() < 1e-5)
         assert torch.equal(e[~near], ref_e[~near])
         torch.testing.assert_close(p[~near], ref_p[~near], atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_replayed_bucket_flops_equal_what_ran(make_model):
+    from geep.flops import FlopsCount, FlopsSpec
+    from geep.scheduler import replay_bucket_flops
+
+    model = make_model(exit_layers=[1, 2, 3, 4], head="attention", pooling="mean")
+    texts = random_texts(45, seed=4)
+    encoded = model.tokenize(texts)
+    lengths = [len(x) for x in encoded["input_ids"]]
+    predicted = torch.tensor([random.Random(i).choice([1, 2, 3]) for i in range(45)])
+    spec = FlopsSpec.from_model(model)
+    for verify in (None, 0.9):
+        counted = FlopsCount(spec)
+        _, exits = run_buckets(model, encoded, predicted, batch_size=6, verify_threshold=verify, counter=counted)
+        replay = replay_bucket_flops(spec, lengths, predicted.tolist(), exits.tolist(), batch_size=6)
+        assert replay.layer_calls == counted.layer_calls and replay.head_calls == counted.head_calls
+        assert replay.total == counted.total > 0

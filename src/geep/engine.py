@@ -205,7 +205,7 @@ def run_policy(model: "MultiExitClassifier", encoded: Encoded, policy: str | Pol
     if order is None:
         order = length_order(token_lengths(encoded))
     labels_dev = None if labels is None else labels.to(device)
-    bar = _progress(n, show_progress)
+    bar = progress_bar(n, show_progress)
     try:
         for rows in batches(order, batch_size):
             state = embed_rows(model, encoded, rows)
@@ -238,7 +238,7 @@ def all_exit_logits(model: "MultiExitClassifier", encoded: Encoded | Sequence[st
     lengths = token_lengths(encoded)
     n, E, C = len(lengths), len(model.exit_layers), model.config.num_labels
     logits = torch.zeros((n, E, C), device=model.device)
-    bar = _progress(n, show_progress)
+    bar = progress_bar(n, show_progress)
     try:
         for rows in batches(length_order(lengths), batch_size):
             state = embed_rows(model, encoded, rows)
@@ -251,7 +251,7 @@ def all_exit_logits(model: "MultiExitClassifier", encoded: Encoded | Sequence[st
     return ExitLogits(logits.cpu(), torch.tensor(lengths, dtype=torch.long))
 
 
-def _progress(total: int, show: bool):
+def progress_bar(total: int, show: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not show, unit="row", desc="predict", leave=False)

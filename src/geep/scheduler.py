@@ -13,7 +13,6 @@ have: no layer is ever recomputed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -22,17 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geep.backbone import State
-from geep.engine import pad_batch
+from geep.engine import Outputs, PolicyRun, progress_bar, advance, batches, embed_rows, read_exit
+from geep.flops import FlopsCount, FlopsSpec
+from geep.policies import get_policy
 
 if TYPE_CHECKING:
-    from geep.flops import FlopsCount
     from geep.model import MultiExitClassifier
-
-
-def normalised_entropy(logits: Tensor) -> Tensor:
-    """entropy(softmax(logits)) / ln C for logits (B, C) -> (B,), from log_softmax."""
-    log_p = F.log_softmax(logits.float(), dim=-1)
-    return -(log_p.exp() * log_p).sum(-1) / math.log(logits.shape[-1])
 
 
 def bucket_order(predicted_layers: Sequence[int], lengths: Sequence[int]) -> list[int]:
@@ -65,51 +59,84 @@ class _Carry:
         return [model.select_rows(pooled, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
 
 
-def run_buckets(model: "MultiExitClassifier", encoded: dict[str, list[list[int]]], predicted_layers: Tensor, *,
-                batch_size: int = 32, verify_threshold: float | None = None, counter: "FlopsCount | None" = None
-                ) -> tuple[Tensor, Tensor]:
+def run_buckets(model: "MultiExitClassifier", encoded: dict, predicted_layers: Tensor, *, batch_size: int = 32,
+                verify_threshold: float | None = None, counter: FlopsCount | None = None,
+                show_progress: bool = False) -> tuple[Tensor, Tensor]:
     """Runs every row to its predicted exit layer (and on, with ``verify_threshold``); outputs in input order.
 
     encoded: unpadded token ids per row (``model.tokenize``); predicted_layers (N,) with values in E.
     Returns probabilities (N, C) and exit layers (N,), on the CPU.
     """
-    exits = model.exit_layers
-    L, C = model.num_layers, model.config.num_labels
+    exits, L = model.exit_layers, model.num_layers
     n = len(encoded["input_ids"])
     predicted = predicted_layers.tolist()
     if any(p not in exits for p in predicted):
         raise ValueError(f"predicted layers must be exit layers {exits}")
-    probabilities = torch.zeros((n, C))
-    exit_layers = torch.zeros((n,), dtype=torch.long)
-    pad_id = model.tokenizer.pad_token_id or 0
+    rule = get_policy("fastbert")
+    outputs = Outputs(n, model.config.num_labels, model.device)
     order = bucket_order(predicted, [len(x) for x in encoded["input_ids"]])
     by_layer = {k: [i for i in order if predicted[i] == k] for k in exits}
-    carry = _Carry()
+    carry, previous = _Carry(), 0
+    bar = progress_bar(n, show_progress)
+    try:
+        for k in exits:
+            states = carry.batches(model, previous, batch_size)  # rows that continued from the previous exit
+            states += [embed_rows(model, encoded, rows) for rows in batches(by_layer[k], batch_size)]
+            carry = _Carry()
+            for state in states:
+                state = advance(model, state, k, counter)
+                logits = read_exit(model, state, counter)  # (B, C): the only head this batch calls at k
+                if verify_threshold is None or k == L:
+                    leave = torch.ones(state.batch_size, dtype=torch.bool, device=logits.device)
+                else:
+                    leave, _ = rule.decide(logits, verify_threshold, {})  # (B,)
+                outputs.record(state.row_ids[leave], logits[leave], k)
+                bar.update(int(leave.sum()))
+                if not bool(leave.all()):
+                    carry.add(state, ~leave)
+            previous = k
+    finally:
+        bar.close()
+    return outputs.probabilities.cpu(), outputs.exit_layers.cpu()
+
+
+def run_geep(model: "MultiExitClassifier", encoded: dict, tau: float, *, batch_size: int = 32,
+             verify: bool = False, show_progress: bool = False) -> PolicyRun:
+    """The ``geep`` (or ``geep-verify``) policy over tokenised rows: predict, sort, run the buckets."""
+    from geep.exit_prediction import exit_distribution, predicted_layers, verify_threshold
+
+    model.eval()
+    with torch.inference_mode():
+        predicted = predicted_layers(model, exit_distribution(model, encoded), tau)  # (N,): the model has not run
+        counter = FlopsCount(FlopsSpec.from_model(model))
+        probabilities, exit_layers = run_buckets(
+            model, encoded, predicted, batch_size=batch_size, counter=counter, show_progress=show_progress,
+            verify_threshold=verify_threshold(model) if verify else None)
+    return PolicyRun(probabilities, exit_layers, counter)
+
+
+def replay_bucket_flops(spec: FlopsSpec, lengths: Sequence[int], predicted_layers: Sequence[int],
+                        exit_layers: Sequence[int], batch_size: int) -> FlopsCount:
+    """The count :func:`run_buckets` makes, from row lengths, predicted and actual exit layers, without a model.
+
+    Rows are in input order. Under plain ``geep`` every exit layer equals the predicted one; a row whose exit
+    is later continued (``geep-verify``) and is pooled exactly as :func:`run_buckets` pools it.
+    """
+    exits = sorted(spec.heads)
+    count = FlopsCount(spec)
+    order = bucket_order(predicted_layers, lengths)
+    carry: list[int] = []  # rows continuing from the previous exit, in the order run_buckets adds them
     previous = 0
     for k in exits:
-        states = carry.batches(model, previous, batch_size)  # rows that continued from the previous exit
-        carry = _Carry()
-        rows = by_layer[k]
-        for start in range(0, len(rows), batch_size):  # fresh rows whose predicted exit is k
-            chunk = rows[start:start + batch_size]
-            batch = pad_batch(encoded, chunk, pad_id, model.device)
-            states.append(model.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                                      row_ids=torch.tensor(chunk, device=model.device)))
-        for state in states:
-            if counter is not None:
-                counter.add_layers(state.layer, k, state.batch_size, state.seq_len)
-            state = model.run_layers(state, k)
-            logits = model.exit_logits(state)  # (B, C): the only head this batch calls at k
-            if counter is not None:
-                counter.add_head(k, state.batch_size, state.seq_len)
-            if verify_threshold is None or k == L:
-                leave = torch.ones(state.batch_size, dtype=torch.bool, device=logits.device)
-            else:
-                leave = normalised_entropy(logits) <= verify_threshold  # (B,)
-            ids = state.row_ids[leave].cpu()
-            probabilities[ids] = logits[leave].float().softmax(-1).cpu()
-            exit_layers[ids] = k
-            if not bool(leave.all()):
-                carry.add(state, ~leave)
+        pooled = sorted(carry, key=lambda i: lengths[i])  # stable, like the run's torch.sort
+        fresh = [i for i in order if predicted_layers[i] == k]
+        work = [(previous, rows) for rows in batches(pooled, batch_size)] + [(0, rows) for rows in batches(fresh, batch_size)]
+        carry = []
+        for start, rows in work:
+            T = max(lengths[i] for i in rows)
+            for j in range(start + 1, k + 1):
+                count.add_layer(j, len(rows), T)
+            count.add_head(k, len(rows), T)
+            carry += [i for i in rows if exit_layers[i] > k]
         previous = k
-    return probabilities, exit_layers
+    return count

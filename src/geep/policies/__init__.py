@@ -11,6 +11,7 @@ from geep.policies.confidence import ConfidencePolicy
 from geep.policies.deebert import DeeBertPolicy
 from geep.policies.fastbert import FastBertPolicy
 from geep.policies.full import FullPolicy
+from geep.policies.geep import GeepPolicy, GeepVerifyPolicy
 from geep.policies.oracle import OraclePolicy
 from geep.policies.pabee import PatiencePolicy
 
@@ -24,7 +25,7 @@ def register_policy(policy: Policy) -> Policy:
 
 
 for _policy in (FullPolicy(), FastBertPolicy(), DeeBertPolicy(), ConfidencePolicy(), PatiencePolicy(),
-                OraclePolicy()):
+                GeepPolicy(), GeepVerifyPolicy(), OraclePolicy()):
     register_policy(_policy)
 
 
