@@ -173,6 +173,8 @@ def calibrate(model: "MultiExitClassifier", texts: Sequence[str], labels: Sequen
 
     if policies is None:
         policies = [p for p in CALIBRATED_POLICIES if model.exit_table is not None or not p.startswith("geep")]
+    if not len(texts):
+        raise GeepError("calibration needs labelled dev rows; got none")
     encoded = model.tokenize(list(texts), None if text_pairs is None else list(text_pairs))
     result = sweep(model, encoded, label_ids(model, labels), policies=policies, batch_size=batch_size,
                    grid_points=grid_points)

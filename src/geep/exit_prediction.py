@@ -54,7 +54,8 @@ def build_table(model: "MultiExitClassifier", texts: Sequence[str], text_pairs: 
                             smoothing=smoothing)
     model.exit_table = table
     model.config.exit_table = {"file": TABLE_FILE, "build_threshold": build_threshold, "rows": len(texts),
-                               "source": source, **table.params()}
+                               "source": source, **table.params(),
+                               "exit_histogram": {str(k): v for k, v in table.summary()["exit_histogram"].items()}}
     model.config.default_knobs.setdefault("geep", DEFAULT_TAU)
     model.config.default_knobs.setdefault("geep-verify", DEFAULT_TAU)
     return table

@@ -261,6 +261,13 @@ class MultiExitClassifier(nn.Module):
         config["geep"] = self.config.to_dict()
         write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
+    def calibrate(self, texts: Sequence[str], labels: Sequence[str], text_pairs: Sequence[str] | None = None,
+                  **kwargs: Any):
+        """Chooses each policy's default knob on dev (see ``geep.calibrate.calibrate``)."""
+        from geep.calibrate import calibrate
+
+        return calibrate(self, texts, labels, text_pairs, **kwargs)
+
     def build_table(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, **kwargs: Any):
         """Builds the token exit table from held-out rows (see ``geep.exit_prediction.build_table``)."""
         from geep.exit_prediction import build_table

@@ -62,8 +62,8 @@ def format_info(directory: str | Path) -> str:
         + f", label={config.label_column}",
         "default knobs:  " + (", ".join(f"{k}={v:g}" for k, v in sorted(config.default_knobs.items()))
                               or "none (run `geep calibrate`)"),
-        "exit table:     " + (", ".join(f"{k}={v}" for k, v in sorted(config.exit_table.items()))
-                              if config.exit_table else "none"),
+        "exit table:     " + (_describe_table(config.exit_table) if config.exit_table
+                              else "none (run `geep build-table`)"),
     ]
     if training:
         sizes = training.get("data_sizes", {})
@@ -77,3 +77,15 @@ def format_info(directory: str | Path) -> str:
 def run(args: argparse.Namespace) -> int:
     print(format_info(args.model))
     return 0
+
+
+def _describe_table(table: dict) -> str:
+    """One line of the table's parameters and one of its exit histogram."""
+    keys = "token bigrams + tokens" if table.get("ngram") == 2 else "tokens"
+    line = (f"{table.get('file')}: {table.get('rows')} rows from {table.get('source') or '?'}; keys: {keys}; "
+            f"build threshold S={table.get('build_threshold')}, smoothing {table.get('smoothing')}, "
+            f"combine {table.get('combine', 'mean')}")
+    histogram = table.get("exit_histogram") or {}
+    if histogram:
+        line += "\n                exit histogram: " + ", ".join(f"layer {k}: {v}" for k, v in histogram.items())
+    return line

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from geep.card import format_accuracy_table, write_model_card
+from geep.cli.build_table import add_table_options, check_table_options
 from geep.config import HEAD_KINDS, POOLINGS
 from geep.data import ColumnData, build_label_names, encode_labels, get_columns, load_dataset_spec, \
     stratified_split, stratified_subset
@@ -72,6 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="fraction of --train held out (no gradient step) for the exit table (0: none)")
     p.add_argument("--table-data", metavar="DATA", default=None,
                    help="data for the exit table instead of holding out --table-fraction of --train")
+    add_table_options(p)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when there is one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--output", required=True, metavar="DIR")
@@ -178,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars; ours is the training bar
     # ---- validate everything before the first step: flags, output dir, data, labels, model
     _check_flags(args)
+    check_table_options(args)
     exit_layers = parse_exit_layers(args.exit_layers)
     training_args = TrainingArguments(
         epochs=args.epochs, distil_epochs=args.distil_epochs, batch_size=args.batch_size, lr=args.lr,
@@ -235,7 +238,12 @@ def run(args: argparse.Namespace) -> int:
     elif table_file.exists():
         table_file.unlink()  # stale, from an overwritten run
 
-    # ---- the exit table (a later issue): build it here from `table_file`, e.g. model.build_table(...) ----
+    # ---- the exit table, from the rows that took no gradient step
+    if table_slice is not None and len(table_slice):
+        table = model.build_table(table_slice.texts, table_slice.pairs, build_threshold=args.build_threshold,
+                                  ngram=args.ngram, min_count=args.min_count, smoothing=args.smoothing,
+                                  source=table_slice.source)
+        logger.info("exit table: %d rows, exit histogram %s", len(table_slice), table.summary()["exit_histogram"])
 
     model.save_pretrained(output)
     sizes = {"train": len(train_slice), "dev": len(dev_slice), "table": len(table_slice or [])}

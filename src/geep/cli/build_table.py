@@ -1,0 +1,91 @@
+"""`geep build-table`: build (or rebuild) a model's token exit table from rows that took no gradient step."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from geep.errors import GeepError
+
+logger = logging.getLogger(__name__)
+
+TABLE_DATA_NAME = "table_data.jsonl"  # the held-out slice `geep train` saves beside the model
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "build-table", help="build a model's token exit table",
+        description="Build the token exit table GEEP predicts exit layers from. Each row's exit layer is the "
+                    "one the fastbert rule at --build-threshold gives it.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (updated in place)")
+    p.add_argument("--data", metavar="DATA", default=None,
+                   help=f"held-out rows (default: the model's own {TABLE_DATA_NAME}, saved by `geep train`)")
+    add_table_options(p)
+    p.add_argument("--text-column", default=None, help="default: the model's (text for the default data)")
+    p.add_argument("--text-pair-column", default=None)
+    p.add_argument("--encoding", default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.set_defaults(func=run)
+
+
+def add_table_options(p: argparse.ArgumentParser) -> None:
+    """The table's own options, shared with `geep train`."""
+    from geep.exit_prediction import DEFAULT_BUILD_THRESHOLD
+
+    p.add_argument("--build-threshold", type=float, default=DEFAULT_BUILD_THRESHOLD, metavar="S",
+                   help="normalised-entropy threshold of the fastbert rule that measures each row's exit "
+                        f"(also geep-verify's; default {DEFAULT_BUILD_THRESHOLD})")
+    p.add_argument("--ngram", type=int, choices=[1, 2], default=1, help="1: token keys; 2: also token bigrams")
+    p.add_argument("--min-count", type=int, default=2, help="rows a bigram needs to be used (else back-off)")
+    p.add_argument("--smoothing", type=float, default=1.0, help="a in (n_kl + a pi_l) / (N_k + a)")
+
+
+def check_table_options(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.build_threshold <= 1.0:
+        raise GeepError(f"--build-threshold must lie in [0, 1], got {args.build_threshold}")
+    if args.smoothing < 0:
+        raise GeepError(f"--smoothing must be >= 0, got {args.smoothing}")
+    if args.min_count < 1:
+        raise GeepError(f"--min-count must be >= 1, got {args.min_count}")
+
+
+def build_from_spec(model, spec: str, args: argparse.Namespace, text_column: str, text_pair_column: str | None,
+                    source: str):
+    """Reads DATA and builds the model's table with the options in ``args``."""
+    from geep.data import get_columns, load_dataset_spec
+
+    cols = get_columns(load_dataset_spec(spec, args.encoding), text_column, text_pair_column, None,
+                       source=spec, require_labels=False)
+    return model.build_table(cols.texts, cols.text_pairs, build_threshold=args.build_threshold, ngram=args.ngram,
+                             min_count=args.min_count, smoothing=args.smoothing,
+                             batch_size=getattr(args, "batch_size", 32), source=source)
+
+
+def run(args: argparse.Namespace) -> int:
+    from geep.engine import resolve_device
+    from geep.model import MultiExitClassifier
+
+    check_table_options(args)
+    directory = Path(args.model)
+    model = MultiExitClassifier.from_pretrained(directory, device=resolve_device(args.device))
+    if args.data is None:
+        spec = directory / TABLE_DATA_NAME
+        if not spec.is_file():
+            raise GeepError(f"{directory} has no {TABLE_DATA_NAME} (trained with --table-fraction 0?); "
+                            "pass held-out rows with --data")
+        text_column, pair_column = "text", ("text_pair" if model.config.text_pair_column else None)
+        spec, source = str(spec), f"{TABLE_DATA_NAME} (held out of training)"
+    else:
+        spec, source = args.data, args.data
+        text_column = args.text_column or model.config.text_column
+        pair_column = args.text_pair_column or model.config.text_pair_column
+    table = build_from_spec(model, spec, args, text_column, pair_column, source)
+    model.save_config(directory)
+    summary = table.summary()
+    print(f"exit table of {directory}: {summary['num_rows']} rows from {source}, build threshold "
+          f"{args.build_threshold}, {summary['unigram_keys']} token keys"
+          + (f", {summary['bigram_keys']} bigram keys" if args.ngram == 2 else ""))
+    print("exit histogram: " + ", ".join(f"layer {k}: {v}" for k, v in summary["exit_histogram"].items()))
+    return 0

@@ -1,0 +1,75 @@
+"""`geep calibrate`: choose each policy's knob on dev and store it as the model's default."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from geep.errors import GeepError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "calibrate", help="choose each policy's default knob on dev",
+        description="Score every knob of every policy on dev from one all-exits pass and store, per policy, the "
+                    "knob that meets the target as the model's default (used by predict).")
+    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (updated in place)")
+    p.add_argument("--dev", required=True, metavar="DATA", help="labelled dev data (FILE or NAME[:split])")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-speedup", type=float, metavar="X",
+                        help="the most accurate knob whose FLOPs speed-up vs full is at least X")
+    target.add_argument("--max-accuracy-drop", type=float, metavar="D",
+                        help="the fastest knob whose dev accuracy is at least full's minus D points")
+    p.add_argument("--policies", default=None,
+                   help="comma-separated (default: fastbert,deebert,confidence,pabee and, with a table, geep,geep-verify)")
+    p.add_argument("--grid-points", type=int, default=41, help="knobs per policy (integer knobs: all)")
+    p.add_argument("--batch-size", type=int, default=32, help="the batch size whose FLOPs are counted")
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--text-pair-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--encoding", default=None)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from geep.calibrate import CALIBRATED_POLICIES, calibrate
+    from geep.data import get_columns, load_dataset_spec
+    from geep.engine import resolve_device
+    from geep.model import MultiExitClassifier
+    from geep.policies import get_policy
+
+    if args.target_speedup is not None and args.target_speedup <= 0:
+        raise GeepError(f"--target-speedup must be positive, got {args.target_speedup}")
+    if args.max_accuracy_drop is not None and args.max_accuracy_drop < 0:
+        raise GeepError(f"--max-accuracy-drop must be >= 0 points, got {args.max_accuracy_drop}")
+    if args.grid_points < 2:
+        raise GeepError(f"--grid-points must be at least 2, got {args.grid_points}")
+    directory = Path(args.model)
+    model = MultiExitClassifier.from_pretrained(directory, device=resolve_device(args.device))
+    policies = None
+    if args.policies:
+        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        for name in policies:
+            get_policy(name)  # unknown -> error listing the known ones
+            if name not in CALIBRATED_POLICIES:
+                raise GeepError(f"{name} has no knob to calibrate; choose from: {', '.join(CALIBRATED_POLICIES)}")
+            if name.startswith("geep") and model.exit_table is None:
+                raise GeepError(f"{name} needs an exit table; build one with `geep build-table --model {directory}`")
+    cfg = model.config
+    cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
+                       args.text_pair_column or cfg.text_pair_column, args.label_column or cfg.label_column,
+                       source=args.dev, require_labels=True)
+    chosen = calibrate(model, cols.texts, cols.labels, cols.text_pairs, target_speedup=args.target_speedup,
+                       max_accuracy_drop=args.max_accuracy_drop, policies=policies, batch_size=args.batch_size,
+                       grid_points=args.grid_points)
+    model.save_config(directory)
+    target = (f"FLOPs speed-up >= {args.target_speedup:g}x" if args.target_speedup is not None
+              else f"accuracy drop <= {args.max_accuracy_drop:g} points")
+    print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) for {target}; stored as defaults:")
+    print(f"| {'policy':<12} | {'knob':>8} | {'dev acc':>7} | {'FLOPs x':>7} | {'mean layer':>10} |")
+    print(f"|{'-' * 14}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
+    for name, point in chosen.items():
+        print(f"| {name:<12} | {point.knob:>8.4g} | {100 * point.accuracy:>6.2f}% | {point.flops_speedup:>6.2f}x "
+              f"| {point.mean_exit_layer:>10.2f} |")
+    return 0
