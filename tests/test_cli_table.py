@@ -33,9 +33,10 @@ def config_of(directory):
 def test_build_table_then_predict_and_info(saved, capsys, tmp_path):
     directory, data = saved
     assert main(["build-table", "--model", str(directory), "--data", str(data), "--build-threshold", "0.5",
-                 "--ngram", "2"]) == 0
+                 "--ngram", "2", "--combine", "geometric"]) == 0
     table = config_of(directory)["exit_table"]
     assert table["ngram"] == 2 and table["build_threshold"] == 0.5 and table["rows"] == 40
+    assert table["combine"] == "geometric"
     assert sum(table["exit_histogram"].values()) == 40
     assert (directory / table["file"]).is_file()
     assert main(["predict", "--model", str(directory), "--input", str(data), "--output", str(tmp_path / "p.jsonl"),

@@ -61,7 +61,7 @@ class Reference:
         return [self.bi[k] for k in bigrams] + [self.uni[k] for k in unigrams if k in self.uni]
 
     def distribution(
-        self, row: list[int], mask: list[int], min_count: int, a: float, idf: bool = True
+        self, row: list[int], mask: list[int], min_count: int, a: float, idf: bool = True, combine: str = "mean"
     ) -> list[float]:
         num, den = [0.0] * self.L, 0.0
         for counts in self.keys(row, mask, min_count):
@@ -69,10 +69,27 @@ class Reference:
             if n_k == 0:
                 continue
             w = math.log(self.N / n_k) if idf else 1.0
-            for l in range(self.L):
-                num[l] += w * (counts[l] + a * self.pi[l]) / (n_k + a)
+            p = [(counts[l] + a * self.pi[l]) / (n_k + a) for l in range(self.L)]
+            if combine == "mean":
+                for l in range(self.L):
+                    num[l] += w * p[l]
+            elif combine == "geometric":
+                for l in range(self.L):
+                    num[l] += w * math.log(max(p[l], 1e-300))
+            else:  # vote: the key's median layer gets its weight
+                cdf = 0.0
+                for l in range(self.L):
+                    cdf += p[l]
+                    if cdf >= 0.5 or l == self.L - 1:
+                        num[l] += w
+                        break
             den += w
-        return list(self.pi) if den == 0 else [x / den for x in num]
+        if den == 0:
+            return list(self.pi)
+        if combine == "geometric":
+            e = [math.exp(x / den) for x in num]
+            return [x / sum(e) for x in e]
+        return [x / den for x in num]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -417,3 +434,24 @@ def test_params_and_summary(corpus) -> None:
     assert summary["bigram_keys"] == len(ref.bi)
     assert summary["usable_bigram_keys"] == sum(sum(c) >= 2 for c in ref.bi.values())
     assert summary["exit_histogram"] == {l + 1: n for l, n in enumerate(ref.hist)}
+
+
+@pytest.mark.parametrize("combine", ["geometric", "vote"])
+@pytest.mark.parametrize("ngram", [1, 2])
+def test_other_combiners_match_reference(corpus, combine, ngram) -> None:
+    table = build(corpus, ngram=ngram, min_count=2, smoothing=1.0)
+    ref = Reference(*corpus, L=4, ngram=ngram)
+    ids, mask = queries()
+    q = table.predict_distribution(ids, mask, combine=combine)
+    expected = torch.tensor([ref.distribution(r, m, 2, 1.0, combine=combine)
+                             for r, m in zip(ids.tolist(), mask.tolist())], dtype=torch.float64)
+    assert torch.allclose(q, expected, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("combine", ["geometric", "vote"])
+def test_other_combiners_also_let_the_marker_dominate(combine) -> None:
+    ids, mask, layers, _ = synthetic(500, seed=0)
+    table = ExitTable.build(ids, mask, layers, num_layers=6, vocab_size=200, special_ids=SPECIAL, combine=combine)
+    test_ids, test_mask, _, easy = synthetic(200, seed=1)
+    predicted = table.predict_layers(test_ids, test_mask, tau=0.5)
+    assert (predicted[easy] <= 2).all() and (predicted[~easy] >= 5).all()

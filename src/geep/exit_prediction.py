@@ -35,7 +35,8 @@ def padded_ids(model: "MultiExitClassifier", encoded: dict[str, list[list[int]]]
 
 def build_table(model: "MultiExitClassifier", texts: Sequence[str], text_pairs: Sequence[str] | None = None, *,
                 build_threshold: float = DEFAULT_BUILD_THRESHOLD, ngram: int = 1, min_count: int = 2,
-                smoothing: float = 1.0, batch_size: int = 32, source: str = "") -> ExitTable:
+                smoothing: float = 1.0, combine: str = "mean", batch_size: int = 32, source: str = ""
+                ) -> ExitTable:
     """Builds the model's exit table from rows that took no gradient step, and records it in the config.
 
     Each row's exit layer is the one the ``fastbert`` rule at ``build_threshold`` gives it.
@@ -51,7 +52,7 @@ def build_table(model: "MultiExitClassifier", texts: Sequence[str], text_pairs: 
     table = ExitTable.build(ids, mask, exits.to(ids.device), num_layers=model.num_layers,
                             vocab_size=model.backbone.config.vocab_size,
                             special_ids=model.tokenizer.all_special_ids, ngram=ngram, min_count=min_count,
-                            smoothing=smoothing)
+                            smoothing=smoothing, combine=combine)
     model.exit_table = table
     model.config.exit_table = {"file": TABLE_FILE, "build_threshold": build_threshold, "rows": len(texts),
                                "source": source, **table.params(),

@@ -70,9 +70,35 @@ def combine_mean(p: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return q, total
 
 
+def combine_geometric(p: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Length-normalised log-odds: q(l) proportional to exp(sum_k w_k log p(l|k) / sum_k w_k).
+
+    A weighted geometric mean of the per-key distributions: keys that agree sharpen q instead of averaging
+    towards the prior, and dividing by the total weight keeps long rows from becoming over-confident.
+    p (B, K, L), w (B, K) -> q (B, L), total (B,).
+    """
+    total = w.sum(dim=1)  # (B,)
+    log_p = p.clamp_min(1e-300).log()  # (B, K, L); p is 0 only where a layer has neither counts nor prior
+    mean_log = (w.unsqueeze(-1) * log_p).sum(dim=1) / total.clamp_min(torch.finfo(total.dtype).tiny).unsqueeze(-1)
+    return torch.softmax(mean_log, dim=-1), total
+
+
+def combine_vote(p: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """A weighted vote of per-key median layers: q(l) = sum_k w_k [median_k == l] / sum_k w_k.
+
+    The row's tau-quantile of q is then the weighted tau-quantile of its keys' own predicted layers.
+    p (B, K, L), w (B, K) -> q (B, L), total (B,).
+    """
+    total = w.sum(dim=1)  # (B,)
+    median = (p.cumsum(dim=-1) < 0.5).sum(dim=-1).clamp(max=p.shape[-1] - 1)  # (B, K) 0-based layer
+    votes = torch.zeros_like(p[:, 0]).scatter_add_(1, median, w)  # (B, L)
+    return votes / total.clamp_min(torch.finfo(total.dtype).tiny).unsqueeze(-1), total
+
+
 # Registry of combiners, looked up by name. A combiner maps (p (B, K, L), w (B, K)) to (q (B, L), total (B,));
-# rows whose total is 0 fall back to the prior. Add e.g. a weighted-quantile combiner here.
-COMBINERS: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {"mean": combine_mean}
+# rows whose total is 0 fall back to the prior.
+COMBINERS: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {
+    "mean": combine_mean, "geometric": combine_geometric, "vote": combine_vote}
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -40,6 +40,9 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ngram", type=int, choices=[1, 2], default=1, help="1: token keys; 2: also token bigrams")
     p.add_argument("--min-count", type=int, default=2, help="rows a bigram needs to be used (else back-off)")
     p.add_argument("--smoothing", type=float, default=1.0, help="a in (n_kl + a pi_l) / (N_k + a)")
+    p.add_argument("--combine", choices=["mean", "geometric", "vote"], default="mean",
+                   help="how a row's keys combine: IDF-weighted mean (the paper's), geometric mean "
+                        "(length-normalised log-odds) or a vote of per-key median layers")
 
 
 def check_table_options(args: argparse.Namespace) -> None:
@@ -59,7 +62,7 @@ def build_from_spec(model, spec: str, args: argparse.Namespace, text_column: str
     cols = get_columns(load_dataset_spec(spec, args.encoding), text_column, text_pair_column, None,
                        source=spec, require_labels=False)
     return model.build_table(cols.texts, cols.text_pairs, build_threshold=args.build_threshold, ngram=args.ngram,
-                             min_count=args.min_count, smoothing=args.smoothing,
+                             min_count=args.min_count, smoothing=args.smoothing, combine=args.combine,
                              batch_size=getattr(args, "batch_size", 32), source=source)
 
 

@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     if table_slice is not None and len(table_slice):
         table = model.build_table(table_slice.texts, table_slice.pairs, build_threshold=args.build_threshold,
                                   ngram=args.ngram, min_count=args.min_count, smoothing=args.smoothing,
-                                  source=table_slice.source)
+                                  combine=args.combine, source=table_slice.source)
         logger.info("exit table: %d rows, exit histogram %s", len(table_slice), table.summary()["exit_histogram"])
 
     model.save_pretrained(output)
