@@ -60,7 +60,7 @@ def test_sweep_equals_running_each_knob(make_model):
     for name in policies:
         for point in result.points[name]:
             run = run_policy(model, encoded, name, point.knob, batch_size=5, labels=labels)
-            accuracy = float((run.probabilities.argmax(-1) == labels).float().mean())
+            accuracy = float((run.probabilities.argmax(-1) == labels).double().mean())
             assert abs(point.accuracy - accuracy) < 1e-9, (name, point.knob)
             assert point.flops_speedup == result.full_flops / run.flops.total, (name, point.knob)
             assert point.mean_exit_layer == float(run.exit_layers.float().mean())

@@ -95,7 +95,7 @@ def _point(policy: str, knob: float | None, logits: Tensor, exit_index: Tensor, 
     predictions = logits[torch.arange(n), exit_index].argmax(-1)  # (N,)
     layers = torch.tensor(exit_layers)[exit_index]  # (N,)
     histogram = {int(k): int((layers == k).sum()) for k in exit_layers}
-    return KnobPoint(policy, knob, float((predictions == labels).float().mean()), full_flops / max(flops, 1),
+    return KnobPoint(policy, knob, float((predictions == labels).double().mean()), full_flops / max(flops, 1),
                      float(layers.float().mean()), macro_f1(predictions, labels, logits.shape[-1]), histogram)
 
 

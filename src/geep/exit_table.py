@@ -489,7 +489,7 @@ class ExitTable:
             "params": json.dumps(self.params(), sort_keys=True),
         }
         save_file({k: v.contiguous() for k, v in self.tensors().items()}, str(path), metadata=metadata)
-        logger.info("saved exit table to %s", path)
+        logger.debug("wrote exit table to %s", path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> "ExitTable":

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     table = build_from_spec(model, spec, args, text_column, pair_column, source)
     model.save_config(directory)
     summary = table.summary()
-    print(f"exit table of {directory}: {summary['num_rows']} rows from {source}, build threshold "
+    print(f"wrote {directory / model.config.exit_table['file']}: {summary['num_rows']} rows from {source}, build threshold "
           f"{args.build_threshold}, {summary['unigram_keys']} token keys"
           + (f", {summary['bigram_keys']} bigram keys" if args.ngram == 2 else ""))
     print("exit histogram: " + ", ".join(f"layer {k}: {v}" for k, v in summary["exit_histogram"].items()))
