@@ -1,4 +1,4 @@
-"""The README's first command works: `SMOKE=1 make demo` trains on 64 packaged rows and prints the exits."""
+"""The README's first command works: `SMOKE=1 make demo` trains, calibrates and benches on 64 packaged rows."""
 
 from __future__ import annotations
 
@@ -19,4 +19,9 @@ def test_smoke_demo_runs_and_prints_the_per_exit_table():
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "per-exit dev accuracy" in done.stdout
     assert "(teacher)" in done.stdout
-    assert (ROOT / "runs" / "demo-geep-smoke" / "model.safetensors").is_file()
+    demo = ROOT / "runs" / "demo-smoke"
+    for path in ("geep/model.safetensors", "geep/exit_table.safetensors", "fastbert/model.safetensors",
+                 "bench/bench.json", "bench/report.md", "bench/curves.png"):
+        assert (demo / path).is_file(), path
+    assert "stored as defaults" in done.stdout  # calibrate ran
+    assert "geep-verify" in done.stdout and "curves.png" in done.stdout  # bench summary and where to look
