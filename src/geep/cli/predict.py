@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="the policy's knob (default: the model's calibrated one, else the policy's own): "
                    "fastbert in [0, 1] (0: never exit early, 1: all at the first exit); deebert in [0, ln C] "
                    "(0: never, ln C: first); confidence in [0, 1] (1: never, 0: first); pabee an integer in "
-                   "[0, |E|-1] (|E|-1: never, 0: first); full and oracle take none")
+                   "[0, |E|-1] (|E|-1: never, 0: first); geep and geep-verify: tau in [0, 1], the quantile "
+                   "of each row's predicted exit distribution (1: never, 0: first); full and oracle take none")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
     p.add_argument("--encoding", default=None, help="encoding of CSV/TSV/JSON input (default UTF-8)")
