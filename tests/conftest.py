@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import random
 from pathlib import Path
+from typing import Iterable
 
 import pytest
 import torch
@@ -80,3 +83,17 @@ def random_batch(batch_size: int = 5, seq_len: int = 9, vocab_size: int = 99, se
     ids[:, 0] = 2  # [CLS]
     ids = ids * mask  # [PAD] = 0
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def random_texts(n: int, seed: int = 0, min_words: int = 1, max_words: int = 30) -> list[str]:
+    """n texts of random vocabulary words, of varied lengths (0 words allowed with min_words=0)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))) for _ in range(n)]
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

@@ -1,9 +1,9 @@
-import csv
 import json
 
 import pytest
 
 from geep.cli.main import main
+from conftest import write_csv
 from test_engine import random_texts
 
 TEXTS = random_texts(24, seed=12)
@@ -20,12 +20,7 @@ def model_dir(make_model, tmp_path):
 
 @pytest.fixture
 def data(tmp_path):
-    path = tmp_path / "in.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["body", "label"])
-        writer.writerows(zip(TEXTS, LABELS))
-    return path
+    return write_csv(tmp_path / "in.csv", ["body", "label"], zip(TEXTS, LABELS))
 
 
 def bench_cli(*argv):

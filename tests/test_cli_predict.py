@@ -7,6 +7,7 @@ import torch
 import geep.engine
 from geep.cli.main import main
 from geep.model import MultiExitClassifier
+from conftest import write_csv
 from test_engine import random_texts
 
 TEXTS = random_texts(12, seed=11)
@@ -25,13 +26,8 @@ def model_dir(make_model, tmp_path):
 
 @pytest.fixture
 def data(tmp_path):
-    path = tmp_path / "in.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "body", "label"])
-        for i, (text, label) in enumerate(zip(TEXTS, LABELS)):
-            writer.writerow([f"row{i}", text, label])
-    return path
+    return write_csv(tmp_path / "in.csv", ["id", "body", "label"],
+                     [(f"row{i}", text, label) for i, (text, label) in enumerate(zip(TEXTS, LABELS))])
 
 
 def predict_cli(model_dir, data, out, *extra):

@@ -1,12 +1,12 @@
 """geep build-table and geep calibrate end to end on a tiny saved model."""
 
-import csv
 import json
 
 import pytest
 import torch
 
 from geep.cli.main import main
+from conftest import write_csv
 from test_scheduler import random_texts
 
 
@@ -17,12 +17,8 @@ def saved(make_model, tmp_path):
         for head in model.heads.values():  # spread the tiny model's logits so exits differ
             head.classifier.weight.mul_(30.0)
     model.save_pretrained(tmp_path / "m")
-    data = tmp_path / "dev.csv"
-    with open(data, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        for i, text in enumerate(random_texts(40, seed=3)):
-            writer.writerow([text, f"c{i % 3}"])
+    data = write_csv(tmp_path / "dev.csv", ["text", "label"],
+                     [(text, f"c{i % 3}") for i, text in enumerate(random_texts(40, seed=3))])
     return tmp_path / "m", data
 
 

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from conftest import WORDS
+import conftest
 from geep.engine import all_exit_logits, length_order, predict, run_policy, token_lengths
 from geep.errors import GeepError
 from geep.flops import replay_flops
@@ -17,8 +17,7 @@ N_ROWS = 70
 
 
 def random_texts(n: int = N_ROWS, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 30))) for _ in range(n)]
+    return conftest.random_texts(n, seed)
 
 
 def make_decisive(model, texts):

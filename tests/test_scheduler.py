@@ -1,11 +1,10 @@
+import math
 import random
 from collections import Counter
 
 import torch
 
-from conftest import WORDS
-import math
-
+import conftest
 from geep.policies import entropy
 from geep.scheduler import bucket_order, run_buckets
 
@@ -15,8 +14,7 @@ def normalised_entropy(logits):
 
 
 def random_texts(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 20))) for _ in range(n)]
+    return conftest.random_texts(n, seed, min_words=0, max_words=20)
 
 
 def count_calls(model):
