@@ -36,7 +36,7 @@ DEMO_BENCH := --max-samples 64 --grid-points 5 --timed-points 2 --repeats 3 --no
 else
 DEMO_DIR := runs/demo
 DEMO_TRAIN := --epochs $(or $(EPOCHS),1) --distil-epochs 1
-DEMO_BENCH := --repeats 5
+DEMO_BENCH := --timed-points 3 --repeats 3
 endif
 
 demo: $(STAMP)
