@@ -59,6 +59,10 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
     texts = random_texts(40, seed=3)
     for policy in ("fastbert", "geep"):
         assert model.predict(texts, policy=policy).exit_layers.tolist() == [1] * 40
+    # Rebuilding the table drops geep's calibrated knobs: they were chosen for the old table.
+    assert main(["build-table", "--model", str(directory), "--data", str(data), "--build-threshold", "0.4"]) == 0
+    knobs = config_of(directory)["default_knobs"]
+    assert "geep" not in knobs and "geep-verify" not in knobs and "fastbert" in knobs
     before = (directory / "config.json").read_text()
     capsys.readouterr()
     assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--target-speedup", "1000"]) == 2
@@ -74,6 +78,7 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
     (["calibrate", "--dev", "{data}", "--target-speedup", "-1"], "must be positive"),
     (["calibrate", "--dev", "missing.csv"], "no such file"),
     (["build-table", "--build-threshold", "2"], "--build-threshold must lie in [0, 1]"),
+    (["build-table", "--data", "{data}", "--smoothing", "inf"], "--smoothing must be a finite number"),
     (["build-table"], "has no table_data.jsonl"),
     (["build-table", "--data", "{data}", "--text-column", "nope"], "nope"),
 ])

@@ -108,7 +108,7 @@ def test_batch_invariance(setup, policy):
 
 def replay_index(model, encoded, policy, knob, logits, labels):
     """Each row's exit index into E, replayed: from the logits, or for geep from the table's predictions."""
-    if not getattr(POLICIES[policy], "buckets", False):
+    if not POLICIES[policy].needs_table:
         return POLICIES[policy].replay(logits, knob, labels)
     from geep.exit_prediction import exit_distribution, predicted_layers, verify_exit_index
 
@@ -142,7 +142,7 @@ def test_flops_replay_equals_counted(setup, policy):
     order = length_order(token_lengths(encoded))
     lengths = [len(encoded["input_ids"][i]) for i in order]
     exits = None if POLICIES[policy].reads_exits else [model.num_layers]
-    if getattr(POLICIES[policy], "buckets", False):
+    if POLICIES[policy].needs_table:
         predicted = torch.tensor(model.exit_layers)[replay_index(model, encoded, "geep", knob, recorded.logits, None)]
         replay = replay_bucket_flops(run.flops.spec, token_lengths(encoded), predicted.tolist(),
                                      run.exit_layers.tolist(), 7)

@@ -106,3 +106,26 @@ def test_fine_tuned_classifier_becomes_the_teacher(tmp_path):
 def test_from_encoder_errors(tmp_path):
     with pytest.raises(GeepError, match="no model directory"):
         MultiExitClassifier.from_encoder(tmp_path / "nope", ["a", "b"])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "config.json").write_text("{not json"), "cannot read"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 16), "cannot read"),
+    (lambda d: (d / "config.json").write_text(json.dumps({"geep": {"format_version": 1}})), "damaged"),
+])
+def test_a_damaged_model_directory_is_a_clear_error(make_model, tmp_path, damage, message):
+    make_model().save_pretrained(tmp_path / "m")
+    damage(tmp_path / "m")
+    with pytest.raises(GeepError, match=message):
+        MultiExitClassifier.from_pretrained(tmp_path / "m")
+
+
+def test_a_missing_table_file_leaves_the_other_policies_working(make_model, tmp_path):
+    model = make_model()
+    model.build_table(["good movie", "bad plot", "the film"])
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "exit_table.safetensors").unlink()
+    loaded = MultiExitClassifier.from_pretrained(tmp_path / "m")
+    assert loaded.predict("good", policy="fastbert").labels
+    with pytest.raises(GeepError, match="no exit table"):
+        loaded.predict("good", policy="geep")

@@ -135,7 +135,7 @@ def test_knob_defaults_and_grids_span_the_range():
 
 def test_decide_returns_a_tensor_mask_for_the_batch():
     for name, policy in POLICIES.items():
-        if getattr(policy, "buckets", False):  # geep predicts before running: no per-layer decision
+        if policy.needs_table:  # geep predicts before running: no per-layer decision
             with pytest.raises(TypeError, match="predicts exits before the model runs"):
                 policy.decide(EDGE, 0.5, {})
             continue

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from geep.errors import GeepError
+from geep.policies import get_policy
 
 if TYPE_CHECKING:
     from geep.model import MultiExitClassifier
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICIES = ("full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle")
-TABLE_POLICIES = ("geep", "geep-verify")  # need the model's exit table; skipped (with a note) without one
 MIN_REPEATS = 3
 MIN_TIMED_POINTS = 2
 
@@ -75,7 +75,7 @@ def check_policies(names: Sequence[str]) -> list[str]:
     reference every wall speed-up is measured against, so it is always benched."""
     from geep.policies import POLICIES
 
-    known = list(POLICIES) + [p for p in TABLE_POLICIES if p not in POLICIES]
+    known = list(POLICIES)
     out = ["full"]
     for name in names:
         if name not in known:
@@ -115,13 +115,6 @@ def check_settings(*, batch_sizes: Sequence[int], grid_points: int, timed_points
         raise GeepError(f"--grid-points must be at least 2, got {grid_points}")
     if warmup < 1:
         raise GeepError(f"--warmup must be at least 1, got {warmup}")
-
-
-def needs_table(name: str) -> bool:
-    """Whether a policy predicts exits from the model's exit table (geep, geep-verify)."""
-    from geep.policies import POLICIES
-
-    return name in TABLE_POLICIES or bool(getattr(POLICIES.get(name), "buckets", False))
 
 
 # ------------------------------------------------------------------------------------------------- timing
@@ -268,7 +261,7 @@ def bench_model(model: "MultiExitClassifier", name: str, texts: list[str], label
 
     objective = model.config.objective
     y = label_ids(model, labels)  # (N,) class ids
-    skipped = [p for p in policies if needs_table(p) and model.exit_table is None]
+    skipped = [p for p in policies if get_policy(p).needs_table and model.exit_table is None]
     if skipped:
         logger.info("%s: no exit table, skipping %s (build one with `geep build-table`)", name, ", ".join(skipped))
     active = [p for p in policies if p not in skipped]
@@ -289,7 +282,7 @@ def bench_model(model: "MultiExitClassifier", name: str, texts: list[str], label
                              timed_points=timed_points, repeats=repeats, warmup=warmup, show_progress=show_progress)
         full_median = statistics.median(walls[("full", 0)])
         for policy in active:
-            needs_labels = _needs_labels(policy)
+            needs_labels = get_policy(policy).needs_labels
             for i, point in enumerate(result.points[policy]):
                 runs = walls.get((policy, i))
                 median = None if runs is None else statistics.median(runs)
@@ -326,12 +319,6 @@ def bench_model(model: "MultiExitClassifier", name: str, texts: list[str], label
     return info, records
 
 
-def _needs_labels(policy: str) -> bool:
-    from geep.policies import POLICIES
-
-    return bool(getattr(POLICIES.get(policy), "needs_labels", False))
-
-
 def _time_points(model: "MultiExitClassifier", name: str, encoded: dict, labels: torch.Tensor,
                  points: Mapping[str, Sequence[Any]], *, batch_size: int, timed_points: int, repeats: int,
                  warmup: int, show_progress: bool) -> dict[tuple[str, int], list[float]]:
@@ -345,7 +332,7 @@ def _time_points(model: "MultiExitClassifier", name: str, encoded: dict, labels:
     for policy, scored in points.items():
         for i in timed_knobs(scored, timed_points):
             knob = scored[i].knob
-            run_labels = labels if _needs_labels(policy) else None
+            run_labels = labels if get_policy(policy).needs_labels else None
             keys.append((policy, i))
             runs.append(lambda p=policy, k=knob, y=run_labels: run_policy(model, encoded, p, k, batch_size=batch_size,
                                                                           labels=y))

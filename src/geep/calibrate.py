@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from geep.errors import GeepError
+from geep.policies import get_policy
 
 if TYPE_CHECKING:
     from geep.model import MultiExitClassifier
@@ -108,7 +109,6 @@ def sweep(model: "MultiExitClassifier", encoded: dict, labels: Tensor, *, polici
     """
     from geep.engine import all_exit_logits, length_order, token_lengths
     from geep.flops import FlopsSpec, full_model_flops, replay_flops
-    from geep.policies import get_policy
 
     E, L, C = model.exit_layers, model.num_layers, model.config.num_labels
     lengths = token_lengths(encoded)
@@ -125,7 +125,7 @@ def sweep(model: "MultiExitClassifier", encoded: dict, labels: Tensor, *, polici
     for name in policies:
         policy = get_policy(name)
         scored = []
-        if getattr(policy, "buckets", False):
+        if policy.needs_table:
             scored = _sweep_buckets(model, encoded, policy, exit_logits, labels, lengths, spec, batch_size,
                                     grid_points, full_flops)
         else:
@@ -172,7 +172,7 @@ def calibrate(model: "MultiExitClassifier", texts: Sequence[str], labels: Sequen
     from geep.engine import label_ids
 
     if policies is None:
-        policies = [p for p in CALIBRATED_POLICIES if model.exit_table is not None or not p.startswith("geep")]
+        policies = [p for p in CALIBRATED_POLICIES if model.exit_table is not None or not get_policy(p).needs_table]
     if not len(texts):
         raise GeepError("calibration needs labelled dev rows; got none")
     encoded = model.tokenize(list(texts), None if text_pairs is None else list(text_pairs))

@@ -11,7 +11,7 @@ whether any row leaves. Every layer and head call is added to a :class:`geep.flo
 
 The pieces (:func:`pad_batch`, :func:`embed_rows`, :func:`advance`, :func:`read_exit`, :func:`keep_rows`,
 :class:`Outputs`) are what other schedules (e.g. buckets run to a predicted layer) build on. A policy with its
-own schedule defines ``run(model, encoded, knob, *, batch_size, labels, show_progress) -> PolicyRun``, and
+own schedule defines ``run(model, encoded, knob, *, batch_size, labels, order, show_progress) -> PolicyRun``, and
 :func:`run_policy` hands it the tokenised rows instead of running the layer loop.
 """
 
@@ -92,8 +92,7 @@ def embed_rows(model: "MultiExitClassifier", encoded: Encoded, rows: Sequence[in
 def advance(model: "MultiExitClassifier", state: State, to_layer: int, flops: FlopsCount | None = None) -> State:
     """Runs layers state.layer+1 .. to_layer on every row of ``state``, counting each call."""
     if flops is not None:
-        for k in range(state.layer + 1, to_layer + 1):
-            flops.add_layer(k, state.batch_size, state.seq_len)
+        flops.add_layers(state.layer, to_layer, state.batch_size, state.seq_len)
     return model.run_layers(state, to_layer)
 
 
@@ -193,7 +192,8 @@ def run_policy(model: "MultiExitClassifier", encoded: Encoded, policy: str | Pol
         raise ValueError(f"order must list each of the {n} rows once")
     custom = getattr(policy, "run", None)  # a policy with its own schedule (e.g. geep's sorted buckets)
     if custom is not None:
-        return custom(model, encoded, knob, batch_size=batch_size, labels=labels, show_progress=show_progress)
+        return custom(model, encoded, knob, batch_size=batch_size, labels=labels, order=order,
+                      show_progress=show_progress)
     if policy.needs_labels and labels is None:
         raise GeepError(f"the {policy.name} policy needs the true labels (a label column)")
     if labels is not None and len(labels) != n:

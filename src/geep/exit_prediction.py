@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import Tensor
 
-from geep.engine import pad_batch
+from geep.engine import pad_batch, pad_id_of
 from geep.exit_table import ExitTable, layers_from_distribution
 
 if TYPE_CHECKING:
@@ -23,13 +23,12 @@ logger = logging.getLogger(__name__)
 
 TABLE_FILE = "exit_table.safetensors"
 DEFAULT_BUILD_THRESHOLD = 0.2
-DEFAULT_TAU = 0.5
 
 
 def padded_ids(model: "MultiExitClassifier", encoded: dict[str, list[list[int]]], rows: Sequence[int]
                ) -> tuple[Tensor, Tensor]:
-    """input_ids, attention_mask (B, T) of ``rows``, on the table's device."""
-    batch = pad_batch(encoded, rows, model.tokenizer.pad_token_id or 0, model.device)
+    """input_ids, attention_mask (B, T) of ``rows``, on the model's device."""
+    batch = pad_batch(encoded, rows, pad_id_of(model), model.device)
     return batch["input_ids"], batch["attention_mask"]
 
 
@@ -54,11 +53,15 @@ def build_table(model: "MultiExitClassifier", texts: Sequence[str], text_pairs: 
                             special_ids=model.tokenizer.all_special_ids, ngram=ngram, min_count=min_count,
                             smoothing=smoothing, combine=combine)
     model.exit_table = table
-    model.config.exit_table = {"file": TABLE_FILE, "build_threshold": build_threshold, "rows": len(texts),
-                               "source": source, **table.params(),
-                               "exit_histogram": {str(k): v for k, v in table.summary()["exit_histogram"].items()}}
-    model.config.default_knobs.setdefault("geep", DEFAULT_TAU)
-    model.config.default_knobs.setdefault("geep-verify", DEFAULT_TAU)
+    summary = table.summary()
+    model.config.exit_table = {
+        "file": TABLE_FILE, "build_threshold": build_threshold, "rows": len(texts), "source": source,
+        **table.params(), "exit_histogram": {str(k): v for k, v in summary["exit_histogram"].items()},
+        **{k: summary[k] for k in ("unigram_keys", "bigram_keys", "usable_bigram_keys") if k in summary}}
+    stale = [p for p in ("geep", "geep-verify") if model.config.default_knobs.pop(p, None) is not None]
+    if stale:
+        logger.info("the calibrated knobs of %s were for the previous table; run `geep calibrate` again",
+                    " and ".join(stale))
     return table
 
 
@@ -79,34 +82,25 @@ def predicted_layers(model: "MultiExitClassifier", q: Tensor, tau: float) -> Ten
     return layers_from_distribution(q, tau, model.exit_layers)
 
 
+NO_TABLE = "this model has no exit table; build one with `geep build-table --model DIR --data DATA`"
+
+
 def require_table(model: "MultiExitClassifier") -> ExitTable:
     from geep.errors import GeepError
 
-    if model.exit_table is None:
-        raise GeepError("this model has no exit table; build one with `geep build-table --model DIR --data DATA`")
+    if model.exit_table is None or not model.config.exit_table:
+        raise GeepError(NO_TABLE)
     if model.exit_table.device != model.device:
         model.exit_table = model.exit_table.to(model.device)
     return model.exit_table
 
 
-def table_info(model: "MultiExitClassifier") -> dict[str, Any]:
-    """What `geep info` shows about the table: parameters and summary."""
-    if model.exit_table is None:
-        return {}
-    return {**(model.config.exit_table or {}), **model.exit_table.summary()}
 
 
 def verify_threshold(model: "MultiExitClassifier") -> float:
     """S: the build threshold recorded with the table; geep-verify continues rows less certain than it."""
-    return float(require_table_config(model)["build_threshold"])
-
-
-def require_table_config(model: "MultiExitClassifier") -> dict[str, Any]:
-    from geep.errors import GeepError
-
-    if not model.config.exit_table:
-        raise GeepError("this model has no exit table; build one with `geep build-table --model DIR --data DATA`")
-    return model.config.exit_table
+    require_table(model)
+    return float(model.config.exit_table["build_threshold"])
 
 
 def verify_exit_index(model: "MultiExitClassifier", exit_logits: Tensor, predicted_index: Tensor) -> Tensor:

@@ -103,11 +103,6 @@ class FlopsCount:
         if rows:
             self.head_calls[(k, rows, T)] += 1
 
-    def update(self, other: "FlopsCount") -> None:
-        """Adds another count's calls to this one."""
-        self.layer_calls.update(other.layer_calls)
-        self.head_calls.update(other.head_calls)
-
     @property
     def layers(self) -> int:
         """FLOPs of the encoder layers."""

@@ -281,23 +281,32 @@ class MultiExitClassifier(nn.Module):
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file():
             raise GeepError(f"no geep model at {directory} (no {CONFIG_NAME})")
-        raw = json.loads((directory / CONFIG_NAME).read_text())
-        if "geep" not in raw:
-            raise GeepError(f"{directory} is a Hugging Face model but not a geep model (no `geep` section); "
+        try:
+            raw = json.loads((directory / CONFIG_NAME).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise GeepError(f"cannot read {directory / CONFIG_NAME}: {e}") from None
+        if not isinstance(raw, dict) or "geep" not in raw:
+            raise GeepError(f"{directory} is not a geep model (no `geep` section in {CONFIG_NAME}); "
                             "train one with `geep train --model DIR`")
-        config = GeepConfig.from_dict(raw.pop("geep"))
-        hf_config = AutoConfig.for_model(**raw)
+        geep_section = raw.pop("geep")
+        try:
+            config = GeepConfig.from_dict(geep_section)
+            hf_config = AutoConfig.for_model(**raw)
+        except (TypeError, ValueError, KeyError) as e:
+            raise GeepError(f"{directory / CONFIG_NAME} is damaged: {str(e).splitlines()[0]}") from None
         model = cls(AutoModel.from_config(hf_config), config)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise GeepError(f"{directory} has no {WEIGHTS_NAME}")
-        model.load_weights(load_file(str(weights)))
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # safetensors raises its own error types for a truncated or foreign file
+            raise GeepError(f"cannot read {weights}: {str(e).splitlines()[0]}") from None
+        model.load_weights(state)
         if any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
             model.tokenizer = AutoTokenizer.from_pretrained(directory)
         if config.exit_table:
-            from geep.exit_table import ExitTable
-
-            model.exit_table = ExitTable.load(directory / config.exit_table["file"])
+            model.exit_table = _load_table(directory / config.exit_table["file"])
         model.eval()
         if device is not None:
             model.to(device)
@@ -318,6 +327,19 @@ class MultiExitClassifier(nn.Module):
         if bad:
             raise GeepError(f"weights have the wrong shape for: {', '.join(bad[:5])}")
         self.load_state_dict(state, strict=True)
+
+
+def _load_table(path: Path):
+    """The model's exit table, or None (with a warning) when its file is missing: every other policy still runs."""
+    from geep.exit_table import ExitTable
+
+    if not path.is_file():
+        logger.warning("the exit table %s is missing; the geep policies need it (`geep build-table`)", path)
+        return None
+    try:
+        return ExitTable.load(path)
+    except Exception as e:  # a truncated or foreign file
+        raise GeepError(f"cannot read the exit table {path}: {str(e).splitlines()[0]}") from None
 
 
 def _classifier_weights(hf_model: PreTrainedModel) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

@@ -13,6 +13,7 @@ have: no layer is ever recomputed.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -29,9 +30,19 @@ if TYPE_CHECKING:
     from geep.model import MultiExitClassifier
 
 
-def bucket_order(predicted_layers: Sequence[int], lengths: Sequence[int]) -> list[int]:
-    """Row indices sorted by (predicted layer, length), stable."""
-    return sorted(range(len(lengths)), key=lambda i: (predicted_layers[i], lengths[i]))
+CHUNK_ROWS = 8192  # rows scheduled together: bounds the memory of buckets and pooled continuing rows
+
+
+def bucket_order(predicted_layers: Sequence[int], lengths: Sequence[int], rows: Sequence[int] | None = None
+                 ) -> list[int]:
+    """``rows`` (default all, in order) sorted by (predicted layer, length); ties keep the order of ``rows``."""
+    rows = range(len(lengths)) if rows is None else rows
+    return sorted(rows, key=lambda i: (predicted_layers[i], lengths[i]))
+
+
+def chunks(order: Sequence[int], size: int = CHUNK_ROWS) -> list[Sequence[int]]:
+    """The rows in ``order`` cut into chunks scheduled one after another."""
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 @dataclass
@@ -61,47 +72,57 @@ class _Carry:
 
 def run_buckets(model: "MultiExitClassifier", encoded: dict, predicted_layers: Tensor, *, batch_size: int = 32,
                 verify_threshold: float | None = None, counter: FlopsCount | None = None,
-                show_progress: bool = False) -> tuple[Tensor, Tensor]:
+                order: Sequence[int] | None = None, show_progress: bool = False) -> tuple[Tensor, Tensor]:
     """Runs every row to its predicted exit layer (and on, with ``verify_threshold``); outputs in input order.
 
-    encoded: unpadded token ids per row (``model.tokenize``); predicted_layers (N,) with values in E.
-    Returns probabilities (N, C) and exit layers (N,), on the CPU.
+    encoded: unpadded token ids per row (``model.tokenize``); predicted_layers (N,) with values in E. ``order``
+    (default: input order) only breaks ties between rows of equal predicted layer and length, and decides which
+    rows are scheduled together when there are more than CHUNK_ROWS. Returns probabilities (N, C) and exit
+    layers (N,), on the CPU.
     """
-    exits, L = model.exit_layers, model.num_layers
+    exits = model.exit_layers
     n = len(encoded["input_ids"])
     predicted = predicted_layers.tolist()
     if any(p not in exits for p in predicted):
         raise ValueError(f"predicted layers must be exit layers {exits}")
-    rule = get_policy("fastbert")
     outputs = Outputs(n, model.config.num_labels, model.device)
-    order = bucket_order(predicted, [len(x) for x in encoded["input_ids"]])
-    by_layer = {k: [i for i in order if predicted[i] == k] for k in exits}
-    carry, previous = _Carry(), 0
+    lengths = [len(x) for x in encoded["input_ids"]]
     bar = progress_bar(n, show_progress)
     try:
-        for k in exits:
-            states = carry.batches(model, previous, batch_size)  # rows that continued from the previous exit
-            states += [embed_rows(model, encoded, rows) for rows in batches(by_layer[k], batch_size)]
-            carry = _Carry()
-            for state in states:
-                state = advance(model, state, k, counter)
-                logits = read_exit(model, state, counter)  # (B, C): the only head this batch calls at k
-                if verify_threshold is None or k == L:
-                    leave = torch.ones(state.batch_size, dtype=torch.bool, device=logits.device)
-                else:
-                    leave, _ = rule.decide(logits, verify_threshold, {})  # (B,)
-                outputs.record(state.row_ids[leave], logits[leave], k)
-                bar.update(int(leave.sum()))
-                if not bool(leave.all()):
-                    carry.add(state, ~leave)
-            previous = k
+        for rows in chunks(list(range(n)) if order is None else list(order)):
+            _run_chunk(model, encoded, bucket_order(predicted, lengths, rows), predicted, batch_size,
+                       verify_threshold, counter, outputs, bar)
     finally:
         bar.close()
     return outputs.probabilities.cpu(), outputs.exit_layers.cpu()
 
 
+def _run_chunk(model, encoded, order, predicted, batch_size, verify_threshold, counter, outputs, bar) -> None:
+    """Buckets of one chunk of rows (already in bucket order), layer by layer, with pooled continuation."""
+    exits, L = model.exit_layers, model.num_layers
+    rule = get_policy("fastbert")
+    carry, previous = _Carry(), 0
+    for k in exits:
+        pooled = carry.batches(model, previous, batch_size)  # rows that continued from the previous exit
+        fresh = (embed_rows(model, encoded, rows)  # embedded one batch at a time, as it runs
+                 for rows in batches([i for i in order if predicted[i] == k], batch_size))
+        carry = _Carry()
+        for state in itertools.chain(pooled, fresh):
+            state = advance(model, state, k, counter)
+            logits = read_exit(model, state, counter)  # (B, C): the only head this batch calls at k
+            if verify_threshold is None or k == L:
+                leave = torch.ones(state.batch_size, dtype=torch.bool, device=logits.device)
+            else:
+                leave, _ = rule.decide(logits, verify_threshold, {})  # (B,)
+            outputs.record(state.row_ids[leave], logits[leave], k)
+            bar.update(int(leave.sum()))
+            if not bool(leave.all()):
+                carry.add(state, ~leave)
+        previous = k
+
+
 def run_geep(model: "MultiExitClassifier", encoded: dict, tau: float, *, batch_size: int = 32,
-             verify: bool = False, show_progress: bool = False) -> PolicyRun:
+             verify: bool = False, order: Sequence[int] | None = None, show_progress: bool = False) -> PolicyRun:
     """The ``geep`` (or ``geep-verify``) policy over tokenised rows: predict, sort, run the buckets."""
     from geep.exit_prediction import exit_distribution, predicted_layers, verify_threshold
 
@@ -110,7 +131,8 @@ def run_geep(model: "MultiExitClassifier", encoded: dict, tau: float, *, batch_s
         predicted = predicted_layers(model, exit_distribution(model, encoded), tau)  # (N,): the model has not run
         counter = FlopsCount(FlopsSpec.from_model(model))
         probabilities, exit_layers = run_buckets(
-            model, encoded, predicted, batch_size=batch_size, counter=counter, show_progress=show_progress,
+            model, encoded, predicted, batch_size=batch_size, counter=counter, order=order,
+            show_progress=show_progress,
             verify_threshold=verify_threshold(model) if verify else None)
     return PolicyRun(probabilities, exit_layers, counter)
 
@@ -122,9 +144,15 @@ def replay_bucket_flops(spec: FlopsSpec, lengths: Sequence[int], predicted_layer
     Rows are in input order. Under plain ``geep`` every exit layer equals the predicted one; a row whose exit
     is later continued (``geep-verify``) and is pooled exactly as :func:`run_buckets` pools it.
     """
-    exits = sorted(spec.heads)
     count = FlopsCount(spec)
-    order = bucket_order(predicted_layers, lengths)
+    for rows in chunks(list(range(len(lengths)))):
+        _replay_chunk(spec, lengths, bucket_order(predicted_layers, lengths, rows), predicted_layers, exit_layers,
+                      batch_size, count)
+    return count
+
+
+def _replay_chunk(spec, lengths, order, predicted_layers, exit_layers, batch_size, count) -> None:
+    exits = sorted(spec.heads)
     carry: list[int] = []  # rows continuing from the previous exit, in the order run_buckets adds them
     previous = 0
     for k in exits:
@@ -134,9 +162,7 @@ def replay_bucket_flops(spec: FlopsSpec, lengths: Sequence[int], predicted_layer
         carry = []
         for start, rows in work:
             T = max(lengths[i] for i in rows)
-            for j in range(start + 1, k + 1):
-                count.add_layer(j, len(rows), T)
+            count.add_layers(start, k, len(rows), T)
             count.add_head(k, len(rows), T)
             carry += [i for i in rows if exit_layers[i] > k]
         previous = k
-    return count

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from geep.errors import GeepError
 
 logger = logging.getLogger(__name__)
 
-TABLE_DATA_NAME = "table_data.jsonl"  # the held-out slice `geep train` saves beside the model
+TABLE_DATA_NAME = "table_data.jsonl"  # the held-out slice `geep train` saves beside the model (see cli/train.py)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,8 +49,8 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
 def check_table_options(args: argparse.Namespace) -> None:
     if not 0.0 <= args.build_threshold <= 1.0:
         raise GeepError(f"--build-threshold must lie in [0, 1], got {args.build_threshold}")
-    if args.smoothing < 0:
-        raise GeepError(f"--smoothing must be >= 0, got {args.smoothing}")
+    if not (math.isfinite(args.smoothing) and args.smoothing >= 0):
+        raise GeepError(f"--smoothing must be a finite number >= 0, got {args.smoothing}")
     if args.min_count < 1:
         raise GeepError(f"--min-count must be >= 1, got {args.min_count}")
 

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             get_policy(name)  # unknown -> error listing the known ones
             if name not in CALIBRATED_POLICIES:
                 raise GeepError(f"{name} has no knob to calibrate; choose from: {', '.join(CALIBRATED_POLICIES)}")
-            if name.startswith("geep") and model.exit_table is None:
+            if get_policy(name).needs_table and model.exit_table is None:
                 raise GeepError(f"{name} needs an exit table; build one with `geep build-table --model {directory}`")
     cfg = model.config
     cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,

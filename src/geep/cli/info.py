@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _describe_table(table: dict) -> str:
     """One line of the table's parameters and one of its exit histogram."""
-    keys = "token bigrams + tokens" if table.get("ngram") == 2 else "tokens"
+    keys = f"{table.get('unigram_keys', '?')} tokens"
+    if table.get("ngram") == 2:
+        keys += f" + {table.get('bigram_keys', '?')} bigrams ({table.get('usable_bigram_keys', '?')} usable)"
     line = (f"{table.get('file')}: {table.get('rows')} rows from {table.get('source') or '?'}; keys: {keys}; "
             f"build threshold S={table.get('build_threshold')}, smoothing {table.get('smoothing')}, "
             f"combine {table.get('combine', 'mean')}")

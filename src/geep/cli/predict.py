@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,8 @@ def check_output(path: str) -> Path:
         raise GeepError(f"--output {path} is a directory")
     if not out.parent.is_dir():
         raise GeepError(f"the directory of --output {path} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise GeepError(f"cannot write into the directory of --output {path}")
     return out
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from geep.card import format_accuracy_table, write_model_card
-from geep.cli.build_table import add_table_options, check_table_options
+from geep.cli.build_table import TABLE_DATA_NAME, add_table_options, check_table_options
 from geep.config import HEAD_KINDS, POOLINGS
 from geep.data import ColumnData, build_label_names, encode_labels, get_columns, load_dataset_spec, \
     stratified_split, stratified_subset
@@ -31,7 +31,6 @@ from geep.objectives import OBJECTIVES
 
 logger = logging.getLogger(__name__)
 
-TABLE_DATA_NAME = "table_data.jsonl"
 ARGS_NAME = "training_args.json"
 DEV_FRACTION = 0.1  # held out of --train when no --dev is given
 

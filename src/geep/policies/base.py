@@ -64,6 +64,7 @@ class Policy:
     name: ClassVar[str]
     needs_labels: ClassVar[bool] = False  # decide reads memory["labels"] (B,) class ids
     reads_exits: ClassVar[bool] = True  # False: only the teacher's head is ever run (``full``)
+    needs_table: ClassVar[bool] = False  # True: predicts exits from the model's exit table (``geep``)
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec | None:
         """The knob's range and ends for a model with C = num_labels classes and |E| = num_exits exits, or None

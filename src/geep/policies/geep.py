@@ -25,7 +25,7 @@ from geep.policies.base import KnobSpec, Memory, Policy
 
 class GeepPolicy(Policy):
     name = "geep"
-    buckets: ClassVar[bool] = True  # runs its own schedule (geep.scheduler)
+    needs_table = True
     verify: ClassVar[bool] = False
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec:
@@ -38,11 +38,11 @@ class GeepPolicy(Policy):
         raise TypeError(f"{self.name} is replayed from its table's predictions (geep.calibrate.sweep)")
 
     def run(self, model, encoded: dict, knob: float, *, batch_size: int = 32, labels: Tensor | None = None,
-            show_progress: bool = False):
-        """Predicts every row's exit layer from its tokens, then runs the sorted buckets."""
+            order=None, show_progress: bool = False):
+        """Predicts every row's exit layer from its tokens, then runs the sorted buckets (``order`` breaks ties)."""
         from geep.scheduler import run_geep
 
-        return run_geep(model, encoded, knob, batch_size=batch_size, verify=self.verify,
+        return run_geep(model, encoded, knob, batch_size=batch_size, verify=self.verify, order=order,
                         show_progress=show_progress)
 
 
