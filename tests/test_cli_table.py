@@ -90,3 +90,15 @@ def test_bad_input_is_one_line(saved, capsys, args, message):
     assert main(args[:1] + ["--model", str(directory)] + args[1:]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_build_threshold_defaults_to_fastbert_calibrated_on_dev(saved, capsys):
+    """Without --build-threshold, S is the fastbert knob `geep calibrate --max-accuracy-drop 1` would choose."""
+    directory, data = saved
+    assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--policies", "fastbert",
+                 "--max-accuracy-drop", "1"]) == 0
+    expected = config_of(directory)["default_knobs"]["fastbert"]
+    assert main(["build-table", "--model", str(directory), "--data", str(data), "--dev", str(data)]) == 0
+    assert config_of(directory)["exit_table"]["build_threshold"] == pytest.approx(expected)
+    assert main(["build-table", "--model", str(directory), "--data", str(data)]) == 0  # no dev: the fixed default
+    assert config_of(directory)["exit_table"]["build_threshold"] == 0.2

@@ -23,6 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="DATA", default=None,
                    help=f"held-out rows (default: the model's own {TABLE_DATA_NAME}, saved by `geep train`)")
     add_table_options(p)
+    p.add_argument("--dev", metavar="DATA", default=None,
+                   help="labelled dev data to choose --build-threshold on (when it is not given)")
+    p.add_argument("--label-column", default=None, help="of --dev (default: the model's)")
     p.add_argument("--text-column", default=None, help="default: the model's (text for the default data)")
     p.add_argument("--text-pair-column", default=None)
     p.add_argument("--encoding", default=None)
@@ -33,11 +36,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_table_options(p: argparse.ArgumentParser) -> None:
     """The table's own options, shared with `geep train`."""
-    from geep.exit_prediction import DEFAULT_BUILD_THRESHOLD
+    from geep.exit_prediction import AUTO_MAX_ACCURACY_DROP, DEFAULT_BUILD_THRESHOLD
 
-    p.add_argument("--build-threshold", type=float, default=DEFAULT_BUILD_THRESHOLD, metavar="S",
-                   help="normalised-entropy threshold of the fastbert rule that measures each row's exit "
-                        f"(also geep-verify's; default {DEFAULT_BUILD_THRESHOLD})")
+    p.add_argument("--build-threshold", type=float, default=None, metavar="S",
+                   help="normalised-entropy threshold of the fastbert rule that measures each row's exit (also "
+                        "geep-verify's). Default: chosen on dev data, the fastest fastbert knob within "
+                        f"{AUTO_MAX_ACCURACY_DROP:g} point of the full model ({DEFAULT_BUILD_THRESHOLD} without dev data)")
     p.add_argument("--ngram", type=int, choices=[1, 2], default=1, help="1: token keys; 2: also token bigrams")
     p.add_argument("--min-count", type=int, default=2, help="rows a bigram needs to be used (else back-off)")
     p.add_argument("--smoothing", type=float, default=1.0, help="a in (n_kl + a pi_l) / (N_k + a)")
@@ -47,7 +51,7 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
 
 
 def check_table_options(args: argparse.Namespace) -> None:
-    if not 0.0 <= args.build_threshold <= 1.0:
+    if args.build_threshold is not None and not 0.0 <= args.build_threshold <= 1.0:
         raise GeepError(f"--build-threshold must lie in [0, 1], got {args.build_threshold}")
     if not (math.isfinite(args.smoothing) and args.smoothing >= 0):
         raise GeepError(f"--smoothing must be a finite number >= 0, got {args.smoothing}")
@@ -65,6 +69,21 @@ def build_from_spec(model, spec: str, args: argparse.Namespace, text_column: str
     return model.build_table(cols.texts, cols.text_pairs, build_threshold=args.build_threshold, ngram=args.ngram,
                              min_count=args.min_count, smoothing=args.smoothing, combine=args.combine,
                              batch_size=getattr(args, "batch_size", 32), source=source)
+
+
+def threshold_from_dev(model, args: argparse.Namespace) -> float:
+    """S chosen on --dev, or the fixed default (logged) without dev data."""
+    from geep.data import get_columns, load_dataset_spec
+    from geep.exit_prediction import DEFAULT_BUILD_THRESHOLD, auto_build_threshold
+
+    if args.dev is None:
+        logger.info("no --dev: build threshold S = %g (pass --dev to choose it on data)", DEFAULT_BUILD_THRESHOLD)
+        return DEFAULT_BUILD_THRESHOLD
+    cfg = model.config
+    cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
+                       args.text_pair_column or cfg.text_pair_column, args.label_column or cfg.label_column,
+                       source=args.dev, require_labels=True)
+    return auto_build_threshold(model, cols.texts, cols.labels, cols.text_pairs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         spec, source = args.data, args.data
         text_column = args.text_column or model.config.text_column
         pair_column = args.text_pair_column or model.config.text_pair_column
+    if args.build_threshold is None:
+        args.build_threshold = threshold_from_dev(model, args)
     table = build_from_spec(model, spec, args, text_column, pair_column, source)
     model.save_config(directory)
     summary = table.summary()

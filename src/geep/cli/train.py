@@ -239,6 +239,10 @@ def run(args: argparse.Namespace) -> int:
 
     # ---- the exit table, from the rows that took no gradient step
     if table_slice is not None and len(table_slice):
+        if args.build_threshold is None:  # chosen on dev, where fastbert stays within a point of full
+            from geep.exit_prediction import auto_build_threshold
+
+            args.build_threshold = auto_build_threshold(model, dev_slice.texts, dev_slice.labels, dev_slice.pairs)
         table = model.build_table(table_slice.texts, table_slice.pairs, build_threshold=args.build_threshold,
                                   ngram=args.ngram, min_count=args.min_count, smoothing=args.smoothing,
                                   combine=args.combine, source=table_slice.source)
