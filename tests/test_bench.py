@@ -201,6 +201,10 @@ def test_timed_knobs_spread_over_the_grid_with_both_ends():
     assert timed_knobs(list(range(21)), 5) == [0, 5, 10, 15, 20]
     assert timed_knobs(list(range(4)), 3) == [0, 2, 3]  # round(1.5) == 2
     assert timed_knobs(list(range(5)), 5) == [0, 1, 2, 3, 4]
+    # Spread over the realised speed-ups: the useful part of a knob's range is timed, not its flat tail.
+    speedups = [1.0, 2.0, 3.9, 5.0, 5.5, 5.6, 5.6, 5.6, 5.6]
+    assert timed_knobs(list(range(9)), 4, speedups) == [0, 1, 2, 8]  # targets 1.0, 1.78, 3.16, 5.6
+    assert timed_knobs(list(range(9)), 3, [2.0] * 9) == [0, 8]  # nothing to spread: the ends
 
 
 # -------------------------------------------------------------------------------------------- frontiers

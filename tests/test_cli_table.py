@@ -93,10 +93,10 @@ def test_bad_input_is_one_line(saved, capsys, args, message):
 
 
 def test_build_threshold_defaults_to_fastbert_calibrated_on_dev(saved, capsys):
-    """Without --build-threshold, S is the fastbert knob `geep calibrate --max-accuracy-drop 1` would choose."""
+    """Without --build-threshold, S is the fastbert knob `geep calibrate --max-accuracy-drop 0` would choose."""
     directory, data = saved
     assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--policies", "fastbert",
-                 "--max-accuracy-drop", "1"]) == 0
+                 "--max-accuracy-drop", "0"]) == 0
     expected = config_of(directory)["default_knobs"]["fastbert"]
     assert main(["build-table", "--model", str(directory), "--data", str(data), "--dev", str(data)]) == 0
     assert config_of(directory)["exit_table"]["build_threshold"] == pytest.approx(expected)

@@ -41,7 +41,7 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-threshold", type=float, default=None, metavar="S",
                    help="normalised-entropy threshold of the fastbert rule that measures each row's exit (also "
                         "geep-verify's). Default: chosen on dev data, the fastest fastbert knob within "
-                        f"{AUTO_MAX_ACCURACY_DROP:g} point of the full model ({DEFAULT_BUILD_THRESHOLD} without dev data)")
+                        f"{AUTO_MAX_ACCURACY_DROP:g} points of the full model ({DEFAULT_BUILD_THRESHOLD} without dev data)")
     p.add_argument("--ngram", type=int, choices=[1, 2], default=1, help="1: token keys; 2: also token bigrams")
     p.add_argument("--min-count", type=int, default=2, help="rows a bigram needs to be used (else back-off)")
     p.add_argument("--smoothing", type=float, default=1.0, help="a in (n_kl + a pi_l) / (N_k + a)")
