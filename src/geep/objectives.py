@@ -37,13 +37,18 @@ def distillation_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return total
 
 
+def per_exit_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """The batch-mean cross entropy of each slice of the leading axis: logits (S, B, C), labels (B,) -> (S,)."""
+    S, B, C = logits.shape
+    per_row = F.cross_entropy(logits.reshape(S * B, C), labels.repeat(S), reduction="none")  # (S*B,)
+    return per_row.view(S, B).mean(1)
+
+
 def cross_entropy_sum(logits: Tensor, labels: Tensor) -> Tensor:
     """sum over the leading axis of the batch-mean cross entropy; logits (S, B, C), labels (B,)."""
-    S, B, C = logits.shape
-    if S == 0:
+    if logits.shape[0] == 0:
         return logits.new_zeros(())
-    per_row = F.cross_entropy(logits.reshape(S * B, C), labels.repeat(S), reduction="none")  # (S*B,)
-    return per_row.view(S, B).mean(1).sum()
+    return per_exit_cross_entropy(logits, labels).sum()
 
 
 def geep_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int]) -> Tensor:
@@ -79,9 +84,7 @@ def student_cross_entropy_loss(exit_logits: Tensor, diverse_logits: Tensor | Non
 def pabee_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int]) -> Tensor:
     """PABEE: sum_k k * CE(S_k(h_k), y) / sum_k k over every exit, the teacher's included."""
     weights = torch.tensor(exit_layers, dtype=exit_logits.dtype, device=exit_logits.device)  # (|E|,)
-    S, B, C = exit_logits.shape
-    per_exit = F.cross_entropy(exit_logits.reshape(S * B, C), labels.repeat(S), reduction="none").view(S, B).mean(1)
-    return (weights * per_exit).sum() / weights.sum()
+    return (weights * per_exit_cross_entropy(exit_logits, labels)).sum() / weights.sum()
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from geep.card import format_accuracy_table
-from geep.engine import pad_batch
+from geep.engine import pad_batch, pad_id_of
 from geep.errors import GeepError
 from geep.model import MultiExitClassifier
 from geep.objectives import Stage, get_objective
@@ -145,7 +145,7 @@ def evaluate(model: MultiExitClassifier, data: EncodedData, batch_size: int = 64
     was_training = model.training
     model.eval()
     correct = torch.zeros(len(model.exit_layers), dtype=torch.long)
-    pad_id = _pad_id(model)
+    pad_id = pad_id_of(model)
     for start in range(0, len(data), batch_size):
         rows = list(range(start, min(start + batch_size, len(data))))
         batch = pad_batch(data.encoded, rows, pad_id, device)
@@ -187,7 +187,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     logger.info("training %s on %d rows (dev %d) on %s, mixed precision %s", objective.name, len(train_data),
                 len(dev_data), accelerator.device, mixed_precision)
 
-    pad_id = _pad_id(model)
+    pad_id = pad_id_of(model)
     loader = DataLoader(
         range(len(train_data)), batch_size=args.batch_size, shuffle=True,
         generator=torch.Generator().manual_seed(args.seed),
@@ -267,12 +267,6 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     model.to("cpu").eval()
     model.config.dev_accuracy = dict(result.dev_accuracy)
     return result
-
-
-def _pad_id(model: nn.Module) -> int:
-    tokenizer = getattr(model, "tokenizer", None)
-    pad = getattr(tokenizer, "pad_token_id", None)
-    return 0 if pad is None else int(pad)
 
 
 def describe_plan(model: MultiExitClassifier, args: TrainingArguments) -> list[dict]:
