@@ -6,9 +6,9 @@ import torch
 from transformers import BertModel
 
 from conftest import tiny_bert_config, tiny_tokenizer
-from geep.bench import (RECORD_FIELDS, BenchResult, bench, check_policies, check_settings, format_summary,
-                        interpolated_throughput, load_result, parse_batch_sizes, pareto_frontier, render_report,
-                        time_interleaved, timed_knobs, write_outputs)
+from geep.bench import (RECORD_FIELDS, BenchResult, bench, check_policies, check_settings, exits_early,
+                        format_summary, interpolated_throughput, load_result, parse_batch_sizes, pareto_frontier,
+                        render_report, time_interleaved, timed_knobs, write_outputs)
 from geep.calibrate import sweep
 from geep.config import GeepConfig
 from geep.engine import label_ids
@@ -93,14 +93,17 @@ def test_full_is_timed_with_speedup_exactly_one(result):
         assert full["samples_per_s"] == pytest.approx(N / full["wall_seconds"])
 
 
-def test_timed_points_include_both_ends_of_each_range(model, result):
+def test_timed_points_spread_over_each_range_but_never_at_full_s_work(model, result):
+    last = max(model.exit_layers)
     for batch_size in BATCH_SIZES:
         for policy in POLICIES:
             records = records_of(result, policy, batch_size)
-            timed = [r["knob"] for r in records if r["timed"]]
-            grid = grid_of(model, policy)
-            assert timed[0] == grid[0] and timed[-1] == grid[-1]
-            assert len(timed) == min(TIMED, len(grid))
+            spread = timed_knobs(records, TIMED, [r["flops_speedup"] for r in records])
+            histograms = [{int(k): v for k, v in r["exit_histogram"].items()} for r in records]
+            expected = [i for i in spread if policy == "full" or exits_early(histograms[i], last)]
+            assert [i for i, r in enumerate(records) if r["timed"]] == expected
+            if policy not in ("full", "oracle"):  # one end of the range has every row at the last layer
+                assert sorted(r["timed"] for r in (records[0], records[-1])) == [False, True]
             for r in records:
                 if r["timed"] and r["policy"] != "full":
                     full = records_of(result, "full", batch_size)[0]
@@ -192,6 +195,11 @@ def test_time_interleaved_warms_up_then_round_robins():
     assert calls[:6] == [0, 1, 2, 0, 1, 2]  # warm-up rounds
     assert calls[6:] == [0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2]  # round r starts at point r mod P
     assert [len(s) for s in seconds] == [4, 4, 4] and all(t >= 0 for s in seconds for t in s)
+
+
+def test_exits_early():
+    assert exits_early({1: 0, 2: 3, 4: 0}, 4) and exits_early({1: 1, 4: 9}, 4)
+    assert not exits_early({1: 0, 2: 0, 4: 12}, 4) and not exits_early({4: 5}, 4)
 
 
 def test_timed_knobs_spread_over_the_grid_with_both_ends():

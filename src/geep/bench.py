@@ -6,7 +6,10 @@ For each model (several are benched together, labelled by name and training obje
    pass (``geep.engine.all_exit_logits``), replayed per policy by ``geep.calibrate.sweep``; the same logits serve
    every batch size (logits do not depend on the batch, FLOPs do).
 2. **Wall-clock on a few knobs per policy** (:func:`timed_knobs`: ``timed_points`` spread evenly over the grid, both
-   ends included; ``full`` and ``oracle`` have one point). Every point runs from token ids through
+   ends included; ``full`` and ``oracle`` have one point). A knob at which no row exits early (every row at the
+   last layer: each policy's slow end) is not timed: it does ``full``'s work plus the policy's heads, ``full`` is
+   timed beside it and the heads' cost is in its FLOPs speed-up; on a CPU those were the slowest runs of a bench
+   and said the least. Every point runs from token ids through
    ``geep.engine.run_policy`` (the same length-sorted batching for every policy), under ``torch.inference_mode()``.
    :func:`time_interleaved` warms each point up, then times ``repeats`` rounds round-robin over all the points of
    a (model, batch size), so machine drift hits every point alike; ``torch.cuda.synchronize()`` brackets each run
@@ -138,6 +141,11 @@ def timed_knobs(grid: Sequence[Any], n: int, speedups: Sequence[float] | None = 
         target = lo + (hi - lo) * i / (n - 1)
         chosen.add(min(range(g), key=lambda j: (abs(logs[j] - target), j)))
     return sorted(chosen)
+
+
+def exits_early(exit_histogram: Mapping[int, int], last_layer: int) -> bool:
+    """Whether any row of a point's exit histogram ({layer: rows}) leaves before ``last_layer``."""
+    return any(count > 0 and layer < last_layer for layer, count in exit_histogram.items())
 
 
 def time_interleaved(runs: Sequence[Callable[[], Any]], *, repeats: int, warmup: int = 1,
@@ -342,8 +350,11 @@ def _time_points(model: "MultiExitClassifier", name: str, encoded: dict, labels:
 
     keys: list[tuple[str, int]] = []
     runs: list[Callable[[], Any]] = []
+    last = max(model.exit_layers)
     for policy, scored in points.items():
         for i in timed_knobs(scored, timed_points, [p.flops_speedup for p in scored]):
+            if policy != "full" and not exits_early(scored[i].exit_histogram, last):
+                continue  # full's work (see the module docstring)
             knob = scored[i].knob
             run_labels = labels if get_policy(policy).needs_labels else None
             keys.append((policy, i))

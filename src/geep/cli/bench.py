@@ -36,7 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-points", type=int, default=21, metavar="N",
                    help="knobs per policy for accuracy and FLOPs (pabee: every integer patience) (default: 21)")
     p.add_argument("--timed-points", type=int, default=5, metavar="N",
-                   help="knobs per policy timed, spread over the grid, both ends included (default: 5)")
+                   help="knobs per policy timed, spread over the grid, both ends included, except a knob at which "
+                   "no row exits early (full's work; full is timed beside it) (default: 5)")
     p.add_argument("--repeats", type=int, default=5, metavar="R", help="timed runs per point, >= 3 (default: 5)")
     p.add_argument("--warmup", type=int, default=1, metavar="W", help="untimed runs per point first (default: 1)")
     p.add_argument("--max-samples", type=int, default=None, metavar="N",
