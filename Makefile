@@ -26,6 +26,7 @@ test: $(STAMP)
 # `make demo`: train GEEP and FastBERT on the packaged BBC News set with the packaged MiniLM (each builds its
 # token exit table from a held-out 10% of the training rows), calibrate GEEP's knobs on dev, then bench every
 # policy at batch 32 on the test split: bench.json, report.md and curves.png under runs/demo/bench.
+# Measured from a fresh clone on a 2-core CPU: 18.5 minutes (issue 6's budget: 20).
 # `SMOKE=1 make demo`: the same path on 64 rows with a small grid (about two minutes on a CPU).
 GEEP := $(VENV)/bin/geep
 DEMO_DATA := --train bbc:train --dev bbc:dev --pooling mean --max-length 128 --overwrite
