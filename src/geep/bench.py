@@ -350,10 +350,9 @@ def _time_points(model: "MultiExitClassifier", name: str, encoded: dict, labels:
 
     keys: list[tuple[str, int]] = []
     runs: list[Callable[[], Any]] = []
-    last = max(model.exit_layers)
     for policy, scored in points.items():
         for i in timed_knobs(scored, timed_points, [p.flops_speedup for p in scored]):
-            if policy != "full" and not exits_early(scored[i].exit_histogram, last):
+            if policy != "full" and not exits_early(scored[i].exit_histogram, model.num_layers):
                 continue  # full's work (see the module docstring)
             knob = scored[i].knob
             run_labels = labels if get_policy(policy).needs_labels else None
