@@ -1,42 +1,16 @@
-"""Tiny random models and tokenizers built in the tests: no network, seconds each."""
+"""Fixtures: tiny random models built in the tests (no network, seconds each). Helpers are in tests/helpers.py."""
 
 from __future__ import annotations
 
-import csv
-import random
 from pathlib import Path
-from typing import Iterable
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer
+from transformers import BertModel
 
-from geep.config import GeepConfig
-from geep.model import MultiExitClassifier
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = ["good", "bad", "great", "awful", "fine", "movie", "film", "plot", "the", "a", "is", "was", "very",
-         "not", "and", "but", "marker", "sport", "match", "team", "vote", "party", "market", "stock"]
-WORDS += [f"w{i}" for i in range(99 - len(SPECIALS) - len(WORDS))]  # vocab of 99, as HF's tiny tests use
-
-
-def tiny_bert_config(num_layers: int = 4, **overrides) -> BertConfig:
-    kwargs = dict(vocab_size=99, hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=2,
-                  intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.1,
-                  attention_probs_dropout_prob=0.1)
-    kwargs.update(overrides)
-    return BertConfig(**kwargs)
-
-
-def write_vocab(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab = directory / "vocab.txt"
-    vocab.write_text("\n".join(SPECIALS + WORDS) + "\n")
-    return vocab
-
-
-def tiny_tokenizer(directory: Path) -> BertTokenizer:
-    return BertTokenizer(vocab=str(write_vocab(directory)), do_lower_case=True)
+from geep.modeling.config import GeepConfig
+from geep.modeling.model import MultiExitClassifier
+from tests.helpers import tiny_bert_config, tiny_tokenizer
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -71,29 +45,3 @@ def make_model(tmp_path):
         return model.eval()
 
     return make
-
-
-def random_batch(batch_size: int = 5, seq_len: int = 9, vocab_size: int = 99, seed: int = 0) -> dict:
-    """Random token ids with right padding of varying lengths (row 0 is never padded)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab_size, (batch_size, seq_len), generator=g)
-    lengths = torch.randint(2, seq_len + 1, (batch_size,), generator=g)
-    lengths[0] = seq_len
-    mask = (torch.arange(seq_len)[None] < lengths[:, None]).long()
-    ids[:, 0] = 2  # [CLS]
-    ids = ids * mask  # [PAD] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-
-
-def random_texts(n: int, seed: int = 0, min_words: int = 1, max_words: int = 30) -> list[str]:
-    """n texts of random vocabulary words, of varied lengths (0 words allowed with min_words=0)."""
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))) for _ in range(n)]
-
-
-def write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path

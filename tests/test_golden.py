@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from geep.calibrate import sweep
-from geep.engine import run_policy
-from geep.model import MultiExitClassifier
+from geep.evaluation import sweep
+from geep.inference import run_policy
+from geep.modeling import MultiExitClassifier
 from geep.policies import get_policy
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

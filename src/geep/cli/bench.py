@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from geep.bench import bench, check_policies, check_settings, format_summary, parse_batch_sizes, \
         write_outputs
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
-    from geep.engine import resolve_device
-    from geep.model import MultiExitClassifier
+    from geep.inference.predictor import resolve_device
+    from geep.modeling.model import MultiExitClassifier
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     check_settings(batch_sizes=batch_sizes, grid_points=args.grid_points, timed_points=args.timed_points,

@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_table_options(p: argparse.ArgumentParser) -> None:
     """The table's own options, shared with `geep train`."""
-    from geep.exit_prediction import AUTO_MAX_ACCURACY_DROP, DEFAULT_BUILD_THRESHOLD
+    from geep.evaluation.build_table import AUTO_MAX_ACCURACY_DROP, DEFAULT_BUILD_THRESHOLD
 
     p.add_argument("--build-threshold", type=float, default=None, metavar="S",
                    help="normalised-entropy threshold of the fastbert rule that measures each row's exit (also "
@@ -63,18 +63,19 @@ def build_from_spec(model, spec: str, args: argparse.Namespace, text_column: str
                     source: str):
     """Reads DATA and builds the model's table with the options in ``args``."""
     from geep.data import get_columns, load_dataset_spec
+    from geep.evaluation.build_table import build_table
 
     cols = get_columns(load_dataset_spec(spec, args.encoding), text_column, text_pair_column, None,
                        source=spec, require_labels=False)
-    return model.build_table(cols.texts, cols.text_pairs, build_threshold=args.build_threshold, ngram=args.ngram,
-                             min_count=args.min_count, smoothing=args.smoothing, combine=args.combine,
-                             batch_size=getattr(args, "batch_size", 32), source=source)
+    return build_table(model, cols.texts, cols.text_pairs, build_threshold=args.build_threshold, ngram=args.ngram,
+                       min_count=args.min_count, smoothing=args.smoothing, combine=args.combine,
+                       batch_size=getattr(args, "batch_size", 32), source=source)
 
 
 def threshold_from_dev(model, args: argparse.Namespace) -> float:
     """S chosen on --dev, or the fixed default (logged) without dev data."""
     from geep.data import get_columns, load_dataset_spec
-    from geep.exit_prediction import DEFAULT_BUILD_THRESHOLD, auto_build_threshold
+    from geep.evaluation.build_table import DEFAULT_BUILD_THRESHOLD, auto_build_threshold
 
     if args.dev is None:
         logger.info("no --dev: build threshold S = %g (pass --dev to choose it on data)", DEFAULT_BUILD_THRESHOLD)
@@ -87,8 +88,8 @@ def threshold_from_dev(model, args: argparse.Namespace) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geep.engine import resolve_device
-    from geep.model import MultiExitClassifier
+    from geep.inference.predictor import resolve_device
+    from geep.modeling.model import MultiExitClassifier
 
     check_table_options(args)
     directory = Path(args.model)
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.build_threshold is None:
         args.build_threshold = threshold_from_dev(model, args)
     table = build_from_spec(model, spec, args, text_column, pair_column, source)
+    model.save_exit_table(directory)  # the table first: a config never names a table not yet written
     model.save_config(directory)
     summary = table.summary()
     print(f"wrote {directory / model.config.exit_table['file']}: {summary['num_rows']} rows from {source}, build threshold "

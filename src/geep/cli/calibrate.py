@@ -33,10 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geep.calibrate import CALIBRATED_POLICIES, calibrate
+    from geep.evaluation.calibrate import CALIBRATED_POLICIES, calibrate
     from geep.data import get_columns, load_dataset_spec
-    from geep.engine import resolve_device
-    from geep.model import MultiExitClassifier
+    from geep.inference.predictor import resolve_device
+    from geep.modeling.model import MultiExitClassifier
     from geep.policies import get_policy
 
     if args.target_speedup is not None and args.target_speedup <= 0:

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from geep.card import format_accuracy_table
-from geep.config import GeepConfig
+from geep.training.card import format_accuracy_table
+from geep.modeling.config import GeepConfig
 from geep.errors import GeepError
 
 

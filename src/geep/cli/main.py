@@ -33,9 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from geep import __version__
+    from importlib import metadata
 
-    return __version__
+    try:
+        return metadata.version("geep")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

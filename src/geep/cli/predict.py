@@ -82,8 +82,8 @@ def check_output(path: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from geep.data import encode_labels, get_columns, load_dataset_spec
-    from geep.engine import predict, resolve_device, resolve_knob
-    from geep.model import MultiExitClassifier
+    from geep.inference.predictor import predict, resolve_device, resolve_knob
+    from geep.modeling.model import MultiExitClassifier
     from geep.policies import get_policy
 
     output = check_output(args.output)

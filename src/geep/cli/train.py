@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from geep.card import format_accuracy_table, write_model_card
+from geep.training.card import format_accuracy_table, write_model_card
 from geep.cli.build_table import TABLE_DATA_NAME, add_table_options, check_table_options
-from geep.config import HEAD_KINDS, POOLINGS
+from geep.modeling.config import HEAD_KINDS, POOLINGS
 from geep.data import ColumnData, build_label_names, encode_labels, get_columns, load_dataset_spec, \
     stratified_split, stratified_subset
 from geep.errors import GeepError
-from geep.objectives import OBJECTIVES
+from geep.modeling.objectives import OBJECTIVES
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,9 @@ def split_rows(args: argparse.Namespace, train: ColumnData) -> tuple[Slice, Slic
 
 
 def run(args: argparse.Namespace) -> int:
-    from geep.model import MultiExitClassifier, resolve_model_path
-    from geep.train import EncodedData, TrainingArguments, describe_plan, train
+    from geep.evaluation.build_table import auto_build_threshold, build_table
+    from geep.modeling.model import MultiExitClassifier, resolve_model_path
+    from geep.training.loop import EncodedData, TrainingArguments, describe_plan, train
 
     import transformers
 
@@ -240,12 +241,10 @@ def run(args: argparse.Namespace) -> int:
     # ---- the exit table, from the rows that took no gradient step
     if table_slice is not None and len(table_slice):
         if args.build_threshold is None:  # chosen on dev, where fastbert stays within a point of full
-            from geep.exit_prediction import auto_build_threshold
-
             args.build_threshold = auto_build_threshold(model, dev_slice.texts, dev_slice.labels, dev_slice.pairs)
-        table = model.build_table(table_slice.texts, table_slice.pairs, build_threshold=args.build_threshold,
-                                  ngram=args.ngram, min_count=args.min_count, smoothing=args.smoothing,
-                                  combine=args.combine, source=table_slice.source)
+        table = build_table(model, table_slice.texts, table_slice.pairs, build_threshold=args.build_threshold,
+                            ngram=args.ngram, min_count=args.min_count, smoothing=args.smoothing,
+                            combine=args.combine, source=table_slice.source)
         logger.info("exit table: %d rows, exit histogram %s", len(table_slice), table.summary()["exit_histogram"])
 
     model.save_pretrained(output)

@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 from geep.errors import GeepError
-from geep.policies.base import KnobSpec, Memory, Policy, entropy, select_memory
+from geep.policies.base import KnobSpec, Memory, Policy, all_leave, entropy, none_leave, select_memory
 from geep.policies.confidence import ConfidencePolicy
 from geep.policies.deebert import DeeBertPolicy
 from geep.policies.fastbert import FastBertPolicy
 from geep.policies.full import FullPolicy
-from geep.policies.geep import GeepPolicy, GeepVerifyPolicy
+from geep.policies.geep import GeepPolicy, GeepVerifyPolicy, VerifyKnob
 from geep.policies.oracle import OraclePolicy
 from geep.policies.pabee import PatiencePolicy
 
@@ -38,5 +38,5 @@ def get_policy(name: str | Policy) -> Policy:
     return POLICIES[name]
 
 
-__all__ = ["POLICIES", "KnobSpec", "Memory", "Policy", "entropy", "get_policy", "register_policy",
-           "select_memory"]
+__all__ = ["POLICIES", "KnobSpec", "Memory", "Policy", "VerifyKnob", "all_leave", "entropy", "get_policy",
+           "none_leave", "register_policy", "select_memory"]

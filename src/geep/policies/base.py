@@ -3,23 +3,26 @@
 A policy is asked at each exit k of E (in order) about the rows still in the batch: ``decide`` takes the exit's
 logits (B, C), the knob and the policy's per-row memory (a dict of (B, ...) tensors), and returns a (B,) bool
 tensor of the rows that leave now, plus the updated memory. It never calls ``.item()`` or branches on a tensor;
-the engine syncs once per exit to drop the leaving rows, indexing the memory with the same rows as the hidden
-states. The engine makes every row still running leave at the last exit L, whatever the policy says.
+the executor syncs once per step to drop the leaving rows, and the scheduler moves each row's memory with its hidden
+state through every re-batching. The executor makes every row still running leave at the last exit L, whatever
+the policy says. A policy never runs the model and never imports what does.
 
 Each knob has a :class:`KnobSpec`: its range, its default, and the two values whose meaning is exact --
 ``never`` (no row exits before L) and ``first`` (every row exits at the first exit of E). Policies implement
 those two values explicitly, never by hoping a float comparison saturates.
 
-``replay`` runs the same decisions on every exit's logits recorded in one all-exits pass (N, |E|, C), so
-calibration and the benchmark can score any knob without running the model again. A row's decisions depend only
-on its own logits and memory, so replay gives each row the exit the batched engine gives it.
+A policy that ``predicts_layers`` (``geep``, ``geep-verify``) also maps each row's predicted exit distribution to
+a layer before the model runs (:meth:`Policy.predict_layers`); the scheduler then reads no head of that row before
+it. Calibration scores knobs by running the same scheduler over recorded logits (``geep.runtime.replay``), so
+there is no second copy of any decision here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -64,15 +67,24 @@ class Policy:
     name: ClassVar[str]
     needs_labels: ClassVar[bool] = False  # decide reads memory["labels"] (B,) class ids
     reads_exits: ClassVar[bool] = True  # False: only the teacher's head is ever run (``full``)
-    needs_table: ClassVar[bool] = False  # True: predicts exits from the model's exit table (``geep``)
+    predicts_layers: ClassVar[bool] = False  # True: exits predicted from the model's exit table (``geep``)
+    schedule: ClassVar[str] = "shrink"  # the scheduling strategy it runs under by default (geep.scheduling)
+
+    @property
+    def needs_table(self) -> bool:
+        """Whether the policy needs the model's exit table."""
+        return self.predicts_layers
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec | None:
         """The knob's range and ends for a model with C = num_labels classes and |E| = num_exits exits, or None
         for a policy without a knob."""
         return None
 
-    def resolve_knob(self, knob: float | None, num_labels: int, num_exits: int) -> float | None:
-        """The knob to run with: ``knob`` checked against the range (GeepError naming it), or the default."""
+    def resolve_knob(self, knob: float | None, num_labels: int, num_exits: int, *,
+                     build_threshold: float | None = None) -> float | None:
+        """The knob to run with: ``knob`` checked against the range (GeepError naming it), or the default.
+
+        ``build_threshold`` is the exit table's S, which ``geep-verify`` continues rows under."""
         spec = self.knob_spec(num_labels, num_exits)
         if spec is None:
             if knob is not None:
@@ -112,19 +124,10 @@ class Policy:
         """(B,) bool: the rows that leave at this exit, given its logits (B, C); and the updated memory."""
         raise NotImplementedError
 
-    def replay(self, exit_logits: Tensor, knob: float | None, labels: Tensor | None = None) -> Tensor:
-        """Each row's exit index into E (N,) long, from every exit's logits (N, |E|, C) -- what the batched
-        engine gives each row (the last exit when nothing earlier fired)."""
-        N, E, _ = exit_logits.shape
-        memory = self.start(N, exit_logits.device, labels)
-        exit_index = torch.full((N,), E - 1, dtype=torch.long, device=exit_logits.device)
-        done = torch.zeros(N, dtype=torch.bool, device=exit_logits.device)
-        if self.reads_exits:
-            for i in range(E - 1):
-                leave, memory = self.decide(exit_logits[:, i], knob, memory)
-                exit_index = torch.where(leave & ~done, i, exit_index)
-                done = done | leave
-        return exit_index
+    def predict_layers(self, distribution: Tensor, knob: Any, exit_layers: Sequence[int]) -> Tensor:
+        """Each row's predicted exit layer (N,) in E from its exit distribution (N, L), for policies that
+        ``predicts_layers``."""
+        raise TypeError(f"{self.name} does not predict exit layers")
 
 
 def select_memory(memory: Memory, keep: Tensor) -> Memory:

@@ -10,42 +10,67 @@ predicted the first exit. Default 0.5, or the model's calibrated default.
   still "never exit early"; at tau = 0 every row starts at the first exit and leaves where the ``fastbert`` rule
   at S first holds (FastBERT at S with full, pooled batches), so "first exit" holds only for rows that pass.
 
-Neither decides layer by layer, so :meth:`decide` and :meth:`replay` are not theirs: the engine hands them the
-tokenised rows (:meth:`run`), and calibration replays them from the table's predictions (``geep.calibrate``).
+The policies only predict layers and decide who leaves; the scheduler (``geep.scheduling``) runs no head of a
+row before its predicted layer and pools the rows that continue.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import ClassVar, NamedTuple
 
 from torch import Tensor
 
-from geep.policies.base import KnobSpec, Memory, Policy
+from geep.errors import GeepError
+from geep.exit_table import layers_from_distribution
+from geep.policies.base import KnobSpec, Memory, Policy, all_leave
+from geep.policies.fastbert import FastBertPolicy
+
+
+class VerifyKnob(NamedTuple):
+    """geep-verify's knobs: tau (predicted layers) and the fastbert threshold rows continue under."""
+
+    tau: float
+    continue_threshold: float
 
 
 class GeepPolicy(Policy):
     name = "geep"
-    needs_table = True
+    predicts_layers = True
+    schedule = "pooled"
     verify: ClassVar[bool] = False
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec:
         return KnobSpec(low=0.0, high=1.0, default=0.5, never=1.0, first=0.0)
 
+    def predict_layers(self, distribution: Tensor, knob: float, exit_layers: Sequence[int]) -> Tensor:
+        """The tau-quantile of each row's exit distribution (N, L), snapped up to an exit of E: (N,)."""
+        return layers_from_distribution(distribution, float(knob), exit_layers)
+
     def decide(self, logits: Tensor, knob: float | None, memory: Memory) -> tuple[Tensor, Memory]:
-        raise TypeError(f"{self.name} predicts exits before the model runs; it has no per-layer decision")
-
-    def replay(self, exit_logits: Tensor, knob: float | None, labels: Tensor | None = None) -> Tensor:
-        raise TypeError(f"{self.name} is replayed from its table's predictions (geep.calibrate.sweep)")
-
-    def run(self, model, encoded: dict, knob: float, *, batch_size: int = 32, labels: Tensor | None = None,
-            order=None, show_progress: bool = False):
-        """Predicts every row's exit layer from its tokens, then runs the sorted buckets (``order`` breaks ties)."""
-        from geep.scheduler import run_geep
-
-        return run_geep(model, encoded, knob, batch_size=batch_size, verify=self.verify, order=order,
-                        show_progress=show_progress)
+        return all_leave(logits), memory  # the scheduler reads a row's head only at its predicted layer
 
 
 class GeepVerifyPolicy(GeepPolicy):
     name = "geep-verify"
     verify = True
+    _rule = FastBertPolicy()
+
+    def resolve_knob(self, knob: float | None, num_labels: int, num_exits: int, *,
+                     build_threshold: float | None = None) -> VerifyKnob:
+        """tau checked (or the default), with the exit table's build threshold S as the continuation threshold."""
+        if isinstance(knob, VerifyKnob):
+            knob = knob.tau
+        tau = super().resolve_knob(knob, num_labels, num_exits)
+        if build_threshold is None:
+            raise GeepError("geep-verify continues rows under the exit table's build threshold; the model has "
+                            "no exit table (`geep build-table --model DIR`)")
+        return VerifyKnob(tau, float(build_threshold))
+
+    def predict_layers(self, distribution: Tensor, knob: VerifyKnob, exit_layers: Sequence[int]) -> Tensor:
+        return super().predict_layers(distribution, knob.tau, exit_layers)
+
+    def decide(self, logits: Tensor, knob: VerifyKnob, memory: Memory) -> tuple[Tensor, Memory]:
+        """At or after its predicted layer, a row leaves where the fastbert rule at the continuation threshold
+        holds."""
+        return self._rule.decide(logits, knob.continue_threshold, memory)

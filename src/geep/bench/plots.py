@@ -1,0 +1,89 @@
+"""``curves.png``: accuracy against wall-clock and FLOPs speed-up, a line per (model, policy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from geep.bench.result import BenchResult, by_policy
+from geep.io import atomic_path
+
+_POLICY_COLOURS = {"fastbert": "tab:blue", "deebert": "tab:orange", "confidence": "tab:green", "pabee": "tab:purple",
+                   "geep": "tab:red", "geep-verify": "tab:brown", "oracle": "gold", "full": "black"}
+_LINESTYLES = ["-", "--", ":", "-."]
+_FULL_MARKERS = ["o", "s", "D", "^"]
+_NICE_TICKS = [0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64]
+
+
+def plot_curves(result: BenchResult, path: str | Path) -> None:
+    """``curves.png``: a row per batch size, two panels -- accuracy vs wall speed-up (timed points) and accuracy
+    vs FLOPs speed-up (every grid point) -- a line per (model, policy): colour = policy, line style = model.
+    ``full`` is a black marker at (1, its accuracy); the oracle a star; log-scale x; one legend below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    records = result.records
+    batch_sizes = sorted({r["batch_size"] for r in records})
+    models = list(dict.fromkeys(r["model"] for r in records))
+    objectives = {m: next(r["objective"] for r in records if r["model"] == m) for m in models}
+    unique_objectives = len(set(objectives.values())) == len(models)
+
+    def model_label(m: str) -> str:
+        if len(models) == 1:
+            return ""
+        return f" [{objectives[m]}-trained]" if unique_objectives else f" [{m}]"
+
+    fig, axes = plt.subplots(len(batch_sizes), 2, figsize=(13, 4.6 * len(batch_sizes)), squeeze=False,
+                             layout="constrained")
+    handles: dict[str, Any] = {}
+    for row, batch_size in enumerate(batch_sizes):
+        for col, (xkey, title) in enumerate((("wall_speedup", "wall-clock"), ("flops_speedup", "FLOPs"))):
+            ax = axes[row][col]
+            xs_all = []
+            for mi, m in enumerate(models):
+                style = _LINESTYLES[mi % len(_LINESTYLES)]
+                pts = [r for r in records if r["model"] == m and r["batch_size"] == batch_size
+                       and r[xkey] is not None]
+                for policy, group in by_policy(pts).items():
+                    group = sorted(group, key=lambda r: r[xkey])
+                    xs = [r[xkey] for r in group]
+                    ys = [100 * r["accuracy"] for r in group]
+                    xs_all += xs
+                    label = f"{policy}{model_label(m)}"
+                    if policy == "full":
+                        h = ax.scatter(xs, ys, marker=_FULL_MARKERS[mi % len(_FULL_MARKERS)], s=70, c="black",
+                                       zorder=5, label=label)
+                    elif policy == "oracle":
+                        h = ax.scatter(xs, ys, marker="*", s=260, c=_POLICY_COLOURS["oracle"], edgecolors="black",
+                                       linewidths=0.8 if mi == 0 else 1.6, zorder=6, label=label + " (labels)")
+                    else:
+                        colour = _POLICY_COLOURS.get(policy)
+                        (h,) = ax.plot(xs, ys, linestyle=style, marker="o", markersize=4 if col else 5,
+                                       color=colour, label=label, alpha=0.9)
+                    handles.setdefault(h.get_label(), h)
+            ax.set_xscale("log")
+            if xs_all:
+                lo, hi = min(xs_all + [1.0]) / 1.08, max(xs_all + [1.0]) * 1.08
+                ax.set_xlim(lo, hi)
+                ticks = [t for t in _NICE_TICKS if lo <= t <= hi]
+                ax.xaxis.set_major_locator(FixedLocator(ticks))
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+                ax.xaxis.set_minor_locator(NullLocator())
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.axvline(1.0, color="grey", linewidth=0.6, zorder=0)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set_xlabel(f"{title} speed-up vs full (log scale)")
+            ax.set_ylabel("accuracy (%)")
+            what = "timed points" if col == 0 else "every grid point"
+            ax.set_title(f"batch {batch_size}: accuracy vs {title} speed-up ({what})", fontsize=10)
+    device = result.header.get("device", "")
+    fig.suptitle(f"geep bench: {result.header.get('data')} (N = {result.header.get('n')}), {device}", fontsize=11)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+               ncol=min(4, max(1, len(handles))), fontsize=9, frameon=False)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,51 @@
+"""The benchmark's result: a header (versions, data, device, per-model facts) and one record per point."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Every record has exactly these keys. ``knob`` is None for full and oracle; ``exit_histogram`` maps each exit
+# layer (a string key in JSON) to its row count; wall_speedup, samples_per_s, wall_seconds (the median) and
+# wall_runs (every timed run's seconds, in round order) are None where the point was not timed; ``reporting_only``
+# marks policies that read the true labels (oracle).
+RECORD_FIELDS = ("model", "objective", "policy", "knob", "batch_size", "accuracy", "macro_f1", "mean_exit_layer",
+                 "exit_histogram", "flops_speedup", "wall_speedup", "samples_per_s", "wall_seconds", "wall_runs", "timed",
+                 "reporting_only", "device")
+
+
+@dataclass
+class BenchResult:
+    """What :func:`bench` measured: the run's ``header`` (versions, data, device, per-model facts) and one record
+    per grid point per policy per batch size (see :data:`RECORD_FIELDS`)."""
+
+    header: dict[str, Any]
+    records: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"header": self.header, "records": self.records}
+
+
+def load_result(path: str | Path) -> BenchResult:
+    """A :class:`BenchResult` read back from a ``bench.json``."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return BenchResult(data["header"], data["records"])
+
+
+def group_records(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], list[Mapping[str, Any]]]:
+    """Records grouped by (model, batch size), in first-seen order."""
+    out: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for r in records:
+        out.setdefault((r["model"], r["batch_size"]), []).append(r)
+    return out
+
+
+def by_policy(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Records grouped by policy, in first-seen order."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        out.setdefault(r["policy"], []).append(r)
+    return out

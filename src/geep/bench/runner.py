@@ -1,0 +1,302 @@
+"""The benchmark: accuracy against real speed-up for every exit policy, on the user's data and hardware.
+
+For each model (several are benched together, labelled by name and training objective):
+
+1. **Accuracy and FLOPs for every knob** of a grid spanning each policy's whole range come from ONE all-exits
+   pass (``geep.inference.all_exit_logits``), each knob run by the real scheduler on those logits
+   (``geep.evaluation.sweep``); the same logits serve every batch size (logits do not depend on the batch, FLOPs
+   do).
+2. **Wall-clock on a few knobs per policy** (:func:`timed_knobs`: ``timed_points`` spread evenly over the grid, both
+   ends included; ``full`` and ``oracle`` have one point). A knob at which no row exits early (every row at the
+   last layer: each policy's slow end) is not timed: it does ``full``'s work plus the policy's heads, ``full`` is
+   timed beside it and the heads' cost is in its FLOPs speed-up; on a CPU those were the slowest runs of a bench
+   and said the least. Every point runs from token ids through
+   ``geep.inference.run_policy`` (the same length-sorted batching for every policy), under ``torch.inference_mode()``.
+   :func:`time_interleaved` warms each point up, then times ``repeats`` rounds round-robin over all the points of
+   a (model, batch size), so machine drift hits every point alike; ``torch.cuda.synchronize()`` brackets each run
+   on a GPU; the clock is ``time.perf_counter``; each point keeps its median. ``full`` is timed in the same rounds
+   and ``wall_speedup = median(full) / median(point)`` (``full``'s own is 1.0 exactly); ``samples_per_s =
+   N / median``. Tokenising is timed separately (median of as many runs) and reported in the header.
+
+Outputs (``geep.bench.report.write_outputs``): ``bench.json`` (``{"header": ..., "records": [...]}``, one record
+per grid point per policy per batch size, fields ``geep.bench.result.RECORD_FIELDS``), ``report.md`` and
+``curves.png``. ``geep.evaluation.metrics`` has the Pareto frontier and interpolated throughput targets use.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from geep.bench.provenance import data_hash, environment
+from geep.bench.result import BenchResult
+from geep.bench.timing import describe_device, median_seconds, time_interleaved
+from geep.errors import GeepError
+from geep.evaluation.sweep import sweep
+from geep.inference.predictor import all_exit_logits, label_ids, resolve_device, run_policy
+from geep.modeling.model import MultiExitClassifier
+from geep.policies import POLICIES, get_policy
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POLICIES = ("full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle")
+MIN_REPEATS = 3
+MIN_TIMED_POINTS = 2
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def check_policies(names: Sequence[str]) -> list[str]:
+    """The policy names, checked (GeepError naming an unknown one), without duplicates, ``full`` first: it is the
+    reference every wall speed-up is measured against, so it is always benched."""
+    known = list(POLICIES)
+    out = ["full"]
+    for name in names:
+        if name not in known:
+            raise GeepError(f"unknown policy {name!r}; choose from: {', '.join(known)}")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """``"1,32"`` -> [1, 32]; GeepError on anything but positive integers."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            size = int(part)
+        except ValueError:
+            raise GeepError(f"--batch-sizes must be comma-separated positive integers, got {text!r}") from None
+        if size < 1:
+            raise GeepError(f"--batch-sizes must be positive, got {size}")
+        if size not in sizes:
+            sizes.append(size)
+    return sizes
+
+
+def check_settings(*, batch_sizes: Sequence[int], grid_points: int, timed_points: int, repeats: int,
+                   warmup: int) -> None:
+    """GeepError (one line) for settings the benchmark cannot honour."""
+    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise GeepError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    if repeats < MIN_REPEATS:
+        raise GeepError(f"--repeats must be at least {MIN_REPEATS} (a median needs several runs), got {repeats}")
+    if timed_points < MIN_TIMED_POINTS:
+        raise GeepError(f"--timed-points must be at least {MIN_TIMED_POINTS} (both ends of each range), "
+                        f"got {timed_points}")
+    if grid_points < 2:
+        raise GeepError(f"--grid-points must be at least 2, got {grid_points}")
+    if warmup < 1:
+        raise GeepError(f"--warmup must be at least 1, got {warmup}")
+
+
+# ------------------------------------------------------------------------------------------------- timing
+def timed_knobs(grid: Sequence[Any], n: int, speedups: Sequence[float] | None = None) -> list[int]:
+    """Indices into ``grid`` of (at most) ``n`` knobs to time, both ends of the grid always included.
+
+    Without ``speedups``, spread evenly over the grid's positions. With the grid's FLOPs speed-ups, spread evenly
+    over the speed-up they realise (log scale), each target taking the first grid point nearest to it: a knob's
+    useful range is often a small part of its scale (FastBERT's t in 0.05..0.3 on bbc), and timing points that
+    all realise the same speed-up says nothing. All of a grid no longer than ``n``; the one point of a grid of one.
+    """
+    g = len(grid)
+    if g <= n:
+        return list(range(g))
+    if speedups is None:
+        return sorted({round(i * (g - 1) / (n - 1)) for i in range(n)})
+    logs = [math.log(max(s, 1e-12)) for s in speedups]
+    lo, hi = min(logs), max(logs)
+    chosen = {0, g - 1}
+    for i in range(1, n - 1):
+        target = lo + (hi - lo) * i / (n - 1)
+        chosen.add(min(range(g), key=lambda j: (abs(logs[j] - target), j)))
+    return sorted(chosen)
+
+
+def exits_early(exit_histogram: Mapping[int, int], last_layer: int) -> bool:
+    """Whether any row of a point's exit histogram ({layer: rows}) leaves before ``last_layer``."""
+    return any(count > 0 and layer < last_layer for layer, count in exit_histogram.items())
+
+
+# --------------------------------------------------------------------------------------------- the bench
+def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], labels: Sequence[str],
+          text_pairs: Sequence[str] | None = None, *, batch_sizes: Sequence[int] = (32,),
+          policies: Sequence[str] = DEFAULT_POLICIES, grid_points: int = 21, timed_points: int = 5,
+          repeats: int = 5, warmup: int = 1, device: str | torch.device | None = None,
+          data_spec: str | None = None, show_progress: bool = False,
+          extra_header: Mapping[str, Any] | None = None) -> BenchResult:
+    """Benches every policy of ``policies`` on every model of ``models`` ({name: model}) over labelled texts.
+
+    ``labels`` are label names (each model maps them to its own class ids; an unseen one is a GeepError).
+    ``device`` moves every model there first (None: where each already is). Policies that need an exit table are
+    skipped, with a logged note and a ``skipped_policies`` entry in the header, on models without one.
+    """
+    policies = check_policies(policies)
+    batch_sizes = [int(b) for b in batch_sizes]
+    check_settings(batch_sizes=batch_sizes, grid_points=grid_points, timed_points=timed_points, repeats=repeats,
+                   warmup=warmup)
+    if not models:
+        raise GeepError("nothing to bench: no model")
+    texts = list(texts)
+    labels = list(labels)
+    if len(labels) != len(texts):
+        raise GeepError(f"{len(labels)} labels for {len(texts)} texts")
+    if text_pairs is not None and len(text_pairs) != len(texts):
+        raise GeepError(f"{len(text_pairs)} text pairs for {len(texts)} texts")
+    if not texts:
+        raise GeepError("nothing to bench: no rows")
+    target = resolve_device(device)
+    devices = set()
+    for model in models.values():
+        if target is not None:
+            model.to(target)
+        model.eval()
+        devices.add(model.device)
+    if len(devices) > 1:
+        raise GeepError(f"the models are on different devices ({', '.join(map(str, devices))}); pass a device")
+    (run_device,) = devices
+    device_name = describe_device(run_device)
+    header: dict[str, Any] = {
+        **environment(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": data_spec,
+        "n": len(texts),
+        "data_sha256": data_hash(texts, text_pairs, labels),
+        "device": device_name,
+        "torch_threads": torch.get_num_threads(),
+        "batch_sizes": batch_sizes,
+        "policies": policies,
+        "grid_points": grid_points,
+        "timed_points": timed_points,
+        "repeats": repeats,
+        "warmup": warmup,
+        **dict(extra_header or {}),
+        "models": {},
+    }
+    records: list[dict[str, Any]] = []
+    for name, model in models.items():
+        info, model_records = bench_model(
+            model, name, texts, labels, text_pairs, batch_sizes=batch_sizes, policies=policies,
+            grid_points=grid_points, timed_points=timed_points, repeats=repeats, warmup=warmup,
+            device_name=device_name, show_progress=show_progress)
+        header["models"][name] = info
+        records.extend(model_records)
+    return BenchResult(header, records)
+
+
+def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels: list[str],
+                text_pairs: Sequence[str] | None, *, batch_sizes: Sequence[int], policies: Sequence[str],
+                grid_points: int, timed_points: int, repeats: int, warmup: int, device_name: str,
+                show_progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One model's header entry and records (see :func:`bench`)."""
+    objective = model.config.objective
+    y = label_ids(model, labels)  # (N,) class ids
+    skipped = [p for p in policies if get_policy(p).needs_table and model.exit_table is None]
+    if skipped:
+        logger.info("%s: no exit table, skipping %s (build one with `geep build-table`)", name, ", ".join(skipped))
+    active = [p for p in policies if p not in skipped]
+    pairs = None if text_pairs is None else list(text_pairs)
+    encoded, tokenize_seconds = median_seconds(lambda: model.tokenize(texts, pairs), repeats)
+    n = len(texts)
+    logger.info("%s (%s): %d rows tokenised in %.3f s; all-exits pass", name, objective, n, tokenize_seconds)
+    with torch.inference_mode():
+        exit_logits = all_exit_logits(model, encoded, batch_size=max(batch_sizes),
+                                      show_progress=show_progress).logits  # (N, |E|, C)
+    records: list[dict[str, Any]] = []
+    full_point = None
+    for batch_size in batch_sizes:
+        result = sweep(model, encoded, y, policies=active, batch_size=batch_size, grid_points=grid_points,
+                       exit_logits=exit_logits)
+        full_point = result.full
+        walls = _time_points(model, name, encoded, y, result.points, batch_size=batch_size,
+                             timed_points=timed_points, repeats=repeats, warmup=warmup, show_progress=show_progress)
+        full_median = statistics.median(walls[("full", 0)])
+        for policy in active:
+            needs_labels = get_policy(policy).needs_labels
+            for i, point in enumerate(result.points[policy]):
+                runs = walls.get((policy, i))
+                median = None if runs is None else statistics.median(runs)
+                records.append({
+                    "model": name,
+                    "objective": objective,
+                    "policy": policy,
+                    "knob": point.knob,
+                    "batch_size": batch_size,
+                    "accuracy": point.accuracy,
+                    "macro_f1": point.macro_f1,
+                    "mean_exit_layer": point.mean_exit_layer,
+                    "exit_histogram": {str(k): v for k, v in point.exit_histogram.items()},
+                    "flops_speedup": point.flops_speedup,
+                    "wall_speedup": None if median is None else (1.0 if policy == "full" else full_median / median),
+                    "samples_per_s": None if median is None else n / median,
+                    "wall_seconds": median,
+                    "wall_runs": runs,
+                    "timed": median is not None,
+                    "reporting_only": needs_labels,
+                    "device": device_name,
+                })
+    info = {
+        "objective": objective,
+        "num_layers": model.num_layers,
+        "exit_layers": list(model.exit_layers),
+        "exit_table": model.exit_table is not None,
+        "full_accuracy": full_point.accuracy,
+        "full_macro_f1": full_point.macro_f1,
+        "tokenize_seconds": tokenize_seconds,
+        "tokenize_samples_per_s": n / tokenize_seconds if tokenize_seconds > 0 else None,
+        "skipped_policies": skipped,
+    }
+    return info, records
+
+
+def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: torch.Tensor,
+                 points: Mapping[str, Sequence[Any]], *, batch_size: int, timed_points: int, repeats: int,
+                 warmup: int, show_progress: bool) -> dict[tuple[str, int], list[float]]:
+    """Every timed run's wall seconds of the timed points, keyed by (policy, index into its grid)."""
+    keys: list[tuple[str, int]] = []
+    runs: list[Callable[[], Any]] = []
+    for policy, scored in points.items():
+        for i in timed_knobs(scored, timed_points, [p.flops_speedup for p in scored]):
+            if policy != "full" and not exits_early(scored[i].exit_histogram, model.num_layers):
+                continue  # full's work (see the module docstring)
+            knob = scored[i].knob
+            run_labels = labels if get_policy(policy).needs_labels else None
+            keys.append((policy, i))
+            runs.append(lambda p=policy, k=knob, y=run_labels: run_policy(model, encoded, p, k, batch_size=batch_size,
+                                                                          labels=y))
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else None
+    logger.info("%s, batch %d: timing %d points x %d repeats (+%d warm-up)", name, batch_size, len(runs), repeats,
+                warmup)
+    bar = tqdm(total=len(runs) * (warmup + repeats), disable=not show_progress, unit="run",
+               desc=f"{name} b={batch_size}", leave=False)
+    try:
+        with torch.inference_mode():
+            outputs, seconds = time_interleaved(runs, repeats=repeats, warmup=warmup, sync=sync, on_run=bar.update)
+    finally:
+        bar.close()
+    for (policy, i), out in zip(keys, outputs):
+        _check_against_sweep(name, policy, points[policy][i], out, labels, batch_size, model.num_layers)
+    return dict(zip(keys, seconds))
+
+
+def _check_against_sweep(name: str, policy: str, point: Any, run: Any, labels: torch.Tensor, batch_size: int,
+                         num_layers: int) -> None:
+    """Logs a warning when a timed run disagrees with the sweep's replay of the same knob (beyond one row's
+    worth, which a decision exactly at the threshold can flip by float noise)."""
+    n = len(labels)
+    accuracy = float((run.probabilities.argmax(-1) == labels).float().mean())
+    mean_layer = float(run.exit_layers.float().mean())
+    if abs(accuracy - point.accuracy) > 1.5 / n or abs(mean_layer - point.mean_exit_layer) > 1.5 * (num_layers - 1) / n:
+        logger.warning("%s, batch %d: %s at knob %s ran at accuracy %.4f, mean layer %.3f; the sweep replayed "
+                       "%.4f, %.3f", name, batch_size, policy, point.knob, accuracy, mean_layer, point.accuracy,
+                       point.mean_exit_layer)
+
+
+# ---------------------------------------------------------------------------------------------- provenance

@@ -1,0 +1,284 @@
+"""Reading the user's data: a file or a packaged set in, plain Python lists out, one-line errors on bad input.
+
+A data argument (``--train``, ``--eval``, ...) is a path to a ``.csv``, ``.tsv``, ``.json``, ``.jsonl`` or
+``.parquet`` file, a directory written by ``Dataset.save_to_disk``, or ``NAME[:split]`` naming a packaged set
+(see ``geep.datasets``). Everything the user can get wrong here raises ``GeepError`` with one line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+from datasets.exceptions import DatasetsError
+
+import geep.data.packaged as packaged
+from geep.errors import GeepError
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+_SUPPORTED_TEXT = ", ".join(SUPPORTED_EXTENSIONS) + ", or a directory written by Dataset.save_to_disk"
+_MAX_NAMED = 5  # how many offending labels or rows an error message names
+
+
+@dataclass
+class ColumnData:
+    """The columns a model needs, as plain lists of equal length (one entry per data row)."""
+
+    texts: list[str]
+    text_pairs: list[str] | None
+    labels: list[str] | None
+    ids: list | None
+
+
+# --- loading --------------------------------------------------------------------------------------------------
+
+
+def load_dataset_spec(spec: str, encoding: str | None = None) -> datasets.Dataset:
+    """Load the data a command-line argument names: an existing path first, else a packaged ``NAME[:split]``.
+
+    ``encoding`` applies to CSV, TSV and JSON files (default UTF-8). The result is held in memory, so editing a
+    file and loading it again gives the new rows, never a stale cache.
+    """
+    path = Path(spec)
+    if path.exists():
+        ds = _load_path(path, encoding)
+    else:
+        name, _, split = spec.partition(":")
+        if name not in packaged.PACKAGED_SETS:
+            known = ", ".join(sorted(packaged.PACKAGED_SETS))
+            raise GeepError(f"no such file: {spec} (nor a packaged data set; known: {known})")
+        ds = packaged.load_packaged(name, split or "train")
+    if len(ds) == 0:
+        raise GeepError(f"{spec} has no rows")
+    return ds
+
+
+def _load_path(path: Path, encoding: str | None) -> datasets.Dataset:
+    if path.is_dir():
+        return _load_saved_dir(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise GeepError(f"{path}: unsupported file type '{suffix or '(none)'}'; supported: {_SUPPORTED_TEXT}")
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise GeepError(f"unknown encoding: {encoding}") from None
+    if path.stat().st_size == 0:
+        raise GeepError(f"{path} has no rows")
+    try:
+        # A throw-away cache directory plus keep_in_memory: nothing stale is ever read back from ~/.cache.
+        with _quiet_datasets(), tempfile.TemporaryDirectory(prefix="geep-data-") as cache_dir:
+            ds = _READERS[suffix](path, encoding, cache_dir)
+            # pyarrow's JSON reader lets invalid UTF-8 through; find it now rather than at first use.
+            ds.data.table.validate(full=True)
+    except GeepError:
+        raise
+    except (DatasetsError, pa.ArrowException, ValueError, OSError) as e:  # UnicodeDecodeError is a ValueError
+        if _is_decode_error(e):
+            raise GeepError(
+                f"{path}: cannot decode its bytes as {encoding or 'UTF-8'}; "
+                "pass the file's encoding with --encoding (e.g. --encoding latin-1)"
+            ) from e
+        raise GeepError(f"could not read {path}: {_root_message(e)}") from e
+    return ds
+
+
+def _read_csv(path: Path, encoding: str | None, cache_dir: str, delimiter: str = ",") -> datasets.Dataset:
+    # Every column is read as a string: pandas would otherwise turn the text "007" into 7 and "NA" into a
+    # missing value. That needs the column names up front, so read the header (and check a data row exists).
+    header = _csv_header(path, encoding, delimiter)
+    features = datasets.Features({name: datasets.Value("string") for name in header})
+    kwargs: dict[str, Any] = {"encoding": encoding} if encoding else {}
+    return datasets.Dataset.from_csv(
+        str(path), delimiter=delimiter, features=features, na_filter=False,
+        keep_in_memory=True, cache_dir=cache_dir, **kwargs,
+    )
+
+
+def _csv_header(path: Path, encoding: str | None, delimiter: str) -> list[str]:
+    with open(path, encoding=encoding or "utf-8-sig", newline="") as f:
+        rows = (row for row in csv.reader(f, delimiter=delimiter) if row)
+        header = next(rows, None)
+        if header is None or next(rows, None) is None:
+            raise GeepError(f"{path} has no rows")
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise GeepError(f"{path}: duplicate column name(s): {', '.join(duplicates)}")
+    return header
+
+
+def _read_tsv(path: Path, encoding: str | None, cache_dir: str) -> datasets.Dataset:
+    return _read_csv(path, encoding, cache_dir, delimiter="\t")
+
+
+def _read_json(path: Path, encoding: str | None, cache_dir: str) -> datasets.Dataset:
+    if not path.read_bytes().strip():
+        raise GeepError(f"{path} has no rows")
+    kwargs: dict[str, Any] = {"encoding": encoding} if encoding else {}
+    return datasets.Dataset.from_json(str(path), keep_in_memory=True, cache_dir=cache_dir, **kwargs)
+
+
+def _read_parquet(path: Path, encoding: str | None, cache_dir: str) -> datasets.Dataset:
+    return datasets.Dataset.from_parquet(str(path), keep_in_memory=True, cache_dir=cache_dir)
+
+
+_READERS: dict[str, Callable[[Path, str | None, str], datasets.Dataset]] = {
+    ".csv": _read_csv,
+    ".tsv": _read_tsv,
+    ".json": _read_json,
+    ".jsonl": _read_json,
+    ".parquet": _read_parquet,
+}
+
+
+def _load_saved_dir(path: Path) -> datasets.Dataset:
+    try:
+        with _quiet_datasets():
+            loaded = datasets.load_from_disk(str(path), keep_in_memory=True)
+    except FileNotFoundError:
+        raise GeepError(f"{path} is a directory but not a data set written by Dataset.save_to_disk") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if len(loaded) != 1:
+            raise GeepError(f"{path} holds several splits ({', '.join(loaded)}); save one split on its own")
+        (loaded,) = loaded.values()
+    return loaded
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Silence ``datasets``' progress bars and its own error log while we read: we raise a clearer error."""
+    verbosity = datasets.utils.logging.get_verbosity()
+    bars_were_off = datasets.are_progress_bars_disabled()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.utils.logging.set_verbosity(verbosity)
+        if not bars_were_off:
+            datasets.enable_progress_bars()
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _is_decode_error(e: BaseException) -> bool:
+    for cause in _causes(e):
+        if isinstance(cause, UnicodeDecodeError):
+            return True
+        message = str(cause).lower().replace("-", "")
+        if "utf8" in message and "invalid" in message:  # pyarrow's wording: "Invalid UTF8 sequence"
+            return True
+    return False
+
+
+def _root_message(e: BaseException) -> str:
+    root = list(_causes(e))[-1]
+    lines = str(root).strip().splitlines()
+    return lines[0] if lines else type(root).__name__
+
+
+# --- columns --------------------------------------------------------------------------------------------------
+
+
+def get_columns(
+    ds: datasets.Dataset,
+    text_column: str,
+    text_pair_column: str | None,
+    label_column: str | None,
+    *,
+    source: str,
+    require_labels: bool,
+    id_column: str | None = None,
+) -> ColumnData:
+    """Pull the text (and optional pair, label and id) columns out of ``ds`` as plain lists.
+
+    Texts become strings; a missing or whitespace-only text becomes "" (valid input). Labels become stripped
+    strings (an int 1 or a float 1.0 becomes "1"). With ``require_labels`` every row needs a label; without
+    it an absent label column gives ``labels=None`` and a missing label becomes "". ``source`` names the data
+    in error messages.
+    """
+    texts = [_as_text(v, row, text_column, source) for row, v in enumerate(_column(ds, text_column, source), 1)]
+    pairs = None
+    if text_pair_column is not None:
+        values = _column(ds, text_pair_column, source)
+        pairs = [_as_text(v, row, text_pair_column, source) for row, v in enumerate(values, 1)]
+    labels = None
+    if label_column is None:
+        if require_labels:
+            raise GeepError(f"{source}: a label column is required")
+    elif require_labels or label_column in ds.column_names:
+        labels = [_as_label(v) for v in _column(ds, label_column, source)]
+        if require_labels:
+            _check_no_missing_labels(labels, label_column, source)
+    ids = list(_column(ds, id_column, source)) if id_column is not None else None
+    return ColumnData(texts=texts, text_pairs=pairs, labels=labels, ids=ids)
+
+
+def _column(ds: datasets.Dataset, name: str, source: str) -> list:
+    if name not in ds.column_names:
+        present = ", ".join(ds.column_names)
+        raise GeepError(f"{source} has no column '{name}'; its columns are: {present}")
+    return ds.data.column(name).to_pylist()
+
+
+def _as_text(value: Any, row: int, column: str, source: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        raise GeepError(f"{source}: row {row} of column '{column}' is not text: {str(value)[:60]}")
+    text = value if isinstance(value, str) else str(value)
+    return text if text.strip() else ""
+
+
+def _as_label(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a numeric column with a gap arrives as floats: 1.0 means label "1"
+    return str(value).strip()
+
+
+def _check_no_missing_labels(labels: list[str], column: str, source: str) -> None:
+    missing = [row for row, label in enumerate(labels, 1) if label == ""]
+    if missing:
+        more = f" (and {len(missing) - 1} more rows)" if len(missing) > 1 else ""
+        raise GeepError(f"{source}: data row {missing[0]} has no label in column '{column}'{more}")
+
+
+# --- labels ---------------------------------------------------------------------------------------------------
+
+
+def build_label_names(labels: list[str]) -> list[str]:
+    """The label vocabulary of a training set: its distinct names, sorted (index i is class i)."""
+    return sorted(set(labels))
+
+
+def encode_labels(labels: list[str], label_names: list[str], *, source: str) -> list[int]:
+    """Map label names to class indices; a label the model never saw in training is an error naming it."""
+    index = {name: i for i, name in enumerate(label_names)}
+    unseen = sorted(set(labels) - index.keys())
+    if unseen:
+        named = ", ".join(repr(u) for u in unseen[:_MAX_NAMED])
+        more = f" (and {len(unseen) - _MAX_NAMED} more)" if len(unseen) > _MAX_NAMED else ""
+        known = ", ".join(repr(n) for n in label_names)
+        raise GeepError(f"{source}: label(s) never seen in training: {named}{more}; known labels: {known}")
+    return [index[label] for label in labels]

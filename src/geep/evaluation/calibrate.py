@@ -1,0 +1,46 @@
+"""Calibration: choose each policy's knob on dev and store it as the model's default.
+
+Every knob of every policy is scored on dev from one all-exits pass (``geep.evaluation.sweep``); per policy the knob
+that meets the target is stored in ``model.config.default_knobs``, which predict then uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from geep.errors import GeepError
+from geep.evaluation.sweep import KnobPoint, choose_knob, sweep
+from geep.inference.predictor import label_ids
+from geep.modeling.model import MultiExitClassifier
+from geep.policies import get_policy
+
+logger = logging.getLogger(__name__)
+
+# Policies a model stores a default knob for (oracle needs labels; full has no knob).
+CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify")
+
+
+def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence[str] | Tensor,
+              text_pairs: Sequence[str] | None = None, *, target_speedup: float | None = None,
+              max_accuracy_drop: float | None = None, policies: Sequence[str] | None = None,
+              batch_size: int = 32, grid_points: int = 41) -> dict[str, KnobPoint]:
+    """Chooses each policy's knob on dev and stores it in ``model.config.default_knobs``.
+
+    Returns the chosen point per policy. Without an exit table, the geep policies are skipped. Every policy is
+    checked before anything is stored, so an unreachable target changes nothing.
+    """
+    if policies is None:
+        policies = [p for p in CALIBRATED_POLICIES if model.exit_table is not None or not get_policy(p).needs_table]
+    if not len(texts):
+        raise GeepError("calibration needs labelled dev rows; got none")
+    encoded = model.tokenize(list(texts), None if text_pairs is None else list(text_pairs))
+    result = sweep(model, encoded, label_ids(model, labels), policies=policies, batch_size=batch_size,
+                   grid_points=grid_points)
+    chosen = {name: choose_knob(result.points[name], result.full.accuracy, target_speedup=target_speedup,
+                                max_accuracy_drop=max_accuracy_drop) for name in policies}
+    for name, point in chosen.items():
+        model.config.default_knobs[name] = point.knob
+    return chosen

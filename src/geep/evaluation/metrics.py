@@ -1,0 +1,83 @@
+"""Metrics: macro-F1, the Pareto frontier of (speed, accuracy) points, and throughput interpolated on it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from torch import Tensor
+
+
+def macro_f1(predictions: Tensor, labels: Tensor, num_labels: int) -> float:
+    """Macro-averaged F1 over the classes (a class absent from both counts as F1 0 only if predicted)."""
+    scores = []
+    for c in range(num_labels):
+        tp = int(((predictions == c) & (labels == c)).sum())
+        fp = int(((predictions == c) & (labels != c)).sum())
+        fn = int(((predictions != c) & (labels == c)).sum())
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def _get(point: Any, key: str) -> Any:
+    return point[key] if isinstance(point, Mapping) else getattr(point, key)
+
+
+def pareto_frontier(points: Iterable[Any], x: str, y: str) -> list[Any]:
+    """The points not dominated in (x, y), both larger-is-better, sorted by x ascending (so y descending).
+
+    ``points`` are dicts (records) or objects (e.g. ``KnobPoint``); ``x`` and ``y`` name their fields. A point is
+    dominated when another has x' >= x and y' >= y with at least one strictly greater. Of points equal in both,
+    the first (in input order) is kept. Points whose x or y is None or NaN are ignored.
+    """
+    valid = []
+    for i, p in enumerate(points):
+        px, py = _get(p, x), _get(p, y)
+        if px is None or py is None or (isinstance(px, float) and math.isnan(px)) or \
+                (isinstance(py, float) and math.isnan(py)):
+            continue
+        valid.append((float(px), float(py), i, p))
+    # Largest x first, and for equal x the largest y first; then a point is on the frontier iff its y beats
+    # every y seen so far (those all have x' >= x).
+    valid.sort(key=lambda t: (-t[0], -t[1], t[2]))
+    frontier, best_y = [], -math.inf
+    for px, py, _, p in valid:
+        if py > best_y:
+            frontier.append(p)
+            best_y = py
+    frontier.reverse()
+    return frontier
+
+
+def interpolated_throughput(records: Iterable[Mapping[str, Any]], accuracy: float, *,
+                            speed: str = "samples_per_s") -> float | None:
+    """The highest throughput (samples/s) one policy reaches at an accuracy of at least ``accuracy``.
+
+    ``records``: the timed records of ONE (model, policy, batch size) -- records whose ``speed`` is None
+    (untimed) are ignored; mixing models, policies or batch sizes is a ValueError. Their Pareto frontier in
+    (``speed``, accuracy) is taken (:func:`pareto_frontier`), sorted by throughput t_1 < ... < t_m with
+    accuracies a_1 > ... > a_m. Then:
+
+    - ``accuracy`` above a_1 (more than any timed point reaches) or no timed record: None;
+    - ``accuracy`` <= a_m: t_m (the fastest point already reaches it);
+    - otherwise, with a_i >= accuracy > a_{i+1}: ``t_i + (t_{i+1} - t_i) * (a_i - accuracy) / (a_i - a_{i+1})``,
+      linear interpolation in accuracy between the adjacent frontier points (exactly t_i when a_i == accuracy).
+
+    ``speed`` may name another larger-is-better field (``wall_speedup``, ``flops_speedup``).
+    """
+    records = [r for r in records if r.get(speed) is not None]
+    groups = {(r.get("model"), r.get("policy"), r.get("batch_size")) for r in records}
+    if len(groups) > 1:
+        raise ValueError(f"interpolated_throughput takes one (model, policy, batch size), "
+                         f"got {sorted(groups, key=str)}")
+    frontier = pareto_frontier(records, speed, "accuracy")
+    if not frontier or accuracy > frontier[0]["accuracy"]:
+        return None
+    for slow, fast in zip(frontier, frontier[1:]):
+        a_i, a_j = slow["accuracy"], fast["accuracy"]
+        if a_i >= accuracy > a_j:
+            t_i, t_j = slow[speed], fast[speed]
+            return float(t_i + (t_j - t_i) * (a_i - accuracy) / (a_i - a_j))
+    return float(frontier[-1][speed])

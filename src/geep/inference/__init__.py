@@ -1,0 +1,9 @@
+"""Inference on top of the model: the predictor (texts -> PredictionOutput), the executor loop (scheduler x
+backend x policy) and offline runs."""
+
+from geep.inference.outputs import ExitLogits, PolicyRun, PredictionOutput
+from geep.inference.predictor import Predictor, all_exit_logits, label_ids, predict, resolve_device, \
+    resolve_knob, run_policy
+
+__all__ = ["ExitLogits", "PolicyRun", "PredictionOutput", "Predictor", "all_exit_logits", "label_ids", "predict",
+           "resolve_device", "resolve_knob", "run_policy"]

@@ -1,0 +1,41 @@
+"""What inference returns: per-row results in input order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from torch import Tensor
+
+from geep.runtime.flops import FlopsCount
+
+
+@dataclass
+class PredictionOutput:
+    """What :func:`geep.predict` returns, one entry per input row in input order.
+
+    labels: label names; label_ids (N,); probabilities (N, C) of the exit each row left at; exit_layers (N,) in 1..L.
+    """
+
+    labels: list[str]
+    label_ids: Tensor
+    probabilities: Tensor
+    exit_layers: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class PolicyRun(NamedTuple):
+    """probabilities (N, C) and exit_layers (N,) on the CPU in input order; flops: the count of what ran."""
+
+    probabilities: Tensor
+    exit_layers: Tensor
+    flops: FlopsCount
+
+
+class ExitLogits(NamedTuple):
+    """logits (N, |E|, C) of every exit in the order of E, and token lengths (N,), both in input order."""
+
+    logits: Tensor
+    lengths: Tensor

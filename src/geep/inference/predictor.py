@@ -1,0 +1,261 @@
+"""Texts in, labels out: the inference entry points on top of the model (as transformers' pipelines are).
+
+- :func:`predict` (also ``geep.predict``): labels, probabilities and exit layers of texts under an exit policy.
+- :class:`Predictor`: the same with the model, policy, knob and batch size bound once (``Predictor.from_pretrained``).
+- :func:`run_policy`: a policy over already tokenised rows, with the FLOPs of what ran (the bench times this).
+- :func:`all_exit_logits`: every exit's logits for every row in one pass (calibration and the bench replay it).
+
+Every run goes through the one scheduler (``geep.scheduling``) and executor (``geep.inference.executor``) on a
+backend (``geep.runtime``). All policies get the same batches: rows sorted by token length, cut into batches
+(``shrink``), or for the policies that predict exit layers, sorted buckets with pooled continuation (``pooled``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from geep.errors import GeepError
+from geep.exit_table import exit_distribution
+from geep.inference.offline import run_rows
+from geep.inference.outputs import ExitLogits, PolicyRun, PredictionOutput
+from geep.modeling.model import MultiExitClassifier
+from geep.policies import Policy, get_policy, none_leave
+from geep.runtime.flops import FlopsCount, FlopsSpec
+from geep.runtime.torch_backend import TorchBackend
+from geep.scheduling import STRATEGIES, Step
+from geep.tokens import Encoded, token_lengths
+
+logger = logging.getLogger(__name__)
+
+NO_TABLE = "this model has no exit table; build one with `geep build-table --model DIR --data DATA`"
+
+
+# -------------------------------------------------------------------------------------------------- inputs
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """A torch device for ``device`` (None stays None); GeepError when CUDA is asked for but absent."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise GeepError(f"unknown device {device!r}; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GeepError(f"device {device} asked for, but CUDA is not available (torch {torch.__version__})")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise GeepError(f"device {device} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+def label_ids(model: MultiExitClassifier, labels: Sequence[int | str] | Tensor) -> Tensor:
+    """Labels as class ids (N,): a tensor or ints pass through, names map through ``model.label_names``."""
+    if isinstance(labels, Tensor):
+        return labels.long()
+    index = {name: i for i, name in enumerate(model.label_names)}
+    out = []
+    for label in labels:
+        if isinstance(label, str):
+            if label not in index:
+                raise GeepError(f"label {label!r} is not one of the model's labels: {', '.join(model.label_names)}")
+            out.append(index[label])
+        else:
+            out.append(int(label))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def build_threshold(model: MultiExitClassifier) -> float | None:
+    """S, the build threshold recorded with the model's exit table (None without a table)."""
+    if model.exit_table is None or not model.config.exit_table:
+        return None
+    return float(model.config.exit_table["build_threshold"])
+
+
+def resolve_knob(model: MultiExitClassifier, policy: str | Policy, knob: Any = None) -> Any:
+    """``knob`` checked, or the model's calibrated default for the policy, else the policy's own default."""
+    policy = get_policy(policy)
+    if knob is None:
+        knob = model.config.default_knobs.get(policy.name)
+    if policy.predicts_layers:
+        require_table(model)
+    return policy.resolve_knob(knob, model.config.num_labels, len(model.exit_layers),
+                               build_threshold=build_threshold(model))
+
+
+def require_table(model: MultiExitClassifier):
+    """The model's exit table, on the model's device; GeepError when it has none."""
+    if model.exit_table is None or not model.config.exit_table:
+        raise GeepError(NO_TABLE)
+    if model.exit_table.device != model.device:
+        model.exit_table = model.exit_table.to(model.device)
+    return model.exit_table
+
+
+def predicted_layers(model: MultiExitClassifier, policy: str | Policy, knob: Any, encoded: Encoded) -> Tensor:
+    """Each row's predicted exit layer (N,) in E from its tokens (the model does not run), for a policy that
+    predicts exit layers; ``knob`` resolved (:func:`resolve_knob`)."""
+    q = exit_distribution(require_table(model), encoded, model.pad_token_id)  # (N, L)
+    return get_policy(policy).predict_layers(q, knob, model.exit_layers).cpu()
+
+
+def progress_bar(total: int, show: bool, desc: str = "predict"):
+    return tqdm(total=total, disable=not show, unit="row", desc=desc, leave=False)
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+@torch.inference_mode()
+def run_policy(model: MultiExitClassifier, encoded: Encoded, policy: str | Policy = "full", knob: Any = None, *,
+               batch_size: int = 32, order: Sequence[int] | None = None,
+               labels: Sequence[int | str] | Tensor | None = None, schedule: str | None = None,
+               show_progress: bool = False) -> PolicyRun:
+    """Runs ``policy`` over already tokenised rows (``model.tokenize``); results in input order, on the CPU.
+
+    ``knob`` goes through :func:`resolve_knob` (None: the model's default for the policy). ``order``: the order
+    fresh rows are batched in (default: by token length) and, for ``pooled``, how ties are broken and which rows are
+    scheduled together. ``labels`` (N,) names or class ids, for policies that read them. ``schedule``: ``shrink``
+    or ``pooled`` (default: the policy's; the policies that predict exit layers need ``pooled``).
+    """
+    policy = get_policy(policy)
+    knob = resolve_knob(model, policy, knob)
+    n = len(encoded["input_ids"])
+    if batch_size < 1:
+        raise GeepError(f"batch size must be at least 1, got {batch_size}")
+    if labels is not None:
+        labels = label_ids(model, labels)
+        if len(labels) != n:
+            raise GeepError(f"{len(labels)} labels for {n} rows")
+    if policy.needs_labels and labels is None:
+        raise GeepError(f"the {policy.name} policy needs the true labels (a label column)")
+    if order is not None and sorted(order) != list(range(n)):
+        raise ValueError(f"order must list each of the {n} rows once")
+    schedule = schedule or policy.schedule
+    if schedule not in STRATEGIES:
+        raise GeepError(f"unknown schedule {schedule!r}; choose one of: {', '.join(STRATEGIES)}")
+    if policy.predicts_layers and schedule != "pooled":
+        raise GeepError(f"{policy.name} runs sorted buckets: schedule 'pooled'")
+    model.eval()
+    predicted = predicted_layers(model, policy, knob, encoded).tolist() if policy.predicts_layers else None
+    flops = FlopsCount(FlopsSpec.from_model(model))
+    bar = progress_bar(n, show_progress)
+    try:
+        probabilities, exit_layers = run_rows(TorchBackend(model), policy, knob, encoded, batch_size=batch_size,
+                                              schedule=schedule, order=order, predicted=predicted, labels=labels,
+                                              flops=flops, on_finished=bar.update)
+    finally:
+        bar.close()
+    return PolicyRun(probabilities.cpu(), exit_layers.cpu(), flops)
+
+
+class _RecordEveryExit(Policy):
+    """Reads every exit and lets no row leave before L: the all-exits pass."""
+
+    name = "record-every-exit"
+
+    def decide(self, logits: Tensor, knob: Any, memory: dict) -> tuple[Tensor, dict]:
+        return none_leave(logits), memory
+
+
+@torch.inference_mode()
+def all_exit_logits(model: MultiExitClassifier, encoded: Encoded | Sequence[str],
+                    text_pairs: Sequence[str] | None = None, *, batch_size: int = 32,
+                    show_progress: bool = False) -> ExitLogits:
+    """Every exit's logits for every row in one pass (no row leaves), for calibration and policy replay.
+
+    ``encoded`` is the output of ``model.tokenize`` or a list of texts (then tokenised here).
+    """
+    if not hasattr(encoded, "keys"):
+        encoded = model.tokenize(list(encoded), None if text_pairs is None else list(text_pairs))
+    model.eval()
+    lengths = token_lengths(encoded)
+    n, C = len(lengths), model.config.num_labels
+    index = {k: i for i, k in enumerate(model.exit_layers)}
+    logits = torch.zeros((n, len(index), C), device=model.device)
+
+    def record(step: Step, row_ids: Tensor, step_logits: Tensor) -> None:
+        logits[row_ids, index[step.end]] = step_logits.float()
+
+    bar = progress_bar(n, show_progress)
+    try:
+        run_rows(TorchBackend(model), _RecordEveryExit(), None, encoded, batch_size=batch_size, schedule="shrink",
+                 on_head=record, on_finished=bar.update)
+    finally:
+        bar.close()
+    return ExitLogits(logits.cpu(), torch.tensor(lengths, dtype=torch.long))
+
+
+# -------------------------------------------------------------------------------------------------- predict
+def _as_list(values: Any, name: str) -> list:
+    if isinstance(values, str):
+        return [values]
+    return list(values)
+
+
+def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None,
+            *, policy: str | Policy = "full", knob: Any = None, batch_size: int = 32,
+            labels: Sequence[int | str] | Tensor | None = None, show_progress: bool = False,
+            device: str | torch.device | None = None) -> PredictionOutput:
+    """Labels, probabilities and exit layers of ``texts`` (a string or a list) under an exit policy.
+
+    ``policy``: ``full``, ``fastbert``, ``deebert``, ``confidence``, ``pabee``, ``geep``, ``geep-verify`` or
+    ``oracle``; ``knob`` None takes ``model.config.default_knobs[policy]``, else the policy's documented default.
+    ``labels`` (names or class ids) are needed by ``oracle`` only. ``device`` moves the model there first.
+    """
+    policy = get_policy(policy)
+    knob = resolve_knob(model, policy, knob)
+    texts = _as_list(texts, "texts")
+    pairs = None if text_pairs is None else _as_list(text_pairs, "text_pairs")
+    if pairs is not None and len(pairs) != len(texts):
+        raise GeepError(f"{len(pairs)} text pairs for {len(texts)} texts")
+    ids = None if labels is None else label_ids(model, labels)
+    if policy.needs_labels and ids is None:
+        raise GeepError(f"the {policy.name} policy needs the true labels (a label column)")
+    target = resolve_device(device)
+    if target is not None:
+        model.to(target)
+    if not texts:
+        C = model.config.num_labels
+        empty = torch.zeros((0,), dtype=torch.long)
+        return PredictionOutput([], empty, torch.zeros((0, C)), empty.clone())
+    encoded = model.tokenize(texts, pairs)
+    run = run_policy(model, encoded, policy, knob, batch_size=batch_size, labels=ids, show_progress=show_progress)
+    label_idx = run.probabilities.argmax(-1)
+    names = [model.label_names[i] for i in label_idx.tolist()]
+    logger.debug("%s: %d rows, %.3g FLOPs", policy.name, len(texts), run.flops.total)
+    return PredictionOutput(names, label_idx, run.probabilities, run.exit_layers)
+
+
+class Predictor:
+    """A model with its exit policy, knob and batch size bound: ``Predictor(model, "geep-verify")(texts)``.
+
+    ``knob`` None takes the model's calibrated default for the policy. Checked once, at construction.
+    """
+
+    def __init__(self, model: MultiExitClassifier, policy: str = "full", knob: Any = None, *, batch_size: int = 32,
+                 device: str | torch.device | None = None) -> None:
+        self.model = model
+        self.policy = get_policy(policy)
+        target = resolve_device(device)
+        if target is not None:
+            model.to(target)
+        model.eval()
+        self.knob = resolve_knob(model, self.policy, knob)
+        if batch_size < 1:
+            raise GeepError(f"batch size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, policy: str = "full", knob: Any = None, **kwargs: Any
+                        ) -> "Predictor":
+        """Loads a saved model directory and binds a policy to it."""
+        return cls(MultiExitClassifier.from_pretrained(directory), policy, knob, **kwargs)
+
+    def __call__(self, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None, *,
+                 labels: Sequence[int | str] | Tensor | None = None, show_progress: bool = False
+                 ) -> PredictionOutput:
+        return predict(self.model, texts, text_pairs, policy=self.policy, knob=self.knob,
+                       batch_size=self.batch_size, labels=labels, show_progress=show_progress)

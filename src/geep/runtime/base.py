@@ -1,0 +1,47 @@
+"""The backend seam: the few operations the executor needs from whatever holds the model.
+
+A backend runs batches of rows ("states", opaque to the executor) from layer to layer and reads exit heads:
+
+- ``embed(row_ids, input_ids, token_type_ids)``: h_0 of a batch of rows (token ids as unpadded lists), padded to
+  its longest row;
+- ``run_layers(state, to_layer)``: layers ``state's layer + 1 .. to_layer`` on every row of the state;
+- ``read_head(state)``: logits (B, C) of the head at the state's layer;
+- ``select(state, keep)``: the rows ``keep`` (long indices, in that order), every per-row tensor indexed together
+  and padding no kept row needs trimmed;
+- ``gather(parts, order)``: rows picked from several states, concatenated, then put in ``order`` (positions into
+  the concatenation) and trimmed: rows of different batches pooled into one;
+- ``row_ids(state)``: (B,) the caller's id of each row.
+
+Backends: ``TorchBackend`` (the PyTorch module) and ``ReplayBackend`` (recorded all-exit logits: calibration and
+the bench get exits and FLOPs by running the real scheduler on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+
+class Backend(Protocol):
+    """What the executor runs rows on (see the module docstring)."""
+
+    num_layers: int
+    exit_layers: list[int]
+    num_labels: int
+    device: torch.device
+
+    def embed(self, row_ids: Sequence[int], input_ids: Sequence[Sequence[int]],
+              token_type_ids: Sequence[Sequence[int]] | None = None) -> Any: ...
+
+    def run_layers(self, state: Any, to_layer: int) -> Any: ...
+
+    def read_head(self, state: Any) -> Tensor: ...
+
+    def select(self, state: Any, keep: Tensor) -> Any: ...
+
+    def gather(self, parts: Sequence[tuple[Any, Tensor]], order: Tensor) -> Any: ...
+
+    def row_ids(self, state: Any) -> Tensor: ...

@@ -1,0 +1,119 @@
+"""FLOPs of what actually ran: the one count calibrate, bench and predict all use.
+
+A multiply-add counts 2 FLOPs. Only matrix products are counted (what ``torch.utils.flop_counter`` counts);
+biases, layer norms, softmax, tanh, GELU, pooling sums and the embeddings' and exit table's lookups count 0
+(their time is measured by the benchmark, not estimated here).
+
+Per row, with T the padded length the row ran at, H the hidden size, I the intermediate size:
+
+- an encoder layer: ``2T(4H^2 + 2HI) + 4T^2 H`` -- the Q, K, V and output projections (8TH^2), the two
+  feed-forward matrices (4THI), and the attention scores QK^T and their product with V (2T^2H each);
+- an ``attention`` exit head of width w over C classes (see ``geep.heads.AttentionHead``), with Tq = 1 for
+  ``first`` pooling (only the first query is computed) and Tq = T for ``mean`` pooling:
+  ``2THw`` (projection) ``+ 2Tq w^2 + 4T w^2`` (query; key and value) ``+ 4 Tq T w`` (scores, weighted values)
+  ``+ 2Tq w^2`` (attention output) ``+ 2w^2 + 2wC`` (dense, classifier);
+- a ``linear`` exit head (``geep.heads.LinearHead``): ``2H^2 + 2HC`` (dense, classifier), independent of T
+  (its pooling is a pick or a masked mean, elementwise).
+
+A :class:`FlopsCount` records every call the executor made -- ``(layer, rows, T)`` for layers and
+``(exit, rows, T)`` for heads -- and turns the record into FLOPs with the formulas above, so the count is
+exact integer arithmetic and tests can compare the record itself with what forward hooks saw. The executor
+counts each step the scheduler plans, so a run on recorded logits (``geep.runtime.replay``) counts exactly what
+the same run on the model counts; nothing else computes FLOPs from row lengths.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from geep.modeling.model import MultiExitClassifier
+
+
+def layer_flops(T: int, hidden: int, intermediate: int) -> int:
+    """FLOPs of one encoder layer on one row of padded length T."""
+    H, I = hidden, intermediate
+    return 2 * T * (4 * H * H + 2 * H * I) + 4 * T * T * H
+
+
+def attention_head_flops(T: int, hidden: int, width: int, num_labels: int, pooling: str) -> int:
+    """FLOPs of one ``attention`` exit head call on one row of padded length T."""
+    H, w, C = hidden, width, num_labels
+    Tq = 1 if pooling == "first" else T
+    return (2 * T * H * w  # proj
+            + 2 * Tq * w * w + 4 * T * w * w  # query; key, value
+            + 4 * Tq * T * w  # q k^T and att v, summed over the heads
+            + 2 * Tq * w * w  # attn_out
+            + 2 * w * w + 2 * w * C)  # dense, classifier
+
+
+def linear_head_flops(hidden: int, num_labels: int) -> int:
+    """FLOPs of one ``linear`` exit head call on one row (any length: pooling is elementwise)."""
+    return 2 * hidden * hidden + 2 * hidden * num_labels
+
+
+@dataclass(frozen=True)
+class FlopsSpec:
+    """The sizes the formulas need: hidden H, intermediate I, classes C, and each exit's head."""
+
+    hidden: int
+    intermediate: int
+    num_labels: int
+    heads: dict[int, tuple[str, str, int]]  # exit k -> (kind, pooling, width)
+
+    @classmethod
+    def from_model(cls, model: MultiExitClassifier) -> "FlopsSpec":
+        """The sizes of ``model``."""
+        hf = model.backbone.config
+        heads = {k: (*model.config.head_spec(k), model.config.head_width) for k in model.exit_layers}
+        return cls(hf.hidden_size, hf.intermediate_size, model.config.num_labels, heads)
+
+    def layer(self, T: int) -> int:
+        """FLOPs of one layer on one row at padded length T."""
+        return layer_flops(T, self.hidden, self.intermediate)
+
+    def head(self, k: int, T: int) -> int:
+        """FLOPs of exit k's head on one row at padded length T."""
+        kind, pooling, width = self.heads[k]
+        if kind == "attention":
+            return attention_head_flops(T, self.hidden, width, self.num_labels, pooling)
+        if kind == "linear":
+            return linear_head_flops(self.hidden, self.num_labels)
+        raise ValueError(f"no FLOPs formula for head kind {kind!r}")
+
+
+@dataclass
+class FlopsCount:
+    """What ran, call by call: ``layer_calls[(k, rows, T)]`` and ``head_calls[(k, rows, T)]`` count the calls of
+    layer k (or exit k's head) on ``rows`` rows padded to T. ``total`` etc. apply the formulas."""
+
+    spec: FlopsSpec
+    layer_calls: Counter = field(default_factory=Counter)
+    head_calls: Counter = field(default_factory=Counter)
+
+    def add_layer(self, k: int, rows: int, T: int) -> None:
+        if rows:
+            self.layer_calls[(k, rows, T)] += 1
+
+    def add_layers(self, after: int, to_layer: int, rows: int, T: int) -> None:
+        """Layers after+1 .. to_layer, each on ``rows`` rows at T."""
+        for k in range(after + 1, to_layer + 1):
+            self.add_layer(k, rows, T)
+
+    def add_head(self, k: int, rows: int, T: int) -> None:
+        if rows:
+            self.head_calls[(k, rows, T)] += 1
+
+    @property
+    def layers(self) -> int:
+        """FLOPs of the encoder layers."""
+        return sum(n * rows * self.spec.layer(T) for (_, rows, T), n in self.layer_calls.items())
+
+    @property
+    def heads(self) -> int:
+        """FLOPs of the exit heads."""
+        return sum(n * rows * self.spec.head(k, T) for (k, rows, T), n in self.head_calls.items())
+
+    @property
+    def total(self) -> int:
+        return self.layers + self.heads

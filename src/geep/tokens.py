@@ -1,0 +1,48 @@
+"""Token ids as the tokenizer gives them (unpadded lists per row) and padding them into tensors.
+
+``Encoded`` is what ``MultiExitClassifier.tokenize`` returns: ``{"input_ids": [[...], ...]}`` and, for tokenizers
+that make them, ``"token_type_ids"`` of the same shape. Rows are right padded with the tokenizer's pad id; the
+attention mask is 1 for real tokens. Training, the exit table and the inference backends all pad through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+Encoded = Mapping[str, Sequence[Sequence[int]]]
+
+
+def token_lengths(encoded: Encoded) -> list[int]:
+    """Each row's number of tokens."""
+    return [len(x) for x in encoded["input_ids"]]
+
+
+def pad_token_ids(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]] | None, pad_id: int,
+                  device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """input_ids, attention_mask (and token_type_ids) (B, T) for rows of token ids, right padded to the longest."""
+    B = len(input_ids)
+    T = max((len(x) for x in input_ids), default=0)
+    out = {
+        "input_ids": torch.full((B, T), pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((B, T), dtype=torch.long),
+    }
+    if token_type_ids is not None:
+        out["token_type_ids"] = torch.zeros((B, T), dtype=torch.long)
+    for r, ids in enumerate(input_ids):
+        n = len(ids)
+        out["input_ids"][r, :n] = torch.tensor(ids, dtype=torch.long)
+        out["attention_mask"][r, :n] = 1
+        if token_type_ids is not None:
+            out["token_type_ids"][r, :n] = torch.tensor(token_type_ids[r], dtype=torch.long)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def pad_batch(encoded: Encoded, rows: Sequence[int], pad_id: int, device: torch.device | str = "cpu"
+              ) -> dict[str, Tensor]:
+    """:func:`pad_token_ids` of the rows ``rows`` of ``encoded``."""
+    types = encoded.get("token_type_ids")
+    return pad_token_ids([encoded["input_ids"][i] for i in rows],
+                         None if types is None else [types[i] for i in rows], pad_id, device)

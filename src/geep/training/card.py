@@ -1,0 +1,79 @@
+"""The README.md model card written next to a trained model, and the per-exit accuracy table it shares with
+the training log and ``geep info``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from geep.modeling.config import GeepConfig
+
+
+def format_accuracy_table(accuracy: dict[str, float], markdown: bool = False) -> str:
+    """A table of per-exit accuracy, {str(k): accuracy}, one row per exit in layer order."""
+    rows = sorted(accuracy.items(), key=lambda kv: int(kv[0]))
+    if not rows:
+        return "(no accuracy recorded)"
+    last = max(int(k) for k, _ in rows)
+    if markdown:
+        lines = ["| exit layer | dev accuracy |", "|---:|---:|"]
+        lines += [f"| {k}{' (teacher)' if int(k) == last else ''} | {acc:.4f} |" for k, acc in rows]
+        return "\n".join(lines)
+    lines = ["exit  dev accuracy"]
+    lines += [f"{k:>4}  {acc:.4f}{'  (teacher)' if int(k) == last else ''}" for k, acc in rows]
+    return "\n".join(lines)
+
+
+def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The README.md text of a trained model directory.
+
+    ``backbone`` is the backbone's config.json dict; ``summary`` holds what training recorded (``model``,
+    ``train``/``dev`` descriptions, data sizes, ``train_seconds``).
+    """
+    sizes = summary.get("data_sizes", {})
+    labels = ", ".join(f"`{name}`" for name in config.label_names)
+    exits = ", ".join(str(k) for k in config.exit_layers)
+    pair = f", text pair column `{config.text_pair_column}`" if config.text_pair_column else ""
+    teacher = config.teacher_head or config.head
+    return f"""# geep multi-exit classifier
+
+An early-exit text classifier trained with `geep` (GEEP, Li et al. 2024): a
+`{backbone.get('model_type', '?')}` encoder ({config.num_layers} layers, hidden {backbone.get('hidden_size', '?')})
+with an exit head after layers {exits}. Each exit can answer on its own, so easy inputs leave early.
+
+- **Base model**: `{summary.get('model', '?')}`
+- **Labels** ({config.num_labels}): {labels}
+- **Objective**: `{config.objective}`
+- **Exit heads**: `{config.head}` with `{config.pooling}` pooling; teacher (exit {config.num_layers}): `{teacher}`
+- **Max length**: {config.max_length} tokens; text column `{config.text_column}`{pair}, label column `{config.label_column}`
+- **Training data**: {summary.get('train', '?')} ({sizes.get('train', '?')} rows used for gradient steps);
+  dev: {summary.get('dev', '?')} ({sizes.get('dev', '?')} rows); exit-table slice: {sizes.get('table', 0)} rows
+- **Training time**: {summary.get('train_seconds', 0.0):.1f} s on {summary.get('device', '?')}
+
+## Per-exit dev accuracy
+
+{format_accuracy_table(config.dev_accuracy, markdown=True)}
+
+## Use
+
+```python
+from geep import MultiExitClassifier
+
+model = MultiExitClassifier.from_pretrained("{summary.get('output', 'THIS_DIR')}")
+pred = model.predict(["some text to classify"])
+print(pred.labels, pred.exit_layers)
+```
+
+```bash
+geep info {summary.get('output', 'THIS_DIR')}
+```
+
+`training_args.json` in this directory holds every training argument and the per-epoch dev accuracy.
+"""
+
+
+def write_model_card(directory: str | Path, config: GeepConfig, backbone: dict[str, Any],
+                     summary: dict[str, Any]) -> Path:
+    path = Path(directory) / "README.md"
+    path.write_text(model_card(config, backbone, summary))
+    return path

@@ -1,0 +1,280 @@
+import json
+import math
+
+import pytest
+import torch
+from transformers import BertModel
+
+from tests.helpers import tiny_bert_config, tiny_tokenizer
+from geep.bench import (RECORD_FIELDS, BenchResult, bench, check_policies, check_settings, format_summary,
+                        load_result, parse_batch_sizes, render_report, timed_knobs, write_outputs)
+from geep.bench.runner import exits_early
+from geep.bench.timing import time_interleaved
+from geep.errors import GeepError
+from geep.evaluation import build_table, interpolated_throughput, pareto_frontier, sweep
+from geep.inference import label_ids, predict
+from geep.modeling.config import GeepConfig
+from geep.modeling.model import MultiExitClassifier
+from geep.policies import get_policy
+from tests.helpers import make_decisive, random_texts
+
+N = 40
+TEXTS = random_texts(N, seed=5)
+LABELS = [f"c{i % 3}" for i in range(N)]
+BATCH_SIZES = (4, 16)
+GRID, TIMED = 5, 2
+POLICIES = ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle"]
+
+
+def tiny_model(directory, objective="geep", table=True, seed=0):
+    torch.manual_seed(seed)
+    config = GeepConfig(num_layers=4, label_names=["c0", "c1", "c2"], exit_layers=[1, 2, 4], objective=objective)
+    model = MultiExitClassifier(BertModel(tiny_bert_config(4)), config, tiny_tokenizer(directory)).eval()
+    make_decisive(model, TEXTS)
+    if table:
+        build_table(model, random_texts(60, seed=8), build_threshold=0.5, min_count=1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def result(model):
+    torch.set_num_threads(1)
+    return bench({"tiny": model}, TEXTS, LABELS, batch_sizes=BATCH_SIZES, policies=POLICIES, grid_points=GRID,
+                 timed_points=TIMED, repeats=3, data_spec="hand-made")
+
+
+def grid_of(model, policy):
+    return get_policy(policy).grid(model.config.num_labels, len(model.exit_layers), GRID)
+
+
+def records_of(result, policy, batch_size):
+    return [r for r in result.records if r["policy"] == policy and r["batch_size"] == batch_size]
+
+
+# --------------------------------------------------------------------------------------------- records
+def test_record_schema(result):
+    assert result.records
+    for r in result.records:
+        assert tuple(r) == RECORD_FIELDS
+        assert r["model"] == "tiny" and r["objective"] == "geep" and r["device"] == result.header["device"]
+        assert r["batch_size"] in BATCH_SIZES and r["policy"] in POLICIES
+        assert r["knob"] is None or isinstance(r["knob"], (int, float))
+        for key in ("accuracy", "macro_f1"):
+            assert isinstance(r[key], float) and 0.0 <= r[key] <= 1.0
+        assert 1.0 <= r["mean_exit_layer"] <= 4.0 and r["flops_speedup"] > 0
+        assert set(r["exit_histogram"]) == {"1", "2", "4"} and sum(r["exit_histogram"].values()) == N
+        assert isinstance(r["timed"], bool) and r["reporting_only"] == (r["policy"] == "oracle")
+        for key in ("wall_speedup", "samples_per_s", "wall_seconds", "wall_runs"):
+            if not r["timed"]:
+                assert r[key] is None
+            elif key == "wall_runs":
+                assert len(r[key]) == 3 and all(t > 0 for t in r[key])
+                assert r["wall_seconds"] == sorted(r[key])[1]  # the median of 3
+            else:
+                assert isinstance(r[key], float) and r[key] > 0 and math.isfinite(r[key])
+        json.dumps(r)  # JSON-ready as it is
+
+
+def test_a_record_per_grid_point_per_policy_per_batch_size(model, result):
+    for batch_size in BATCH_SIZES:
+        for policy in POLICIES:
+            assert [r["knob"] for r in records_of(result, policy, batch_size)] == grid_of(model, policy)
+    assert len(result.records) == len(BATCH_SIZES) * sum(len(grid_of(model, p)) for p in POLICIES)
+
+
+def test_full_is_timed_with_speedup_exactly_one(result):
+    for batch_size in BATCH_SIZES:
+        (full,) = records_of(result, "full", batch_size)
+        assert full["timed"] and full["wall_speedup"] == 1.0 and full["flops_speedup"] == 1.0
+        assert full["samples_per_s"] == pytest.approx(N / full["wall_seconds"])
+
+
+def test_timed_points_spread_over_each_range_but_never_at_full_s_work(model, result):
+    for batch_size in BATCH_SIZES:
+        for policy in POLICIES:
+            records = records_of(result, policy, batch_size)
+            spread = timed_knobs(records, TIMED, [r["flops_speedup"] for r in records])
+            histograms = [{int(k): v for k, v in r["exit_histogram"].items()} for r in records]
+            expected = [i for i in spread if policy == "full" or exits_early(histograms[i], model.num_layers)]
+            assert [i for i, r in enumerate(records) if r["timed"]] == expected
+            if policy not in ("full", "oracle"):  # one end of the range has every row at the last layer
+                assert sorted(r["timed"] for r in (records[0], records[-1])) == [False, True]
+            for r in records:
+                if r["timed"] and r["policy"] != "full":
+                    full = records_of(result, "full", batch_size)[0]
+                    assert r["wall_speedup"] == pytest.approx(full["wall_seconds"] / r["wall_seconds"])
+
+
+def test_accuracy_and_flops_are_sweeps(model, result):
+    y = label_ids(model, LABELS)
+    encoded = model.tokenize(TEXTS)
+    for batch_size in BATCH_SIZES:
+        expected = sweep(model, encoded, y, policies=POLICIES, batch_size=batch_size, grid_points=GRID)
+        for policy in POLICIES:
+            got = records_of(result, policy, batch_size)
+            assert [r["flops_speedup"] for r in got] == [p.flops_speedup for p in expected.points[policy]]
+            assert [r["accuracy"] for r in got] == [p.accuracy for p in expected.points[policy]]
+            assert [r["mean_exit_layer"] for r in got] == [p.mean_exit_layer for p in expected.points[policy]]
+    # FLOPs depend on the batch size, accuracy does not
+    small, large = (records_of(result, "fastbert", b) for b in BATCH_SIZES)
+    assert [r["accuracy"] for r in small] == [r["accuracy"] for r in large]
+
+
+def test_full_accuracy_is_the_models_predict_accuracy(model, result):
+    predicted = predict(model, TEXTS, policy="full").labels
+    accuracy = sum(p == t for p, t in zip(predicted, LABELS)) / N
+    for batch_size in BATCH_SIZES:
+        assert records_of(result, "full", batch_size)[0]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert result.header["models"]["tiny"]["full_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_header(result):
+    h = result.header
+    assert set(h["versions"]) == {"python", "torch", "transformers", "geep"}
+    assert h["git_commit"] is None or len(h["git_commit"]) == 40
+    assert h["n"] == N and h["data"] == "hand-made" and len(h["data_sha256"]) == 64
+    assert h["device"] == "cpu (1 thread)" and h["repeats"] == 3 and h["batch_sizes"] == list(BATCH_SIZES)
+    m = h["models"]["tiny"]
+    assert m["objective"] == "geep" and m["exit_layers"] == [1, 2, 4] and m["exit_table"] is True
+    assert m["tokenize_seconds"] > 0 and m["skipped_policies"] == []
+
+
+def test_outputs_written_and_read_back(result, tmp_path):
+    paths = write_outputs(result, tmp_path / "out")
+    assert load_result(paths["json"]).to_dict() == json.loads(json.dumps(result.to_dict()))
+    assert paths["curves"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = paths["report"].read_text()
+    for policy in POLICIES:
+        assert f"| {policy}" in report
+    assert "## `tiny` (geep), batch size 16" in report and "Pareto" in report
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.json", "curves.png", "report.md"]
+    summary = format_summary(result)
+    assert "geep-verify" in summary and "fastest timed point within 1 point" in summary
+
+
+def test_table_policies_are_skipped_without_a_table(tmp_path, caplog):
+    plain = tiny_model(tmp_path, objective="fastbert", table=False)
+    with caplog.at_level("INFO", logger="geep.bench"):
+        out = bench({"plain": plain}, TEXTS[:12], LABELS[:12], batch_sizes=[8], policies=["geep", "geep-verify"],
+                    grid_points=3, timed_points=2, repeats=3)
+    assert {r["policy"] for r in out.records} == {"full"}  # full is always benched
+    assert out.header["models"]["plain"]["skipped_policies"] == ["geep", "geep-verify"]
+    assert "no exit table, skipping geep, geep-verify" in caplog.text
+    assert render_report(out)  # a report with single-point policies only
+
+
+def test_bad_input(model):
+    with pytest.raises(GeepError, match="never seen|not one of the model's labels"):
+        bench({"tiny": model}, TEXTS[:3], ["c0", "c1", "zz"], policies=["full"], repeats=3)
+    with pytest.raises(GeepError, match="2 labels for 3 texts"):
+        bench({"tiny": model}, TEXTS[:3], ["c0", "c1"], policies=["full"], repeats=3)
+    with pytest.raises(GeepError, match="unknown policy 'nope'"):
+        check_policies(["fastbert", "nope"])
+    with pytest.raises(GeepError, match="--repeats must be at least 3"):
+        check_settings(batch_sizes=[1], grid_points=5, timed_points=2, repeats=2, warmup=1)
+    with pytest.raises(GeepError, match="--timed-points must be at least 2"):
+        check_settings(batch_sizes=[1], grid_points=5, timed_points=1, repeats=3, warmup=1)
+    for text in ("0", "a,2", "", "4,-1"):
+        with pytest.raises(GeepError, match="--batch-sizes"):
+            parse_batch_sizes(text)
+    assert parse_batch_sizes("1, 32,1") == [1, 32]
+    assert check_policies(["oracle", "fastbert", "oracle"]) == ["full", "oracle", "fastbert"]
+
+
+# ---------------------------------------------------------------------------------------------- timing
+def test_time_interleaved_warms_up_then_round_robins():
+    calls = []
+    runs = [lambda i=i: calls.append(i) or f"out{i}" for i in range(3)]
+    outputs, seconds = time_interleaved(runs, repeats=4, warmup=2)
+    assert outputs == ["out0", "out1", "out2"]
+    assert calls[:6] == [0, 1, 2, 0, 1, 2]  # warm-up rounds
+    assert calls[6:] == [0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2]  # round r starts at point r mod P
+    assert [len(s) for s in seconds] == [4, 4, 4] and all(t >= 0 for s in seconds for t in s)
+
+
+def test_exits_early():
+    assert exits_early({1: 0, 2: 3, 4: 0}, 4) and exits_early({1: 1, 4: 9}, 4)
+    assert not exits_early({1: 0, 2: 0, 4: 12}, 4) and not exits_early({4: 5}, 4)
+
+
+def test_timed_knobs_spread_over_the_grid_with_both_ends():
+    assert timed_knobs([None], 5) == [0]
+    assert timed_knobs(list(range(2)), 5) == [0, 1]
+    assert timed_knobs(list(range(21)), 2) == [0, 20]
+    assert timed_knobs(list(range(21)), 5) == [0, 5, 10, 15, 20]
+    assert timed_knobs(list(range(4)), 3) == [0, 2, 3]  # round(1.5) == 2
+    assert timed_knobs(list(range(5)), 5) == [0, 1, 2, 3, 4]
+    # Spread over the realised speed-ups: the useful part of a knob's range is timed, not its flat tail.
+    speedups = [1.0, 2.0, 3.9, 5.0, 5.5, 5.6, 5.6, 5.6, 5.6]
+    assert timed_knobs(list(range(9)), 4, speedups) == [0, 1, 2, 8]  # targets 1.0, 1.78, 3.16, 5.6
+    assert timed_knobs(list(range(9)), 3, [2.0] * 9) == [0, 8]  # nothing to spread: the ends
+
+
+# -------------------------------------------------------------------------------------------- frontiers
+def rec(speed, accuracy, policy="geep", **kw):
+    return {"model": "m", "policy": policy, "batch_size": 32, "samples_per_s": speed, "accuracy": accuracy, **kw}
+
+
+def test_pareto_frontier():
+    a, b, c = rec(100, 0.90), rec(200, 0.85), rec(400, 0.80)
+    dominated = [rec(150, 0.84), rec(90, 0.90), rec(400, 0.70), rec(50, 0.5)]
+    ignored = [rec(None, 0.99), rec(999, None), rec(float("nan"), 0.99)]
+    frontier = pareto_frontier([dominated[0], c, *ignored, a, dominated[1], b, dominated[2], dominated[3]],
+                               "samples_per_s", "accuracy")
+    assert frontier == [a, b, c]  # sorted by x ascending
+    first, second = rec(100, 0.9, tag=1), rec(100, 0.9, tag=2)
+    assert pareto_frontier([first, second], "samples_per_s", "accuracy") == [first]  # exact tie: the first kept
+    assert pareto_frontier([], "samples_per_s", "accuracy") == []
+
+    class P:  # objects work too (e.g. KnobPoint)
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+    p, q = P(1, 2), P(2, 1)
+    assert pareto_frontier([q, P(0.5, 1.5), p], "x", "y") == [p, q]
+
+
+def test_interpolated_throughput():
+    points = [rec(100, 0.90), rec(200, 0.85), rec(400, 0.80), rec(150, 0.84), rec(None, 0.95)]  # 0.95 untimed
+    assert interpolated_throughput(points, 0.90) == 100  # exactly a frontier point
+    assert interpolated_throughput(points, 0.875) == pytest.approx(150)  # half way from (100, .90) to (200, .85)
+    assert interpolated_throughput(points, 0.85) == 200
+    assert interpolated_throughput(points, 0.84) == pytest.approx(240)  # a fifth of the way to (400, .80)
+    assert interpolated_throughput(points, 0.80) == 400
+    assert interpolated_throughput(points, 0.10) == 400  # the fastest point already reaches it
+    assert interpolated_throughput(points, 0.91) is None  # above every timed point
+    assert interpolated_throughput([rec(None, 0.9)], 0.5) is None  # nothing timed
+    # ties: equal accuracy -> the faster counts; equal speed -> the more accurate
+    assert interpolated_throughput([rec(100, 0.9), rec(300, 0.9), rec(300, 0.7)], 0.9) == 300
+    assert interpolated_throughput([rec(10, 0.9), rec(20, 0.8)], 0.85, speed="samples_per_s") == pytest.approx(15)
+    with pytest.raises(ValueError, match="one \\(model, policy, batch size\\)"):
+        interpolated_throughput([rec(100, 0.9), rec(200, 0.8, policy="fastbert")], 0.85)
+
+
+def test_report_of_a_hand_made_result():
+    records = []
+    for policy, knob, acc, flops, wall in [("full", None, 0.9, 1.0, 1.0), ("fastbert", 0.0, 0.9, 0.8, 0.85),
+                                           ("fastbert", 0.5, 0.88, 2.0, None), ("fastbert", 1.0, 0.7, 4.0, 3.0),
+                                           ("oracle", None, 0.99, 3.0, 2.5)]:
+        records.append({"model": "m", "objective": "geep", "policy": policy, "knob": knob, "batch_size": 32,
+                        "accuracy": acc, "macro_f1": acc, "mean_exit_layer": 2.0, "exit_histogram": {"1": 1},
+                        "flops_speedup": flops, "wall_speedup": wall, "samples_per_s": None if wall is None else
+                        100 * wall, "wall_seconds": None if wall is None else 1 / wall,
+                        "wall_runs": None if wall is None else [0.95 / wall, 1 / wall, 1.15 / wall], "timed": wall is not None,
+                        "reporting_only": policy == "oracle", "device": "cpu (2 threads)"})
+    header = {"n": 100, "data": "x", "data_sha256": "0" * 64, "device": "cpu (2 threads)", "batch_sizes": [32],
+              "repeats": 3, "warmup": 1, "versions": {}, "git_commit": None,
+              "models": {"m": {"objective": "geep", "exit_layers": [1, 2], "full_accuracy": 0.9,
+                               "full_macro_f1": 0.9, "tokenize_seconds": 0.01, "tokenize_samples_per_s": 1e4,
+                               "skipped_policies": []}}}
+    report = render_report(BenchResult(header, records))
+    assert "| fastbert | 0.5 |" not in report  # untimed: not in the table
+    assert "| fastbert | 1 | 70.00% | 70.00 | 2.00 | 4.00x | 3.00x | 300 | 0.75 | ±10% |" in report
+    assert "| oracle (reads labels) |" in report
+    assert "- `fastbert` wall: 0 (90.0%, 0.85x), 1 (70.0%, 3.00x)" in report
+    assert "FLOPs (3 of 3 grid points): 0 (90.0%, 0.80x), 0.5 (88.0%, 2.00x), 1 (70.0%, 4.00x)" in report

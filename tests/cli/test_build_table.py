@@ -1,0 +1,105 @@
+"""geep build-table and geep calibrate end to end on a tiny saved model."""
+
+import json
+
+import pytest
+import torch
+
+from geep.cli.main import main
+from tests.helpers import write_csv
+from tests.helpers import random_texts
+
+
+@pytest.fixture
+def saved(make_model, tmp_path):
+    model = make_model(exit_layers=[1, 2, 3, 4], pooling="mean")
+    with torch.no_grad():
+        for head in model.heads.values():  # spread the tiny model's logits so exits differ
+            head.classifier.weight.mul_(30.0)
+    model.save_pretrained(tmp_path / "m")
+    data = write_csv(tmp_path / "dev.csv", ["text", "label"],
+                     [(text, f"c{i % 3}") for i, text in enumerate(random_texts(40, seed=3))])
+    return tmp_path / "m", data
+
+
+def config_of(directory):
+    return json.loads((directory / "config.json").read_text())["geep"]
+
+
+def test_build_table_then_predict_and_info(saved, capsys, tmp_path):
+    directory, data = saved
+    assert main(["build-table", "--model", str(directory), "--data", str(data), "--build-threshold", "0.5",
+                 "--ngram", "2", "--combine", "geometric"]) == 0
+    table = config_of(directory)["exit_table"]
+    assert table["ngram"] == 2 and table["build_threshold"] == 0.5 and table["rows"] == 40
+    assert table["combine"] == "geometric"
+    assert sum(table["exit_histogram"].values()) == 40
+    assert (directory / table["file"]).is_file()
+    assert main(["predict", "--model", str(directory), "--input", str(data), "--output", str(tmp_path / "p.jsonl"),
+                 "--policy", "geep-verify", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and all(1 <= r["exit_layer"] <= 4 for r in rows)
+    capsys.readouterr()
+    assert main(["info", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "40 rows from" in out and "build threshold S=0.5" in out and "exit histogram: layer 1:" in out
+
+
+def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(saved, capsys):
+    directory, data = saved
+    assert main(["build-table", "--model", str(directory), "--data", str(data)]) == 0
+    assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--max-accuracy-drop", "100",
+                 "--grid-points", "5"]) == 0
+    knobs = config_of(directory)["default_knobs"]
+    assert set(knobs) == {"fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify"}
+    # With any accuracy allowed, the fastest knob wins: every row at the first exit; predict now uses it.
+    from geep.inference import predict
+    from geep.modeling.model import MultiExitClassifier
+
+    model = MultiExitClassifier.from_pretrained(directory)
+    texts = random_texts(40, seed=3)
+    for policy in ("fastbert", "geep"):
+        assert predict(model, texts, policy=policy).exit_layers.tolist() == [1] * 40
+    # Rebuilding the table drops geep's calibrated knobs: they were chosen for the old table.
+    assert main(["build-table", "--model", str(directory), "--data", str(data), "--build-threshold", "0.4"]) == 0
+    knobs = config_of(directory)["default_knobs"]
+    assert "geep" not in knobs and "geep-verify" not in knobs and "fastbert" in knobs
+    before = (directory / "config.json").read_text()
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--target-speedup", "1000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreachable" in err[0] and "best reachable is" in err[0]
+    assert (directory / "config.json").read_text() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["calibrate", "--dev", "{data}", "--policies", "geep"], "needs an exit table"),
+    (["calibrate", "--dev", "{data}", "--policies", "full"], "has no knob to calibrate"),
+    (["calibrate", "--dev", "{data}", "--policies", "nope"], "unknown policy 'nope'"),
+    (["calibrate", "--dev", "{data}", "--target-speedup", "-1"], "must be positive"),
+    (["calibrate", "--dev", "missing.csv"], "no such file"),
+    (["build-table", "--build-threshold", "2"], "--build-threshold must lie in [0, 1]"),
+    (["build-table", "--data", "{data}", "--smoothing", "inf"], "--smoothing must be a finite number"),
+    (["build-table"], "has no table_data.jsonl"),
+    (["build-table", "--data", "{data}", "--text-column", "nope"], "nope"),
+])
+def test_bad_input_is_one_line(saved, capsys, args, message):
+    directory, data = saved
+    args = [a.replace("{data}", str(data)) for a in args]
+    if "--target-speedup" not in args and args[0] == "calibrate":
+        args += ["--max-accuracy-drop", "1"]
+    assert main(args[:1] + ["--model", str(directory)] + args[1:]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_build_threshold_defaults_to_fastbert_calibrated_on_dev(saved, capsys):
+    """Without --build-threshold, S is the fastbert knob `geep calibrate --max-accuracy-drop 0` would choose."""
+    directory, data = saved
+    assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--policies", "fastbert",
+                 "--max-accuracy-drop", "0"]) == 0
+    expected = config_of(directory)["default_knobs"]["fastbert"]
+    assert main(["build-table", "--model", str(directory), "--data", str(data), "--dev", str(data)]) == 0
+    assert config_of(directory)["exit_table"]["build_threshold"] == pytest.approx(expected)
+    assert main(["build-table", "--model", str(directory), "--data", str(data)]) == 0  # no dev: the fixed default
+    assert config_of(directory)["exit_table"]["build_threshold"] == 0.2

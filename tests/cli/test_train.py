@@ -1,0 +1,186 @@
+"""`geep train` and `geep info` from the command line: end to end on a tiny model, and every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from geep.cli.main import main
+from geep.cli.train import split_rows
+from geep.data import ColumnData
+from tests.helpers import save_tiny_encoder, synthetic
+
+FAST = ["--max-length", "16", "--epochs", "1", "--batch-size", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory) -> Path:
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny-enc"))
+
+
+def write_csv(path: Path, n: int = 60, seed: int = 0, pair: bool = False) -> Path:
+    texts, labels = synthetic(n, seed)
+    if pair:
+        header, lines = "id,text,pair,label", [f"{i},{t},a film,{y}" for i, (t, y) in enumerate(zip(texts, labels))]
+    else:
+        header, lines = "id,text,label", [f"{i},{t},{y}" for i, (t, y) in enumerate(zip(texts, labels))]
+    path.write_text(header + "\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own errors (unknown choice)
+        rc = e.code
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_train_then_info_end_to_end(encoder_dir, tmp_path, capsys):
+    data = write_csv(tmp_path / "train.csv", n=80)
+    out = tmp_path / "model"
+    rc, stdout, err = cli(["train", "--model", str(encoder_dir), "--train", str(data), "--output", str(out),
+                           "--table-fraction", "0.2", "--pooling", "mean", *FAST], capsys)
+    assert rc == 0, err
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json", "tokenizer.json", "training_args.json",
+                 "README.md", "table_data.jsonl"):
+        assert (out / name).is_file(), name
+    assert "(teacher)" in stdout
+    args = json.loads((out / "training_args.json").read_text())
+    sizes = args["data_sizes"]
+    assert sizes["train"] + sizes["dev"] + sizes["table"] == 80
+    assert sizes["table"] == 16 and sizes["dev"] > 0
+    assert set(args["dev_accuracy"]) == {"1", "2", "3", "4"}
+    assert args["args"]["objective"] == "geep" and args["train_seconds"] > 0
+    table = [json.loads(line) for line in (out / "table_data.jsonl").read_text().splitlines()]
+    assert len(table) == 16 and set(table[0]) == {"text", "label"}
+    card = (out / "README.md").read_text()
+    assert "| exit layer | dev accuracy |" in card and "from_pretrained" in card
+
+    rc, stdout, err = cli(["info", str(out)], capsys)
+    assert rc == 0, err
+    assert "per-exit dev accuracy" in stdout and "(teacher)" in stdout
+    assert "labels (2):" in stdout and "bad, good" in stdout and "objective:      geep" in stdout
+
+
+def test_sentence_pairs_table_data_and_dev(encoder_dir, tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", n=40, pair=True)
+    dev = write_csv(tmp_path / "dev.csv", n=12, seed=1, pair=True)
+    table = write_csv(tmp_path / "table.csv", n=10, seed=2, pair=True)
+    out = tmp_path / "model"
+    rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(train), "--dev", str(dev),
+                      "--table-data", str(table), "--text-pair-column", "pair", "--objective", "deebert",
+                      "--head", "linear", "--exit-layers", "2", "--distil-epochs", "1", "--output", str(out),
+                      *FAST], capsys)
+    assert rc == 0, err
+    args = json.loads((out / "training_args.json").read_text())
+    assert args["data_sizes"] == {"train": 40, "dev": 12, "table": 10}  # nothing held out of --train
+    assert set(args["dev_accuracy"]) == {"2", "4"}
+    assert [h["stage"] for h in args["history"]] == ["fine-tune", "exits"]
+    rows = [json.loads(line) for line in (out / "table_data.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and rows[0]["text_pair"] == "a film"
+
+
+def test_no_table_fraction_writes_no_table_file(encoder_dir, tmp_path, capsys):
+    data = write_csv(tmp_path / "train.csv", n=30)
+    out = tmp_path / "model"
+    rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(data), "--table-fraction", "0",
+                      "--freeze-backbone", "--output", str(out), *FAST], capsys)
+    assert rc == 0, err
+    assert not (out / "table_data.jsonl").exists()
+    assert json.loads((out / "training_args.json").read_text())["data_sizes"]["table"] == 0
+
+
+@pytest.mark.parametrize("max_train", [None, 50])
+def test_train_table_and_dev_slices_never_overlap(max_train):
+    n = 120
+    labels = [["a", "b", "c"][i % 3] for i in range(n)]
+    data = ColumnData(texts=[f"row {i}" for i in range(n)], text_pairs=None, labels=labels, ids=None)
+
+    class Args:
+        train, dev, table_data, table_fraction, seed, max_train_samples = "x.csv", None, None, 0.1, 3, max_train
+
+    train, table, dev = split_rows(Args, data)
+    sets = [set(train.texts), set(table.texts), set(dev.texts)]
+    assert sum(map(len, sets)) == (max_train or n)
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert abs(len(table) - 0.1 * (max_train or n)) < 3  # largest remainder per class
+    for part in (table, dev):
+        assert set(part.labels) == {"a", "b", "c"}  # stratified
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+def _bad_inputs(tmp: Path, good: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp / "data.txt").write_text("text,label\nhi,a\n")
+    (tmp / "header_only.csv").write_text("text,label\n")
+    latin = tmp / "latin.csv"
+    latin.write_bytes("text,label\ncost \u00a3 good,good\nbad film,bad\n".encode("latin-1"))
+    (tmp / "no_label.csv").write_text("text,label\ngood,good\nbad,bad\nthe film,\n")
+    (tmp / "dev_unseen.csv").write_text("text,label\ngood,good\nso so,meh\n")
+    (tmp / "one_label.csv").write_text("text,label\ngood,good\ngreat,good\n")
+    return {
+        "missing file": (["--train", str(tmp / "nope.csv")], "no such file"),
+        "unknown extension": (["--train", str(tmp / "data.txt")], "unsupported file type"),
+        "missing column": (["--train", str(good), "--text-column", "sentence"], "its columns are: id, text, label"),
+        "empty data": (["--train", str(tmp / "header_only.csv")], "has no rows"),
+        "unseen dev label": (["--train", str(good), "--dev", str(tmp / "dev_unseen.csv")], "'meh'"),
+        "undecodable bytes": (["--train", str(latin)], "--encoding"),
+        "missing label": (["--train", str(tmp / "no_label.csv")], "row 3"),
+        "one label": (["--train", str(tmp / "one_label.csv")], "only one label"),
+        "unknown objective": (["--train", str(good), "--objective", "magic"], "invalid choice: 'magic'"),
+        "unknown head": (["--train", str(good), "--head", "mlp"], "invalid choice: 'mlp'"),
+        "unknown pooling": (["--train", str(good), "--pooling", "max"], "invalid choice: 'max'"),
+        "bad exit layers": (["--train", str(good), "--exit-layers", "1,x"], "--exit-layers"),
+        "exit layer out of range": (["--train", str(good), "--exit-layers", "2,9"], "1..4"),
+        "bad table fraction": (["--train", str(good), "--table-fraction", "1.5"], "--table-fraction"),
+        "max length too long": (["--train", str(good), "--max-length", "500"], "64 positions"),
+        "unseen table label": (["--train", str(good), "--table-data", str(tmp / "dev_unseen.csv")], "'meh'"),
+    }
+
+
+BAD_CASES = ["missing file", "unknown extension", "missing column", "empty data", "unseen dev label",
+             "undecodable bytes", "missing label", "one label", "unknown objective", "unknown head",
+             "unknown pooling", "bad exit layers", "exit layer out of range", "bad table fraction",
+             "max length too long", "unseen table label"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_is_one_line_and_exit_2(case, encoder_dir, tmp_path, capsys):
+    good = write_csv(tmp_path / "good.csv", n=20)
+    argv, expected = _bad_inputs(tmp_path, good)[case]
+    out = tmp_path / "out"
+    rc, _, err = cli(["train", "--model", str(encoder_dir), "--output", str(out), *FAST, *argv], capsys)
+    assert rc == 2
+    assert err.count("\n") == 1 and err.strip(), err  # exactly one line
+    assert expected in err
+    assert not out.exists()  # validated before anything was written
+
+
+def test_bad_model_and_output(encoder_dir, tmp_path, capsys):
+    good = write_csv(tmp_path / "good.csv", n=20)
+    rc, _, err = cli(["train", "--model", str(tmp_path / "nope"), "--train", str(good),
+                      "--output", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "no model directory" in err and err.count("\n") == 1
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("")
+    rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(good), "--output", str(busy)], capsys)
+    assert rc == 2 and "--overwrite" in err and err.count("\n") == 1
+
+
+def test_fine_tuned_model_labels_must_match(tmp_path, capsys):
+    ft = save_tiny_encoder(tmp_path / "ft", fine_tuned=True, labels=("neg", "pos"))
+    good = write_csv(tmp_path / "good.csv", n=20)
+    rc, _, err = cli(["train", "--model", str(ft), "--train", str(good), "--output", str(tmp_path / "o"),
+                      "--freeze-backbone", *FAST], capsys)
+    assert rc == 2 and "differ from the model's" in err and err.count("\n") == 1
+
+
+def test_info_bad_directories(encoder_dir, tmp_path, capsys):
+    for target, expected in ((tmp_path / "nope", "no model directory"), (tmp_path, "no config.json"),
+                             (encoder_dir, "not a geep model")):
+        rc, _, err = cli(["info", str(target)], capsys)
+        assert rc == 2 and expected in err and err.count("\n") == 1, err

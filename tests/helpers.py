@@ -1,0 +1,122 @@
+"""Shared test helpers: tiny random models and tokenizers built in the tests (no network), random texts."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
+
+from geep.inference import all_exit_logits
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = ["good", "bad", "great", "awful", "fine", "movie", "film", "plot", "the", "a", "is", "was", "very",
+         "not", "and", "but", "marker", "sport", "match", "team", "vote", "party", "market", "stock"]
+WORDS += [f"w{i}" for i in range(99 - len(SPECIALS) - len(WORDS))]  # vocab of 99, as HF's tiny tests use
+
+
+def tiny_bert_config(num_layers: int = 4, **overrides) -> BertConfig:
+    kwargs = dict(vocab_size=99, hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=2,
+                  intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.1,
+                  attention_probs_dropout_prob=0.1)
+    kwargs.update(overrides)
+    return BertConfig(**kwargs)
+
+
+def write_vocab(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(SPECIALS + WORDS) + "\n")
+    return vocab
+
+
+def tiny_tokenizer(directory: Path) -> BertTokenizer:
+    return BertTokenizer(vocab=str(write_vocab(directory)), do_lower_case=True)
+
+
+def random_batch(batch_size: int = 5, seq_len: int = 9, vocab_size: int = 99, seed: int = 0) -> dict:
+    """Random token ids with right padding of varying lengths (row 0 is never padded)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (batch_size, seq_len), generator=g)
+    lengths = torch.randint(2, seq_len + 1, (batch_size,), generator=g)
+    lengths[0] = seq_len
+    mask = (torch.arange(seq_len)[None] < lengths[:, None]).long()
+    ids[:, 0] = 2  # [CLS]
+    ids = ids * mask  # [PAD] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def random_texts(n: int, seed: int = 0, min_words: int = 1, max_words: int = 30) -> list[str]:
+    """n texts of random vocabulary words, of varied lengths (0 words allowed with min_words=0)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))) for _ in range(n)]
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def make_decisive(model, texts):
+    """Rescales every exit's classifier so its logits over ``texts`` are centred with std 2: a random tiny model's
+    exits are near uniform, and this spreads entropies and predictions so rows really exit at different layers."""
+    logits = all_exit_logits(model, texts, batch_size=16).logits
+    with torch.no_grad():
+        for i, k in enumerate(model.exit_layers):
+            mean = logits[:, i].mean(0)  # (C,)
+            scale = 2.0 / (logits[:, i] - mean).std()
+            head = model.heads[str(k)]
+            head.classifier.weight.mul_(scale)
+            head.classifier.bias.sub_(mean).mul_(scale)
+    return model
+
+
+FILLER = ["the", "movie", "film", "plot", "a", "is", "was", "very", "and"]
+
+
+def save_tiny_encoder(directory: Path, fine_tuned: bool = False, labels: tuple[str, ...] = ("bad", "good")) -> Path:
+    """A tiny random BertModel (or BertForSequenceClassification) + tokenizer directory."""
+    torch.manual_seed(0)
+    if fine_tuned:
+        config = tiny_bert_config(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                  label2id={name: i for i, name in enumerate(labels)})
+        BertForSequenceClassification(config).save_pretrained(directory)
+    else:
+        BertModel(tiny_bert_config()).save_pretrained(directory)
+    tiny_tokenizer(directory).save_pretrained(directory)
+    return directory
+
+
+def synthetic(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Texts of filler words plus one 'good' or 'bad' token; the label is that token."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        label = rng.choice(["bad", "good"])
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
+        words.insert(rng.randint(0, len(words)), label)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+def replay_exits(policy, exit_logits: torch.Tensor, knob, labels: torch.Tensor | None = None,
+                 batch_size: int | None = None) -> torch.Tensor:
+    """Each row's exit index into E (N,) when ``policy`` at ``knob`` decides on recorded logits (N, E, C), every
+    layer an exit: the one scheduler and executor run on the replay backend (rows of one token each)."""
+    from geep.inference.offline import run_rows
+    from geep.policies import get_policy
+    from geep.runtime.replay import ReplayBackend
+
+    N, E, _ = exit_logits.shape
+    backend = ReplayBackend(exit_logits, list(range(1, E + 1)), E)
+    encoded = {"input_ids": [[0]] * N}
+    _, layers = run_rows(backend, get_policy(policy), knob, encoded, batch_size=batch_size or max(N, 1),
+                         labels=labels)
+    return layers - 1
