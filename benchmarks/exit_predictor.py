@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 
 from geep.data import get_columns, load_dataset_spec, stratified_subset
-from geep.engine import all_exit_logits, label_ids, run_policy, token_lengths
-from geep.exit_prediction import exit_distribution, padded_ids, predicted_layers
-from geep.exit_table import ExitTable
-from geep.model import MultiExitClassifier
+from geep.evaluation import replay
+from geep.exit_table import ExitTable, exit_distribution
+from geep.inference import all_exit_logits, label_ids, run_policy
+from geep.modeling import MultiExitClassifier
 from geep.policies import get_policy
-from geep.scheduler import bucket_order
+from geep.tokens import pad_batch, token_lengths
 
 logger = logging.getLogger("exit_predictor")
 MEAN_LAYERS = (1.2, 1.5, 2.0, 2.5, 3.0)  # operating points, in mean exit layers
@@ -66,19 +66,37 @@ def interpolate(curve: list[tuple[float, float]], x: float) -> float | None:
     return None
 
 
+def exit_index(model, logits, encoded, policy: str, knob, labels=None) -> torch.Tensor:
+    """Each row's exit index into E (N,) under ``policy`` at ``knob``, by the scheduler on the recorded logits."""
+    n = logits.shape[0]
+    _, layers, _ = replay(model, logits, encoded, policy, knob, batch_size=max(n, 1), labels=labels)
+    position = {k: i for i, k in enumerate(model.exit_layers)}
+    return torch.tensor([position[int(k)] for k in layers])
+
+
+def padded_ids(model, encoded, rows):
+    batch = pad_batch(encoded, rows, model.pad_token_id, model.device)
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def predicted_layers(model, q, tau):
+    return get_policy("geep").predict_layers(q, tau, model.exit_layers)
+
+
 class Source:
     """Table rows, run once: their token ids and every exit's logits, so each build threshold is a replay."""
 
     def __init__(self, model, texts, pairs, batch_size: int) -> None:
         self.model, self.rows = model, len(texts)
         encoded = model.tokenize(texts, pairs)
+        self.encoded = encoded
         self.ids, self.mask = padded_ids(model, encoded, range(len(texts)))
         self.logits = all_exit_logits(model, encoded, batch_size=batch_size).logits
 
     def build(self, threshold: float, ngram: int, combine: str) -> tuple[ExitTable, float]:
         """The table the fastbert rule at ``threshold`` gives (installed on the model) and its build seconds."""
         model = self.model
-        exits = torch.tensor(model.exit_layers)[get_policy("fastbert").replay(self.logits, threshold)]
+        exits = torch.tensor(model.exit_layers)[exit_index(model, self.logits, self.encoded, "fastbert", threshold)]
         start = time.perf_counter()
         table = ExitTable.build(self.ids, self.mask, exits, num_layers=model.num_layers,
                                 vocab_size=model.backbone.config.vocab_size,
@@ -113,14 +131,13 @@ def main() -> None:
     lengths = torch.tensor(token_lengths(encoded), dtype=torch.float64)
     logits = all_exit_logits(model, encoded, batch_size=args.batch_size).logits  # (N, |E|, C)
     N = len(labels)
-    fastbert, oracle = get_policy("fastbert"), get_policy("oracle")
-    oracle_index = oracle.replay(logits, None, labels)
+    oracle_index = exit_index(model, logits, encoded, "oracle", None, labels)
 
     # Operating points: the fastbert thresholds whose mean exit layer is nearest each target.
     grid = [i / 400 for i in range(401)]
     fb_curve = []
     for t in grid:
-        index = fastbert.replay(logits, t)
+        index = exit_index(model, logits, encoded, "fastbert", t)
         mean_layer = float(torch.tensor(E)[index].double().mean())
         fb_curve.append((t, mean_layer, accuracy_at(logits, labels, index), index))
     points = []
@@ -162,7 +179,7 @@ def main() -> None:
             for ngram in (1, 2):
                 for combine in ("mean", "geometric", "vote"):
                     table, build_s = rows.build(threshold, ngram, combine)
-                    q = exit_distribution(model, encoded).cpu()  # (N, L)
+                    q = exit_distribution(model.exit_table, encoded, model.pad_token_id).cpu()  # (N, L)
                     score = q @ layer_values  # expected exit layer
                     tau_curve = []
                     for tau in [i / 40 for i in range(41)]:
@@ -197,8 +214,9 @@ def main() -> None:
     for _ in range(args.repeats):
         start = time.perf_counter()
         with torch.inference_mode():
-            pred = predicted_layers(model, exit_distribution(model, encoded), 0.5)
-            bucket_order(pred.tolist(), token_lengths(encoded))
+            pred = predicted_layers(model, exit_distribution(model.exit_table, encoded, model.pad_token_id), 0.5)
+            lengths_now, pred = token_lengths(encoded), pred.tolist()
+            sorted(range(N), key=lambda i: (pred[i], lengths_now[i]))  # the buckets' order
         predict_t.append(time.perf_counter() - start)
         start = time.perf_counter()
         run_policy(model, encoded, "geep", 0.5, batch_size=args.batch_size)

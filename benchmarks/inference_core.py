@@ -2,7 +2,9 @@
 
 Two worker processes, one per checkout (`--old-src`: the `src` directory of the earlier commit, e.g. a `git worktree`
 of it; the current one is this repository's), each load the model and the data once and then time what the driver
-asks, one run at a time, so the two never compete for the CPU. Each round times every policy once in each worker,
+asks, one run at a time, so the two never compete for the CPU. Both are pinned to the same core(s) (the first
+`--threads` of them): two processes left to float settle on different cores, and on a shared machine one core can be
+busier than the other for the whole run, which once showed as a steady 6% "difference" between identical code. Each round times every policy once in each worker,
 alternating which worker goes first; the report gives each policy's median over the rounds, the ratio new/old and
 the spread of the runs. Also timed: the calibration sweep (every knob of every policy from one all-exits pass).
 
@@ -26,11 +28,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify"]
+WHAT = POLICIES + ["sweep"]
 
 WORKER = r'''
-import json, sys, time
+import json, os, sys, time
 import torch
-torch.set_num_threads(int(sys.argv[3]))
+threads = int(sys.argv[3])
+os.sched_setaffinity(0, set(range(threads)))  # both workers on the same core(s): no core is favoured
+torch.set_num_threads(threads)
 from geep.data import get_columns, load_dataset_spec
 try:  # this commit's layout
     from geep.modeling import MultiExitClassifier
@@ -94,6 +99,7 @@ def profile_full(model_dir: str, data: str, threads: int, batch_size: int) -> di
     from geep.inference import run_policy
     from geep.modeling import MultiExitClassifier
 
+    os.sched_setaffinity(0, set(range(threads)))
     torch.set_num_threads(threads)
     model = MultiExitClassifier.from_pretrained(model_dir)
     cols = get_columns(load_dataset_spec(data), model.config.text_column, None, None, source=data,
@@ -121,6 +127,8 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--data", default="bbc:test")
     p.add_argument("--old-src", required=True, help="the src directory of the earlier commit's checkout")
+    p.add_argument("--new-src", default=str(ROOT / "src"), help="default: this checkout's src (an A/A check: both "
+                   "the same)")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
@@ -128,7 +136,7 @@ def main() -> None:
     args = p.parse_args()
 
     workers = {"old": Worker(args.old_src, args.model, args.data, args.threads, args.batch_size),
-               "new": Worker(str(ROOT / "src"), args.model, args.data, args.threads, args.batch_size)}
+               "new": Worker(args.new_src, args.model, args.data, args.threads, args.batch_size)}
     times: dict[tuple[str, str], list[float]] = {}
     started = time.time()
     try:

@@ -16,7 +16,7 @@ import argparse
 import json
 import statistics
 
-from geep.bench import interpolated_throughput
+from geep.evaluation.metrics import interpolated_throughput
 
 
 def main() -> None:

@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from geep.data import build_label_names, encode_labels, get_columns, load_dataset_spec, stratified_subset
-from geep.engine import pad_batch
-from geep.model import MultiExitClassifier, resolve_model_path
-from geep.train import EncodedData, TrainingArguments, evaluate, train
+from geep.modeling import MultiExitClassifier, resolve_model_path
+from geep.tokens import pad_batch
+from geep.training import EncodedData, TrainingArguments, evaluate, train
 
 logger = logging.getLogger("train_objectives")
 METHODS = ("bert", "geep", "fastbert", "deebert", "pabee")

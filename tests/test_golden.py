@@ -46,7 +46,7 @@ def test_every_policy_gives_every_row_its_recorded_label_exit_and_flops(golden):
     for r in record["runs"]:
         run = run_policy(model, encoded, r["policy"], r["knob"], batch_size=r["batch_size"],
                          labels=labels if get_policy(r["policy"]).needs_labels else None)
-        got = (run.probabilities.argmax(-1).tolist(), run.exit_layers.tolist(), run.flops.total)
+        got = (run.probabilities.argmax(-1).tolist(), run.exit_layer.tolist(), run.flops.total)
         if got != (r["labels"], r["exit_layers"], r["flops"]):
             mismatched.append((r["policy"], r["knob"], r["batch_size"]))
     assert not mismatched, f"{len(mismatched)} of {len(record['runs'])} runs differ: {mismatched[:5]}"

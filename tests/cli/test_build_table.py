@@ -59,7 +59,7 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
     model = MultiExitClassifier.from_pretrained(directory)
     texts = random_texts(40, seed=3)
     for policy in ("fastbert", "geep"):
-        assert predict(model, texts, policy=policy).exit_layers.tolist() == [1] * 40
+        assert predict(model, texts, policy=policy).exit_layer.tolist() == [1] * 40
     # Rebuilding the table drops geep's calibrated knobs: they were chosen for the old table.
     assert main(["build-table", "--model", str(directory), "--data", str(data), "--build-threshold", "0.4"]) == 0
     knobs = config_of(directory)["default_knobs"]

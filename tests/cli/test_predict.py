@@ -52,7 +52,7 @@ def test_jsonl_rows_in_input_order(model_dir, data, tmp_path, policy, knob):
     expected = predict(model, TEXTS, policy=policy, knob=None if knob is None else float(knob),
                              labels=LABELS if policy == "oracle" else None)
     assert [r["prediction"] for r in rows] == expected.labels
-    assert [r["exit_layer"] for r in rows] == expected.exit_layers.tolist()
+    assert [r["exit_layer"] for r in rows] == expected.exit_layer.tolist()
     for r, p in zip(rows, expected.probabilities):
         assert list(r["probabilities"]) == ["c0", "c1", "c2"]
         assert r["probabilities"][r["prediction"]] == r["probability"] == pytest.approx(float(p.max()), abs=1e-6)

@@ -75,7 +75,7 @@ def test_batch_invariance(setup, policy):
     kw = dict(labels=labels)
     alone = run_policy(model, encoded, policy, knob, batch_size=1, **kw)
     if policy != "full":
-        assert len(set(alone.exit_layers.tolist())) >= 2, "the knob should make rows exit at different layers"
+        assert len(set(alone.exit_layer.tolist())) >= 2, "the knob should make rows exit at different layers"
     near = near_threshold(policy, knob, recorded.logits)
     assert int(near.sum()) <= 3
     runs = []
@@ -87,7 +87,7 @@ def test_batch_invariance(setup, policy):
     runs.append(out)
     ok = ~near
     for run in runs:
-        assert torch.equal(run.exit_layers[ok], alone.exit_layers[ok])
+        assert torch.equal(run.exit_layer[ok], alone.exit_layer[ok])
         assert torch.equal(run.probabilities[ok].argmax(-1), alone.probabilities[ok].argmax(-1))
         torch.testing.assert_close(run.probabilities[ok], alone.probabilities[ok], atol=1e-5, rtol=0)
     assert out.labels == [model.label_names[i] for i in out.label_ids.tolist()]
@@ -100,13 +100,13 @@ def test_torch_and_replay_backends_agree_row_by_row(setup, policy):
     model, _, encoded, recorded, labels = setup
     knob = knobs_for(model, recorded.logits)[policy]
     online = run_policy(model, encoded, policy, knob, batch_size=7, labels=labels)
-    probabilities, exit_layers, flops = replay(model, recorded.logits, encoded, policy, knob, batch_size=7,
+    probabilities, exit_layer, flops = replay(model, recorded.logits, encoded, policy, knob, batch_size=7,
                                                labels=labels)
     model_threshold[0] = model.config.exit_table["build_threshold"]
     ok = ~near_threshold(policy, knob, recorded.logits)
     if policy != "full":
-        assert len(set(online.exit_layers.tolist())) >= 2
-    assert torch.equal(exit_layers[ok], online.exit_layers[ok])
+        assert len(set(online.exit_layer.tolist())) >= 2
+    assert torch.equal(exit_layer[ok], online.exit_layer[ok])
     torch.testing.assert_close(online.probabilities[ok], probabilities[ok], atol=1e-5, rtol=0)
     if bool(ok.all()):  # the same exits, so the same steps
         assert flops.layer_calls == online.flops.layer_calls and flops.head_calls == online.flops.head_calls
@@ -145,7 +145,7 @@ def test_survivors_logits_equal_running_alone(make_model):
     assert lengths[0] == max(lengths)  # the longest row leaves first, so the batch's padding shrinks
     policy = Recorder(plan)
     run = run_policy(model, encoded, policy, None, batch_size=n, labels=torch.arange(n))
-    assert run.exit_layers.tolist() == [model.exit_layers[i] for i in plan.tolist()]
+    assert run.exit_layer.tolist() == [model.exit_layers[i] for i in plan.tolist()]
     alone = torch.stack([all_exit_logits(model, {"input_ids": [encoded["input_ids"][i]],
                                                  "token_type_ids": [encoded["token_type_ids"][i]]}).logits[0]
                          for i in range(n)])  # (N, E, C)
@@ -179,12 +179,12 @@ def test_predict_with_every_policy(make_model):
         labels = ["c0", "c1", "c2", "c0", "c1", "c2"] if name == "oracle" else None
         out = predict(model, texts, policy=name, batch_size=4, labels=labels)
         assert len(out) == 6 and out.probabilities.shape == (6, 3)
-        assert set(out.exit_layers.tolist()) <= {1, 3, 4}
-    assert predict(model, "good", policy="fastbert", knob=1.0).exit_layers.tolist() == [1]
+        assert set(out.exit_layer.tolist()) <= {1, 3, 4}
+    assert predict(model, "good", policy="fastbert", knob=1.0).exit_layer.tolist() == [1]
     # geep's knob ends: tau = 0 predicts the first exit for every row, tau = 1 the last
-    assert predict(model, texts, policy="geep", knob=0.0).exit_layers.tolist() == [1] * 6
-    assert predict(model, texts, policy="geep", knob=1.0).exit_layers.tolist() == [4] * 6
-    assert predict(model, texts, policy="geep-verify", knob=1.0).exit_layers.tolist() == [4] * 6
+    assert predict(model, texts, policy="geep", knob=0.0).exit_layer.tolist() == [1] * 6
+    assert predict(model, texts, policy="geep", knob=1.0).exit_layer.tolist() == [4] * 6
+    assert predict(model, texts, policy="geep-verify", knob=1.0).exit_layer.tolist() == [4] * 6
     model.exit_table = None
     with pytest.raises(GeepError, match="no exit table"):
         predict(model, texts, policy="geep")
@@ -194,8 +194,8 @@ def test_default_knob_comes_from_the_config(make_model):
     model = make_model()
     texts = random_texts(8, seed=4)
     model.config.default_knobs = {"fastbert": 1.0, "confidence": 1.0}
-    assert predict(model, texts, policy="fastbert").exit_layers.tolist() == [1] * 8  # 1.0: the first exit
-    assert predict(model, texts, policy="confidence").exit_layers.tolist() == [4] * 8  # 1.0: never early
+    assert predict(model, texts, policy="fastbert").exit_layer.tolist() == [1] * 8  # 1.0: the first exit
+    assert predict(model, texts, policy="confidence").exit_layer.tolist() == [4] * 8  # 1.0: never early
     model.config.default_knobs = {"fastbert": 7.0}
     with pytest.raises(GeepError, match=r"fastbert threshold must be a number in \[0, 1\]"):
         predict(model, texts, policy="fastbert")
@@ -226,7 +226,7 @@ def test_cuda_matches_cpu(setup, policy):
     gpu = predict(model, texts, policy=policy, knob=knob, batch_size=7, labels=labels, device="cuda")
     ok = ~near_threshold(policy, knob, recorded.logits, tol=1e-3)
     assert model.device.type == "cuda" and int((~ok).sum()) <= 5
-    assert torch.equal(gpu.exit_layers[ok], cpu.exit_layers[ok]) and torch.equal(gpu.label_ids[ok], cpu.label_ids[ok])
+    assert torch.equal(gpu.exit_layer[ok], cpu.exit_layer[ok]) and torch.equal(gpu.label_ids[ok], cpu.label_ids[ok])
     torch.testing.assert_close(gpu.probabilities[ok], cpu.probabilities[ok], atol=1e-3, rtol=0)
 
 
@@ -239,4 +239,4 @@ def test_predict_accepts_a_string_and_a_list(make_model):
     assert many.probabilities.shape == (3, 3)
     torch.testing.assert_close(many.probabilities.sum(-1), torch.ones(3))
     torch.testing.assert_close(one.probabilities[0], many.probabilities[0], atol=1e-5, rtol=1e-5)
-    assert many.exit_layers.tolist() == [4, 4, 4]
+    assert many.exit_layer.tolist() == [4, 4, 4]

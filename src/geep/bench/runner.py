@@ -292,7 +292,7 @@ def _check_against_sweep(name: str, policy: str, point: Any, run: Any, labels: t
     worth, which a decision exactly at the threshold can flip by float noise)."""
     n = len(labels)
     accuracy = float((run.probabilities.argmax(-1) == labels).float().mean())
-    mean_layer = float(run.exit_layers.float().mean())
+    mean_layer = float(run.exit_layer.float().mean())
     if abs(accuracy - point.accuracy) > 1.5 / n or abs(mean_layer - point.mean_exit_layer) > 1.5 * (num_layers - 1) / n:
         logger.warning("%s, batch %d: %s at knob %s ran at accuracy %.4f, mean layer %.3f; the sweep replayed "
                        "%.4f, %.3f", name, batch_size, policy, point.knob, accuracy, mean_layer, point.accuracy,

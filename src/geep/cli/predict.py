@@ -116,7 +116,7 @@ def prediction_rows(out: Any, label_names: list[str], ids: list | None) -> list[
     """One dict per row: id (when given), prediction, probability, probabilities {label: p}, exit_layer."""
     probs = out.probabilities.tolist()
     rows = []
-    for i, (name, label_id, layer) in enumerate(zip(out.labels, out.label_ids.tolist(), out.exit_layers.tolist())):
+    for i, (name, label_id, layer) in enumerate(zip(out.labels, out.label_ids.tolist(), out.exit_layer.tolist())):
         row: dict[str, Any] = {} if ids is None else {"id": ids[i]}
         row.update(prediction=name, probability=probs[i][label_id],
                    probabilities=dict(zip(label_names, probs[i])), exit_layer=layer)

@@ -35,7 +35,7 @@ def build_table(model: MultiExitClassifier, texts: Sequence[str], text_pairs: Se
     if not len(texts):
         raise ValueError("an exit table needs at least one row")
     exits = predict(model, list(texts), None if text_pairs is None else list(text_pairs), policy="fastbert",
-                    knob=build_threshold, batch_size=batch_size).exit_layers
+                    knob=build_threshold, batch_size=batch_size).exit_layer
     encoded = model.tokenize(texts, text_pairs)
     batch = pad_batch(encoded, range(len(texts)), model.pad_token_id, model.device)
     ids = batch["input_ids"]

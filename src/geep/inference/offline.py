@@ -19,16 +19,16 @@ CHUNK_ROWS = 8192  # rows a pooled schedule takes at once: bounds the memory of 
 
 
 class _Outputs:
-    """Probabilities (N, C) and exit layers (N,) filled by row id, kept on the backend's device until the end."""
+    """Probabilities (N, C) and each row's exit layer (N,) filled by row id, kept on the backend's device until the end."""
 
     def __init__(self, n: int, num_labels: int, device: torch.device) -> None:
         self.probabilities = torch.zeros((n, num_labels), device=device)
-        self.exit_layers = torch.zeros((n,), dtype=torch.long, device=device)
+        self.exit_layer = torch.zeros((n,), dtype=torch.long, device=device)
 
     def record(self, finished: Finished) -> None:
-        ids = torch.tensor([row.id for row in finished.rows], dtype=torch.long, device=self.exit_layers.device)
+        ids = torch.tensor([row.id for row in finished.rows], dtype=torch.long, device=self.exit_layer.device)
         self.probabilities[ids] = finished.logits.float().softmax(-1)
-        self.exit_layers[ids] = finished.layer
+        self.exit_layer[ids] = finished.layer
 
 
 def make_rows(encoded: Encoded, order: Sequence[int], predicted: Sequence[int] | None = None) -> list[Row]:
@@ -74,4 +74,4 @@ def run_rows(backend: Backend, policy: Policy, knob: Any, encoded: Encoded, *, b
                 outputs.record(finished)
                 if on_finished is not None:
                     on_finished(len(finished.rows))
-    return outputs.probabilities, outputs.exit_layers
+    return outputs.probabilities, outputs.exit_layer

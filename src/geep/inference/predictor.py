@@ -143,12 +143,12 @@ def run_policy(model: MultiExitClassifier, encoded: Encoded, policy: str | Polic
     flops = FlopsCount(FlopsSpec.from_model(model))
     bar = progress_bar(n, show_progress)
     try:
-        probabilities, exit_layers = run_rows(TorchBackend(model), policy, knob, encoded, batch_size=batch_size,
+        probabilities, exit_layer = run_rows(TorchBackend(model), policy, knob, encoded, batch_size=batch_size,
                                               schedule=schedule, order=order, predicted=predicted, labels=labels,
                                               flops=flops, on_finished=bar.update)
     finally:
         bar.close()
-    return PolicyRun(probabilities.cpu(), exit_layers.cpu(), flops)
+    return PolicyRun(probabilities.cpu(), exit_layer.cpu(), flops)
 
 
 class _RecordEveryExit(Policy):
@@ -226,7 +226,7 @@ def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: 
     label_idx = run.probabilities.argmax(-1)
     names = [model.label_names[i] for i in label_idx.tolist()]
     logger.debug("%s: %d rows, %.3g FLOPs", policy.name, len(texts), run.flops.total)
-    return PredictionOutput(names, label_idx, run.probabilities, run.exit_layers)
+    return PredictionOutput(names, label_idx, run.probabilities, run.exit_layer)
 
 
 class Predictor:

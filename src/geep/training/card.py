@@ -61,7 +61,7 @@ from geep import MultiExitClassifier
 
 model = MultiExitClassifier.from_pretrained("{summary.get('output', 'THIS_DIR')}")
 pred = model.predict(["some text to classify"])
-print(pred.labels, pred.exit_layers)
+print(pred.labels, pred.exit_layer)
 ```
 
 ```bash
