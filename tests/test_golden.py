@@ -36,8 +36,12 @@ def golden(request):
 
 
 def test_stored_default_knobs_load(golden):
+    """A 0.1.0 directory's one number per policy reads as that policy's fp32 knob, under its name."""
     _, model, _, _, record = golden
-    assert model.config.default_knobs == record["default_knobs"]
+    assert set(model.config.default_knobs) == {"fp32"}
+    stored = model.config.default_knobs["fp32"]
+    assert {policy: get_policy(policy).knob_from_values(values) for policy, values in stored.items()} == \
+        record["default_knobs"]
 
 
 def test_every_policy_gives_every_row_its_recorded_label_exit_and_flops(golden):

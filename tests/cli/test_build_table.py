@@ -50,7 +50,7 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
     assert main(["build-table", "--model", str(directory), "--data", str(data)]) == 0
     assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--max-accuracy-drop", "100",
                  "--grid-points", "5"]) == 0
-    knobs = config_of(directory)["default_knobs"]
+    knobs = config_of(directory)["default_knobs"]["fp32"]
     assert set(knobs) == {"fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify"}
     # With any accuracy allowed, the fastest knob wins: every row at the first exit; predict now uses it.
     from geep.inference import predict
@@ -62,7 +62,7 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
         assert predict(model, texts, policy=policy).exit_layer.tolist() == [1] * 40
     # Rebuilding the table drops geep's calibrated knobs: they were chosen for the old table.
     assert main(["build-table", "--model", str(directory), "--data", str(data), "--build-threshold", "0.4"]) == 0
-    knobs = config_of(directory)["default_knobs"]
+    knobs = config_of(directory)["default_knobs"]["fp32"]
     assert "geep" not in knobs and "geep-verify" not in knobs and "fastbert" in knobs
     before = (directory / "config.json").read_text()
     capsys.readouterr()
@@ -98,7 +98,7 @@ def test_build_threshold_defaults_to_fastbert_calibrated_on_dev(saved, capsys):
     directory, data = saved
     assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--policies", "fastbert",
                  "--max-accuracy-drop", "0"]) == 0
-    expected = config_of(directory)["default_knobs"]["fastbert"]
+    expected = config_of(directory)["default_knobs"]["fp32"]["fastbert"]["threshold"]
     assert main(["build-table", "--model", str(directory), "--data", str(data), "--dev", str(data)]) == 0
     assert config_of(directory)["exit_table"]["build_threshold"] == pytest.approx(expected)
     assert main(["build-table", "--model", str(directory), "--data", str(data)]) == 0  # no dev: the fixed default

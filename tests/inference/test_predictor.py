@@ -193,10 +193,15 @@ def test_predict_with_every_policy(make_model):
 def test_default_knob_comes_from_the_config(make_model):
     model = make_model()
     texts = random_texts(8, seed=4)
-    model.config.default_knobs = {"fastbert": 1.0, "confidence": 1.0}
+    model.config.default_knobs = {"fp32": {"fastbert": {"threshold": 1.0}, "confidence": {"threshold": 1.0}},
+                                  "int8": {"fastbert": {"threshold": 0.0}}}
     assert predict(model, texts, policy="fastbert").exit_layer.tolist() == [1] * 8  # 1.0: the first exit
     assert predict(model, texts, policy="confidence").exit_layer.tolist() == [4] * 8  # 1.0: never early
-    model.config.default_knobs = {"fastbert": 7.0}
+    from geep.inference import resolve_knob
+
+    assert resolve_knob(model, "fastbert", precision="int8") == 0.0  # each precision has its own knobs
+    assert resolve_knob(model, "pabee", precision="int8") == 2  # none stored: the policy's own default
+    model.config.default_knobs = {"fp32": {"fastbert": {"threshold": 7.0}}}
     with pytest.raises(GeepError, match=r"fastbert threshold must be a number in \[0, 1\]"):
         predict(model, texts, policy="fastbert")
 

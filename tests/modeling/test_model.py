@@ -37,14 +37,15 @@ def test_two_layer_model_has_no_diverse_terms(make_model):
 
 def test_save_load_round_trip(make_model, tmp_path):
     model = make_model(head="attention", pooling="mean", exit_layers=[1, 3])
-    model.config.default_knobs = {"fastbert": 0.3}
+    model.config.default_knobs = {"fp32": {"fastbert": {"threshold": 0.3}},
+                                  "int8": {"geep-verify": {"tau": 0.5, "continue_threshold": 0.2}}}
     model.save_pretrained(tmp_path / "m")
     loaded = MultiExitClassifier.from_pretrained(tmp_path / "m")
     batch = random_batch()
     assert torch.equal(model(**batch).exit_logits, loaded(**batch).exit_logits)
     assert loaded.config == model.config
     raw = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert raw["geep"]["format_version"] == 1 and raw["model_type"] == "bert"
+    assert raw["geep"]["format_version"] == 2 and raw["model_type"] == "bert"
     a = predict(model, ["good movie", "bad plot"])
     b = predict(loaded, ["good movie", "bad plot"])
     assert a.labels == b.labels and torch.equal(a.probabilities, b.probabilities)
@@ -69,6 +70,23 @@ def test_unknown_format_version_is_a_clear_error(make_model, tmp_path):
     path.write_text(json.dumps(raw))
     with pytest.raises(GeepError, match="unknown geep format_version 99"):
         MultiExitClassifier.from_pretrained(tmp_path / "m")
+
+
+def test_version_1_knobs_read_as_fp32_knobs_and_damaged_knobs_are_one_line():
+    v1 = {"num_layers": 4, "label_names": ["a", "b"], "format_version": 1,
+          "default_knobs": {"fastbert": 0.3, "pabee": 2, "geep-verify": 0.6}}
+    config = GeepConfig.from_dict(v1)
+    assert config.format_version == 2
+    assert config.default_knobs == {"fp32": {"fastbert": {"threshold": 0.3}, "pabee": {"patience": 2},
+                                             "geep-verify": {"tau": 0.6}}}
+    assert config.stored_knob("fp32", "pabee") == {"patience": 2} and config.stored_knob("int8", "pabee") is None
+    assert config.drop_knobs(["geep-verify", "geep"]) == ["geep-verify"]
+    assert "geep-verify" not in config.default_knobs["fp32"]
+    for bad in ({"fp32": {"fastbert": 0.3}}, {"fp32": {"fastbert": {"threshold": "x"}}}, [1]):
+        with pytest.raises(GeepError, match="default_knobs in config.json must map precision"):
+            GeepConfig.from_dict({**v1, "format_version": 2, "default_knobs": bad})
+    with pytest.raises(GeepError, match="the geep section of config.json must be an object, got str"):
+        GeepConfig.from_dict("oops")
 
 
 def test_config_validation():

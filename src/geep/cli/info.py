@@ -60,8 +60,7 @@ def format_info(directory: str | Path) -> str:
         f"columns:        text={config.text_column}"
         + (f", pair={config.text_pair_column}" if config.text_pair_column else "")
         + f", label={config.label_column}",
-        "default knobs:  " + (", ".join(f"{k}={v:g}" for k, v in sorted(config.default_knobs.items()))
-                              or "none (run `geep calibrate`)"),
+        "default knobs:  " + (_describe_knobs(config.default_knobs) or "none (run `geep calibrate`)"),
         "exit table:     " + (_describe_table(config.exit_table) if config.exit_table
                               else "none (run `geep build-table`)"),
     ]
@@ -91,3 +90,13 @@ def _describe_table(table: dict) -> str:
     if histogram:
         line += "\n                exit histogram: " + ", ".join(f"layer {k}: {v}" for k, v in histogram.items())
     return line
+
+
+def _describe_knobs(knobs: dict) -> str:
+    """One line per precision: each policy's calibrated knob values."""
+    lines = []
+    for precision, per_policy in sorted(knobs.items()):
+        parts = [f"{policy} " + ", ".join(f"{name}={value:g}" for name, value in values.items())
+                 for policy, values in sorted(per_policy.items())]
+        lines.append(f"{precision}: " + "; ".join(parts))
+    return "\n                ".join(lines)

@@ -49,7 +49,7 @@ def build_table(model: MultiExitClassifier, texts: Sequence[str], text_pairs: Se
         "file": TABLE_FILE, "build_threshold": build_threshold, "rows": len(texts), "source": source,
         **table.params(), "exit_histogram": {str(k): v for k, v in summary["exit_histogram"].items()},
         **{k: summary[k] for k in ("unigram_keys", "bigram_keys", "usable_bigram_keys") if k in summary}}
-    stale = [p for p in ("geep", "geep-verify") if model.config.default_knobs.pop(p, None) is not None]
+    stale = model.config.drop_knobs(("geep", "geep-verify"))
     if stale:
         logger.info("the calibrated knobs of %s were for the previous table; run `geep calibrate` again",
                     " and ".join(stale))

@@ -1,7 +1,8 @@
 """Calibration: choose each policy's knob on dev and store it as the model's default.
 
 Every knob of every policy is scored on dev from one all-exits pass (``geep.evaluation.sweep``); per policy the knob
-that meets the target is stored in ``model.config.default_knobs``, which predict then uses.
+that meets the target is stored in ``model.config.default_knobs`` (named values, per precision and policy), which
+predict then uses.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "ge
 def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence[str] | Tensor,
               text_pairs: Sequence[str] | None = None, *, target_speedup: float | None = None,
               max_accuracy_drop: float | None = None, policies: Sequence[str] | None = None,
-              batch_size: int = 32, grid_points: int = 41) -> dict[str, KnobPoint]:
-    """Chooses each policy's knob on dev and stores it in ``model.config.default_knobs``.
+              batch_size: int = 32, grid_points: int = 41, precision: str = "fp32") -> dict[str, KnobPoint]:
+    """Chooses each policy's knob on dev and stores it in ``model.config.default_knobs`` under ``precision``.
 
     Returns the chosen point per policy. Without an exit table, the geep policies are skipped. Every policy is
     checked before anything is stored, so an unreachable target changes nothing.
@@ -42,5 +43,5 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     chosen = {name: choose_knob(result.points[name], result.full.accuracy, target_speedup=target_speedup,
                                 max_accuracy_drop=max_accuracy_drop) for name in policies}
     for name, point in chosen.items():
-        model.config.default_knobs[name] = point.knob
+        model.config.store_knob(precision, name, get_policy(name).knob_values(point.knob))
     return chosen

@@ -76,11 +76,13 @@ def build_threshold(model: MultiExitClassifier) -> float | None:
     return float(model.config.exit_table["build_threshold"])
 
 
-def resolve_knob(model: MultiExitClassifier, policy: str | Policy, knob: Any = None) -> Any:
-    """``knob`` checked, or the model's calibrated default for the policy, else the policy's own default."""
+def resolve_knob(model: MultiExitClassifier, policy: str | Policy, knob: Any = None, *, precision: str = "fp32"
+                 ) -> Any:
+    """``knob`` checked, or the model's calibrated default for the policy at ``precision``, else the policy's own
+    default."""
     policy = get_policy(policy)
     if knob is None:
-        knob = model.config.default_knobs.get(policy.name)
+        knob = policy.knob_from_values(model.config.stored_knob(precision, policy.name))
     if policy.predicts_layers:
         require_table(model)
     return policy.resolve_knob(knob, model.config.num_labels, len(model.exit_layers),
@@ -202,7 +204,8 @@ def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: 
     """Labels, probabilities and exit layers of ``texts`` (a string or a list) under an exit policy.
 
     ``policy``: ``full``, ``fastbert``, ``deebert``, ``confidence``, ``pabee``, ``geep``, ``geep-verify`` or
-    ``oracle``; ``knob`` None takes ``model.config.default_knobs[policy]``, else the policy's documented default.
+    ``oracle``; ``knob`` None takes the model's calibrated knob for the policy (``geep calibrate``), else the
+    policy's documented default.
     ``labels`` (names or class ids) are needed by ``oracle`` only. ``device`` moves the model there first.
     """
     policy = get_policy(policy)

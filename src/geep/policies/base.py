@@ -68,6 +68,7 @@ class Policy:
     needs_labels: ClassVar[bool] = False  # decide reads memory["labels"] (B,) class ids
     reads_exits: ClassVar[bool] = True  # False: only the teacher's head is ever run (``full``)
     predicts_layers: ClassVar[bool] = False  # True: exits predicted from the model's exit table (``geep``)
+    knob_names: ClassVar[tuple[str, ...]] = ()  # the names its knob values are stored under (config.json)
     schedule: ClassVar[str] = "shrink"  # the scheduling strategy it runs under by default (geep.scheduling)
 
     @property
@@ -104,6 +105,18 @@ class Policy:
                 raise GeepError(f"the {self.name} threshold must be {spec.describe()}, got {knob}")
             return int(value)
         return min(value, spec.high)
+
+    def knob_values(self, knob: Any) -> dict[str, float]:
+        """The knob as named values, as ``default_knobs`` stores it (``{}`` for a policy without a knob)."""
+        if not self.knob_names or knob is None:
+            return {}
+        return {self.knob_names[0]: float(knob)}
+
+    def knob_from_values(self, values: dict[str, float] | None) -> Any:
+        """The knob stored as named values (the inverse of :meth:`knob_values`); None when nothing is stored."""
+        if not values or not self.knob_names:
+            return None
+        return values.get(self.knob_names[0])
 
     def grid(self, num_labels: int, num_exits: int, steps: int = 21) -> list[float | None]:
         """Knobs spanning the whole range, both ends included (``[None]`` for a policy without a knob)."""

@@ -14,6 +14,7 @@ from geep.policies.base import KnobSpec, Memory, Policy, all_leave, none_leave
 
 class ConfidencePolicy(Policy):
     name = "confidence"
+    knob_names = ("threshold",)
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec:
         return KnobSpec(low=0.0, high=1.0, default=0.9, never=1.0, first=0.0)

@@ -16,6 +16,7 @@ from geep.policies.base import KnobSpec, Memory, Policy, all_leave, entropy, non
 
 class DeeBertPolicy(Policy):
     name = "deebert"
+    knob_names = ("threshold",)
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec:
         top = math.log(num_labels)

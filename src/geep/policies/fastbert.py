@@ -16,6 +16,7 @@ from geep.policies.base import KnobSpec, Memory, Policy, all_leave, entropy, non
 
 class FastBertPolicy(Policy):
     name = "fastbert"
+    knob_names = ("threshold",)
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec:
         return KnobSpec(low=0.0, high=1.0, default=0.3, never=0.0, first=1.0)

@@ -17,7 +17,7 @@ row before its predicted layer and pools the rows that continue.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor
 
@@ -36,6 +36,7 @@ class VerifyKnob(NamedTuple):
 
 class GeepPolicy(Policy):
     name = "geep"
+    knob_names = ("tau",)
     predicts_layers = True
     schedule = "pooled"
     verify: ClassVar[bool] = False
@@ -53,15 +54,33 @@ class GeepPolicy(Policy):
 
 class GeepVerifyPolicy(GeepPolicy):
     name = "geep-verify"
+    knob_names = ("tau", "continue_threshold")
     verify = True
     _rule = FastBertPolicy()
+
+    def knob_values(self, knob: Any) -> dict[str, float]:
+        if isinstance(knob, VerifyKnob):
+            return {"tau": float(knob.tau), "continue_threshold": float(knob.continue_threshold)}
+        return super().knob_values(knob)
+
+    def knob_from_values(self, values: dict[str, float] | None) -> Any:
+        """tau, with the stored continuation threshold when there is one (else the table's S applies)."""
+        if not values:
+            return None
+        if "continue_threshold" in values:
+            return VerifyKnob(values.get("tau"), values["continue_threshold"])
+        return values.get("tau")
 
     def resolve_knob(self, knob: float | None, num_labels: int, num_exits: int, *,
                      build_threshold: float | None = None) -> VerifyKnob:
         """tau checked (or the default), with the exit table's build threshold S as the continuation threshold."""
+        continue_threshold = None
         if isinstance(knob, VerifyKnob):
-            knob = knob.tau
+            knob, continue_threshold = knob
         tau = super().resolve_knob(knob, num_labels, num_exits)
+        if continue_threshold is not None:
+            t = self._rule.resolve_knob(continue_threshold, num_labels, num_exits)
+            return VerifyKnob(tau, t)
         if build_threshold is None:
             raise GeepError("geep-verify continues rows under the exit table's build threshold; the model has "
                             "no exit table (`geep build-table --model DIR`)")

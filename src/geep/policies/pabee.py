@@ -17,6 +17,7 @@ from geep.policies.base import KnobSpec, Memory, Policy
 
 class PatiencePolicy(Policy):
     name = "pabee"
+    knob_names = ("patience",)
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec:
         top = num_exits - 1
