@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
@@ -259,8 +260,10 @@ class MultiExitClassifier(nn.Module):
         try:
             config = GeepConfig.from_dict(geep_section)
             hf_config = AutoConfig.for_model(**raw)
-        except (TypeError, ValueError, KeyError) as e:
-            raise GeepError(f"{directory / CONFIG_NAME} is damaged: {str(e).splitlines()[0]}") from None
+        except (TypeError, ValueError, KeyError, StrictDataclassError) as e:  # the last: a field of the wrong type
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            why = lines[-1].strip() if isinstance(e, StrictDataclassError) else lines[0]  # its cause is last
+            raise GeepError(f"{directory / CONFIG_NAME} is damaged: {why}") from None
         model = cls(AutoModel.from_config(hf_config), config)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
