@@ -81,12 +81,26 @@ def test_directory_that_is_not_a_saved_dataset(tmp_path: Path) -> None:
         load_dataset_spec(str(tmp_path))
 
 
-@pytest.mark.parametrize("content", ["", "text,label\n"])
+@pytest.mark.parametrize("content", ["", "text,label\n", "text,label\n\n\r\n"])
 def test_empty_csv_has_no_rows(tmp_path: Path, content: str) -> None:
     path = tmp_path / "empty.csv"
     path.write_text(content)
     with pytest.raises(GeepError, match="empty.csv has no rows"):
         load_dataset_spec(str(path))
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+@pytest.mark.parametrize("first", [True, False])
+def test_a_field_over_128_kb_loads_in_any_row(tmp_path: Path, suffix: str, sep: str, first: bool) -> None:
+    """The csv module refuses fields over 131072 characters; a 20k-word document in the FIRST row must load too."""
+    document = " ".join(["word"] * 30_000)  # 150 KB
+    rows = [(document, "a"), ("short", "b")]
+    if not first:
+        rows.reverse()
+    path = tmp_path / f"long{suffix}"
+    path.write_text(f"text{sep}label\n" + "".join(f"{text}{sep}{label}\n" for text, label in rows))
+    cols = get_columns(load_dataset_spec(str(path)), "text", None, "label", source="d", require_labels=True)
+    assert cols.texts == [text for text, _ in rows] and cols.labels == [label for _, label in rows]
 
 
 def test_empty_jsonl_has_no_rows(tmp_path: Path) -> None:

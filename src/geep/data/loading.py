@@ -108,10 +108,15 @@ def _read_csv(path: Path, encoding: str | None, cache_dir: str, delimiter: str =
 
 
 def _csv_header(path: Path, encoding: str | None, delimiter: str) -> list[str]:
+    """The column names; GeepError when there is no header or no data row.
+
+    Only the header goes through the csv module (its fields are names). Whether a data row follows is seen from the
+    raw lines, never parsed: the csv module refuses fields over 128 KB (a long document), which the reader that
+    loads the rows (pandas) reads whole.
+    """
     with open(path, encoding=encoding or "utf-8-sig", newline="") as f:
-        rows = (row for row in csv.reader(f, delimiter=delimiter) if row)
-        header = next(rows, None)
-        if header is None or next(rows, None) is None:
+        header = next((row for row in csv.reader(f, delimiter=delimiter) if row), None)
+        if header is None or not any(line.strip("\r\n") for line in f):  # csv skips only blank lines too
             raise GeepError(f"{path} has no rows")
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
