@@ -46,7 +46,7 @@ demo: $(STAMP)
 	$(GEEP) info $(DEMO_DIR)/geep
 	$(GEEP) calibrate --model $(DEMO_DIR)/geep --dev bbc:dev --max-accuracy-drop 1
 	$(GEEP) bench --model $(DEMO_DIR)/geep --model $(DEMO_DIR)/fastbert --data bbc:test --batch-sizes 32 \
-		--output $(DEMO_DIR)/bench $(DEMO_BENCH)
+		--output $(DEMO_DIR)/bench --overwrite $(DEMO_BENCH)
 
 clean:
 	rm -rf $(VENV) runs

@@ -171,6 +171,19 @@ def test_bad_model_and_output(encoder_dir, tmp_path, capsys):
     assert rc == 2 and "--overwrite" in err and err.count("\n") == 1
 
 
+def test_output_is_never_the_model_nor_a_directory_holding_the_data(encoder_dir, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    good = write_csv(data_dir / "good.csv", n=20)
+    encoder_files = sorted(p.name for p in encoder_dir.iterdir())
+    for out, expected in ((encoder_dir, "inside the model directory"), (data_dir, "holds the input")):
+        rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(good), "--output", str(out),
+                          "--overwrite", *FAST], capsys)
+        assert rc == 2 and expected in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in encoder_dir.iterdir()) == encoder_files
+    assert sorted(p.name for p in data_dir.iterdir()) == ["good.csv"]
+
+
 def test_fine_tuned_model_labels_must_match(tmp_path, capsys):
     ft = save_tiny_encoder(tmp_path / "ft", fine_tuned=True, labels=("neg", "pos"))
     good = write_csv(tmp_path / "good.csv", n=20)

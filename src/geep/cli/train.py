@@ -129,11 +129,6 @@ def _check_flags(args: argparse.Namespace) -> None:
     for ok, message in checks:
         if not ok:
             raise GeepError(message)
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise GeepError(f"--output {output} exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
-        raise GeepError(f"--output {output} is not empty; choose another directory or pass --overwrite")
 
 
 def _read(spec: str, flag: str, args: argparse.Namespace) -> ColumnData:
@@ -171,6 +166,7 @@ def split_rows(args: argparse.Namespace, train: ColumnData) -> tuple[Slice, Slic
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.outputs import check_output_dir
     from geep.evaluation.build_table import auto_build_threshold, build_table
     from geep.modeling.model import MultiExitClassifier, resolve_model_path
     from geep.training.loop import EncodedData, TrainingArguments, describe_plan, train
@@ -188,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         freeze_backbone=args.freeze_backbone, device=args.device, show_progress_bar=not args.no_progress,
     )
     model_path = resolve_model_path(args.model)
+    check_output_dir(args.output, overwrite=args.overwrite, models=(model_path,),
+                     inputs=[spec for spec in (args.train, args.dev, args.table_data) if spec is not None])
     train_cols = _read(args.train, "--train", args)
     data_labels = build_label_names(train_cols.labels)
     if len(data_labels) < 2:
