@@ -18,8 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "build-table", help="build a model's token exit table",
         description="Build the token exit table GEEP predicts exit layers from. Each row's exit layer is the "
-                    "one the fastbert rule at --build-threshold gives it.")
-    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (updated in place)")
+                    "one the fastbert rule at --build-threshold gives it. DIR is updated in place, by design (no "
+                    "--output): its exit_table.safetensors and config.json are rewritten.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (updated in place; it "
+                   "must be writable)")
     p.add_argument("--data", metavar="DATA", default=None,
                    help=f"held-out rows (default: the model's own {TABLE_DATA_NAME}, saved by `geep train`)")
     add_table_options(p)
@@ -88,12 +90,14 @@ def threshold_from_dev(model, args: argparse.Namespace) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.outputs import check_writable
     from geep.inference.predictor import resolve_device
     from geep.modeling.model import MultiExitClassifier
 
     check_table_options(args)
     directory = Path(args.model)
     model = MultiExitClassifier.from_pretrained(directory, device=resolve_device(args.device))
+    check_writable(directory, "--model")  # before any pass over the data
     if args.data is None:
         spec = directory / TABLE_DATA_NAME
         if not spec.is_file():

@@ -12,8 +12,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate", help="choose each policy's default knob on dev",
         description="Score every knob of every policy on dev from one all-exits pass and store, per policy, the "
-                    "knob that meets the target as the model's default (used by predict).")
-    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (updated in place)")
+                    "knob that meets the target as the model's default (used by predict). DIR is updated in place, "
+                    "by design (no --output): only its config.json is rewritten, and only when the target is met.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (its config.json is "
+                   "updated in place; it must be writable)")
     p.add_argument("--dev", required=True, metavar="DATA", help="labelled dev data (FILE or NAME[:split])")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-speedup", type=float, metavar="X",
@@ -33,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.outputs import check_writable
     from geep.evaluation.calibrate import CALIBRATED_POLICIES, calibrate
     from geep.data import get_columns, load_dataset_spec
     from geep.inference.predictor import resolve_device
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise GeepError(f"--grid-points must be at least 2, got {args.grid_points}")
     directory = Path(args.model)
     model = MultiExitClassifier.from_pretrained(directory, device=resolve_device(args.device))
+    check_writable(directory, "--model")  # before the dev pass, not after it
     policies = None
     if args.policies:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
