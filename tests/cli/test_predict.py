@@ -220,3 +220,16 @@ def test_an_output_that_is_an_input_or_in_the_model_is_refused(model_dir, data, 
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(p.name for p in model_dir.iterdir()) == model_files
 
+
+
+def test_rows_without_text_are_predicted_keep_their_ids_and_are_counted(model_dir, tmp_path, caplog):
+    data = tmp_path / "in.jsonl"
+    rows = [{"id": "a", "body": "good movie"}, {"id": "b", "body": ""}, {"id": "c", "body": "   "},
+            {"id": "d", "body": None}, {"id": "e"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    with caplog.at_level("WARNING"):
+        assert predict_cli(model_dir, data, out) == 0
+    assert [r["id"] for r in read_jsonl(out)] == ["a", "b", "c", "d", "e"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "4 of 5 rows have no text in column 'body'" in warnings[0]

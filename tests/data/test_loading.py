@@ -179,6 +179,25 @@ def test_empty_and_whitespace_texts_are_valid(tmp_path: Path) -> None:
     assert get_columns(ds, "text", None, None, source="j", require_labels=False).texts == ["", "", "x"]
 
 
+def test_rows_without_text_are_kept_and_counted_in_one_warning(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "d.jsonl"
+    rows = [{"id": 1, "text": "", "pair": "p"}, {"id": 2, "text": "  \t"}, {"id": 3, "text": None, "pair": ""},
+            {"id": 4, "pair": "p"}, {"id": 5, "text": "real", "pair": "p"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level("WARNING", logger="geep.data.loading"):
+        cols = get_columns(load_dataset_spec(str(path)), "text", "pair", None, source="d.jsonl",
+                           require_labels=False, id_column="id")
+    assert cols.texts == ["", "", "", "", "real"] and cols.ids == [1, 2, 3, 4, 5]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["d.jsonl: 4 of 5 rows have no text in column 'text'; 2 of 5 rows have no text in column "
+                        "'pair' (empty, whitespace-only, null or missing); they are kept, read as empty texts"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="geep.data.loading"):
+        get_columns(datasets.Dataset.from_dict({"text": ["a", "b"]}), "text", None, None, source="x",
+                    require_labels=False)
+    assert not caplog.records
+
+
 def test_label_names_and_encoding() -> None:
     names = build_label_names(["b", "a", "b", "c"])
     assert names == ["a", "b", "c"]

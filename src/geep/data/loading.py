@@ -216,7 +216,8 @@ def get_columns(
 ) -> ColumnData:
     """Pull the text (and optional pair, label and id) columns out of ``ds`` as plain lists.
 
-    Texts become strings; a missing or whitespace-only text becomes "" (valid input). Labels become stripped
+    Texts become strings; a missing or whitespace-only text becomes "" (valid input: the row is kept, and one
+    warning line says how many rows have no text). Labels become stripped
     strings (an int 1 or a float 1.0 becomes "1"). With ``require_labels`` every row needs a label; without
     it an absent label column gives ``labels=None`` and a missing label becomes "". ``source`` names the data
     in error messages.
@@ -226,6 +227,7 @@ def get_columns(
     if text_pair_column is not None:
         values = _column(ds, text_pair_column, source)
         pairs = [_as_text(v, row, text_pair_column, source) for row, v in enumerate(values, 1)]
+    _warn_empty_texts(source, (text_column, texts), (text_pair_column, pairs))
     labels = None
     if label_column is None:
         if require_labels:
@@ -252,6 +254,15 @@ def _as_text(value: Any, row: int, column: str, source: str) -> str:
         raise GeepError(f"{source}: row {row} of column '{column}' is not text: {str(value)[:60]}")
     text = value if isinstance(value, str) else str(value)
     return text if text.strip() else ""
+
+
+def _warn_empty_texts(source: str, *columns: tuple[str | None, list[str] | None]) -> None:
+    """One warning line counting the rows with no text (empty, whitespace-only, null or missing) per column."""
+    counts = [f"{sum(t == '' for t in texts)} of {len(texts)} rows have no text in column '{name}'"
+              for name, texts in columns if texts is not None and "" in texts]
+    if counts:
+        logger.warning("%s: %s (empty, whitespace-only, null or missing); they are kept, read as empty texts",
+                       source, "; ".join(counts))
 
 
 def _as_label(value: Any) -> str:
