@@ -92,6 +92,7 @@ BAD = [
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--output", "{tmp}/in.csv"], "exists and is not a directory"),
     (["--output", "{tmp}"], "holds the input"),
+    (["--text-pair-column", "body"], "geep-model was trained on single texts"),
     (["--output", "{tmp}/geep-model/bench"], "inside the model directory"),
 ]
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from geep.cli.main import main
+from geep.modeling.model import MultiExitClassifier
 from tests.helpers import write_csv
 from tests.helpers import random_texts
 
@@ -85,6 +86,9 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
     (["build-table", "--data", "{data}", "--smoothing", "inf"], "--smoothing must be a finite number"),
     (["build-table"], "has no table_data.jsonl"),
     (["build-table", "--data", "{data}", "--text-column", "nope"], "nope"),
+    (["calibrate", "--dev", "{data}", "--text-pair-column", "text"], "trained on single texts"),
+    (["build-table", "--data", "{data}", "--text-pair-column", "text"], "trained on single texts"),
+    (["build-table", "--data", "{data}", "--dev", "{data}", "--text-pair-column", "text"], "trained on single texts"),
 ])
 def test_bad_input_is_one_line(saved, capsys, args, message):
     directory, data = saved
@@ -94,6 +98,18 @@ def test_bad_input_is_one_line(saved, capsys, args, message):
     assert main(args[:1] + ["--model", str(directory)] + args[1:]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("flag", ["--max-accuracy-drop", "--target-speedup"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_target_is_refused_at_parse_time(saved, monkeypatch, capsys, flag, value):
+    directory, data = saved
+    monkeypatch.setattr(MultiExitClassifier, "from_pretrained", lambda *a, **k: pytest.fail("the model loaded"))
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", "--model", str(directory), "--dev", str(data), f"{flag}={value}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"argument {flag}: must be a finite number, got '{value}'" in err[0]
 
 
 def test_build_threshold_defaults_to_fastbert_calibrated_on_dev(saved, capsys):

@@ -148,6 +148,7 @@ BAD = [
     (["--policy", "oracle", "--input", "{tmp}/badlabels.csv"], "never seen in training: 'zz'"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--text-pair-column", "body"], "was trained on single texts (no text pair column); drop the flag"),
 ]
 
 

@@ -118,6 +118,19 @@ def test_malformed_json_is_a_one_line_error(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("name, content, where", [
+    ("bad.jsonl", '{"text": "a"}\n{"text": "b"}\n\n{"text": "c" "label": 1}\n{"text": "d"}\n', "line 4, column 14"),
+    ("bad.jsonl", '{"text": "a"\n{"text": "b"}\n', "line 1, column 13"),
+    ("bad.json", '[\n {"text": "a"},\n {"text": "b" "label": 1}\n]\n', "line 3, column 15"),
+])
+def test_a_json_syntax_error_names_its_line(tmp_path: Path, name: str, content: str, where: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(GeepError) as info:
+        load_dataset_spec(str(path))
+    assert f"{name}: not valid JSON at {where}: Expecting ',' delimiter" in str(info.value)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_undecodable_bytes_ask_for_encoding(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"latin{suffix}"

@@ -64,6 +64,7 @@ def model_names(dirs: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from geep.bench import bench, check_policies, check_settings, format_summary, parse_batch_sizes, \
         write_outputs
+    from geep.cli.columns import pair_column
     from geep.cli.outputs import check_output_dir
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
     from geep.inference.predictor import resolve_device
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     models = {name: MultiExitClassifier.from_pretrained(d)
               for name, d in zip(model_names(args.model), args.model)}
     configs = [m.config for m in models.values()]
+    for name, config in zip(models, configs):
+        pair_column(args.text_pair_column, config, name)
     columns = []
     for flag, attr in (("text_column", "text_column"), ("text_pair_column", "text_pair_column"),
                        ("label_column", "label_column")):

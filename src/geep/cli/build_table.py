@@ -76,6 +76,7 @@ def build_from_spec(model, spec: str, args: argparse.Namespace, text_column: str
 
 def threshold_from_dev(model, args: argparse.Namespace) -> float:
     """S chosen on --dev, or the fixed default (logged) without dev data."""
+    from geep.cli.columns import pair_column
     from geep.data import get_columns, load_dataset_spec
     from geep.evaluation.build_table import DEFAULT_BUILD_THRESHOLD, auto_build_threshold
 
@@ -84,12 +85,13 @@ def threshold_from_dev(model, args: argparse.Namespace) -> float:
         return DEFAULT_BUILD_THRESHOLD
     cfg = model.config
     cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
-                       args.text_pair_column or cfg.text_pair_column, args.label_column or cfg.label_column,
+                       pair_column(args.text_pair_column, cfg, args.model), args.label_column or cfg.label_column,
                        source=args.dev, require_labels=True)
     return auto_build_threshold(model, cols.texts, cols.labels, cols.text_pairs)
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.columns import pair_column as checked_pair_column
     from geep.cli.outputs import check_writable
     from geep.inference.predictor import resolve_device
     from geep.modeling.model import MultiExitClassifier
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         spec, source = args.data, args.data
         text_column = args.text_column or model.config.text_column
-        pair_column = args.text_pair_column or model.config.text_pair_column
+        pair_column = checked_pair_column(args.text_pair_column, model.config, str(directory))
     if args.build_threshold is None:
         args.build_threshold = threshold_from_dev(model, args)
     table = build_from_spec(model, spec, args, text_column, pair_column, source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geep.cli.argtypes import finite_float
 from geep.errors import GeepError
 
 
@@ -18,9 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "updated in place; it must be writable)")
     p.add_argument("--dev", required=True, metavar="DATA", help="labelled dev data (FILE or NAME[:split])")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-speedup", type=float, metavar="X",
+    target.add_argument("--target-speedup", type=finite_float, metavar="X",
                         help="the most accurate knob whose FLOPs speed-up vs full is at least X")
-    target.add_argument("--max-accuracy-drop", type=float, metavar="D",
+    target.add_argument("--max-accuracy-drop", type=finite_float, metavar="D",
                         help="the fastest knob whose dev accuracy is at least full's minus D points")
     p.add_argument("--policies", default=None,
                    help="comma-separated (default: fastbert,deebert,confidence,pabee and, with a table, geep,geep-verify)")
@@ -35,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.columns import pair_column
     from geep.cli.outputs import check_writable
     from geep.evaluation.calibrate import CALIBRATED_POLICIES, calibrate
     from geep.data import get_columns, load_dataset_spec
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 raise GeepError(f"{name} needs an exit table; build one with `geep build-table --model {directory}`")
     cfg = model.config
     cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
-                       args.text_pair_column or cfg.text_pair_column, args.label_column or cfg.label_column,
+                       pair_column(args.text_pair_column, cfg, str(directory)), args.label_column or cfg.label_column,
                        source=args.dev, require_labels=True)
     chosen = calibrate(model, cols.texts, cols.labels, cols.text_pairs, target_speedup=args.target_speedup,
                        max_accuracy_drop=args.max_accuracy_drop, policies=policies, batch_size=args.batch_size,

@@ -75,6 +75,7 @@ def check_output(path: str, *, overwrite: bool = False, inputs: tuple = (), mode
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.columns import pair_column
     from geep.data import encode_labels, get_columns, load_dataset_spec
     from geep.inference.predictor import predict, resolve_device, resolve_knob
     from geep.modeling.model import MultiExitClassifier
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         id_column = "id"
     label_column = (args.label_column or config.label_column) if policy.needs_labels else None
     data = get_columns(ds, args.text_column or config.text_column,
-                       args.text_pair_column or config.text_pair_column, label_column, source=args.input,
+                       pair_column(args.text_pair_column, config, args.model), label_column, source=args.input,
                        require_labels=policy.needs_labels, id_column=id_column)
     labels = None
     if policy.needs_labels:

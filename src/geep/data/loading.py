@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
@@ -91,8 +92,37 @@ def _load_path(path: Path, encoding: str | None) -> datasets.Dataset:
                 f"{path}: cannot decode its bytes as {encoding or 'UTF-8'}; "
                 "pass the file's encoding with --encoding (e.g. --encoding latin-1)"
             ) from e
+        where = _json_syntax_error(path, encoding) if suffix in (".json", ".jsonl") else None
+        if where is not None:  # pyarrow and pandas name a byte position, often of an earlier line
+            raise GeepError(f"could not read {path}: not valid JSON at {where}") from e
         raise GeepError(f"could not read {path}: {_root_message(e)}") from e
     return ds
+
+
+def _json_syntax_error(path: Path, encoding: str | None) -> str | None:
+    """'line N, column M: why' of the first JSON syntax error in a JSON or JSON Lines file, or None.
+
+    A ``.jsonl`` file, or a ``.json`` file that is not one JSON document but parses up to "Extra data", is JSON
+    Lines: its lines are parsed one by one to find the first bad one.
+    """
+    try:
+        text = path.read_text(encoding=encoding or "utf-8-sig")
+    except (OSError, ValueError):
+        return None
+    if path.suffix.lower() == ".json":
+        try:
+            json.loads(text)
+            return None
+        except json.JSONDecodeError as e:
+            if e.msg != "Extra data":
+                return f"line {e.lineno}, column {e.colno}: {e.msg}"
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"line {lineno}, column {e.colno}: {e.msg}"
+    return None
 
 
 def _read_csv(path: Path, encoding: str | None, cache_dir: str, delimiter: str = ",") -> datasets.Dataset:
