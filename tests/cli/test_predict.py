@@ -234,3 +234,11 @@ def test_rows_without_text_are_predicted_keep_their_ids_and_are_counted(model_di
     assert [r["id"] for r in read_jsonl(out)] == ["a", "b", "c", "d", "e"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "4 of 5 rows have no text in column 'body'" in warnings[0]
+
+
+def test_a_first_row_over_128_kb_is_predicted(model_dir, tmp_path):
+    """The CSV header check once died on a first data row holding a field over 128 KB (a 20k-word document)."""
+    data = write_csv(tmp_path / "long.csv", ["body"], [[" ".join(["good"] * 30_000)], ["bad plot"]])
+    out = tmp_path / "out.jsonl"
+    assert predict_cli(model_dir, data, out) == 0
+    assert len(read_jsonl(out)) == 2
