@@ -51,3 +51,10 @@ def test_a_damaged_backbone_config_is_one_line(model_dir, tmp_path, capsys):
                  str(tmp_path / "out.jsonl"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is damaged" in err and "hidden_size" in err
+
+
+def test_a_damaged_training_args_file_is_ignored(model_dir, capsys):
+    for damaged in ("[1, 2]", "{not json", '"text"'):
+        (model_dir / "training_args.json").write_text(damaged)
+        assert main(["info", str(model_dir)]) == 0
+        assert "per-exit dev accuracy" in capsys.readouterr().out

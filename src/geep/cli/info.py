@@ -38,7 +38,9 @@ def read_model_info(directory: str | Path) -> tuple[GeepConfig, dict, dict | Non
     if args_path.is_file():
         try:
             training = json.loads(args_path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            training = None
+        if not isinstance(training, dict):  # damaged: info still shows the config
             training = None
     return config, raw, training
 
