@@ -91,6 +91,9 @@ BAD = [
     (["--max-samples", "0"], "--max-samples must be at least 1"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--output", "{tmp}/in.csv"], "exists and is not a directory"),
+    (["--output", "{tmp}"], "holds the input"),
+    (["--text-pair-column", "body"], "geep-model was trained on single texts"),
+    (["--output", "{tmp}/geep-model/bench"], "inside the model directory"),
 ]
 
 
@@ -106,4 +109,18 @@ def test_bad_input_is_one_line_and_exit_2(model_dir, data, tmp_path, capsys, ext
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert message in err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (model_dir / "bench").exists()
+
+
+def test_a_non_empty_output_is_refused_without_overwrite(model_dir, data, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bench.json").write_text("an earlier run")
+    quick = ["--policies", "fastbert", "--grid-points", 2, "--timed-points", 2, "--repeats", 3, "--batch-sizes", 4,
+             "--max-samples", 6]
+    assert bench_cli("--model", model_dir, "--data", data, "--output", out, *quick) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not empty" in err and "--overwrite" in err
+    assert (out / "bench.json").read_text() == "an earlier run"
+    assert bench_cli("--model", model_dir, "--data", data, "--output", out, *quick, "--overwrite") == 0
+    assert json.loads((out / "bench.json").read_text())["header"]["n"] == 6

@@ -1,11 +1,15 @@
 """geep build-table and geep calibrate end to end on a tiny saved model."""
 
+import importlib
 import json
+import os
+import tempfile
 
 import pytest
 import torch
 
 from geep.cli.main import main
+from geep.modeling.model import MultiExitClassifier
 from tests.helpers import write_csv
 from tests.helpers import random_texts
 
@@ -82,6 +86,9 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
     (["build-table", "--data", "{data}", "--smoothing", "inf"], "--smoothing must be a finite number"),
     (["build-table"], "has no table_data.jsonl"),
     (["build-table", "--data", "{data}", "--text-column", "nope"], "nope"),
+    (["calibrate", "--dev", "{data}", "--text-pair-column", "text"], "trained on single texts"),
+    (["build-table", "--data", "{data}", "--text-pair-column", "text"], "trained on single texts"),
+    (["build-table", "--data", "{data}", "--dev", "{data}", "--text-pair-column", "text"], "trained on single texts"),
 ])
 def test_bad_input_is_one_line(saved, capsys, args, message):
     directory, data = saved
@@ -91,6 +98,18 @@ def test_bad_input_is_one_line(saved, capsys, args, message):
     assert main(args[:1] + ["--model", str(directory)] + args[1:]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("flag", ["--max-accuracy-drop", "--target-speedup"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_target_is_refused_at_parse_time(saved, monkeypatch, capsys, flag, value):
+    directory, data = saved
+    monkeypatch.setattr(MultiExitClassifier, "from_pretrained", lambda *a, **k: pytest.fail("the model loaded"))
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", "--model", str(directory), "--dev", str(data), f"{flag}={value}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"argument {flag}: must be a finite number, got '{value}'" in err[0]
 
 
 def test_build_threshold_defaults_to_fastbert_calibrated_on_dev(saved, capsys):
@@ -103,3 +122,54 @@ def test_build_threshold_defaults_to_fastbert_calibrated_on_dev(saved, capsys):
     assert config_of(directory)["exit_table"]["build_threshold"] == pytest.approx(expected)
     assert main(["build-table", "--model", str(directory), "--data", str(data)]) == 0  # no dev: the fixed default
     assert config_of(directory)["exit_table"]["build_threshold"] == 0.2
+
+
+def snapshot(directory):
+    """Each file's bytes, inode and modification time: a file rewritten with the same bytes still shows."""
+    return {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
+
+
+def test_calibrate_rewrites_only_config_json(saved):
+    directory, data = saved
+    assert main(["build-table", "--model", str(directory), "--data", str(data)]) == 0
+    before = snapshot(directory)
+    assert "exit_table.safetensors" in before
+    assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--max-accuracy-drop", "1",
+                 "--grid-points", "5"]) == 0
+    after = snapshot(directory)
+    assert set(after) == set(before)
+    assert [name for name in before if after[name] != before[name]] == ["config.json"]
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Makes a directory refuse new files, as a read-only mount or a directory of another user does (tests may
+    run as root, whom chmod does not stop): creating a temporary file there raises PermissionError."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if os.path.realpath(kwargs.get("dir") or "") in blocked:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, **kwargs)
+
+    blocked = set()
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return lambda directory: blocked.add(os.path.realpath(directory))
+
+
+@pytest.mark.parametrize("command", ["calibrate", "build-table"])
+def test_an_unwritable_model_fails_before_the_pass_over_the_data(saved, read_only, monkeypatch, capsys, command):
+    directory, data = saved
+    passes = []
+    for module, name in (("calibrate", "sweep"), ("build_table", "predict")):  # the package names shadow them
+        monkeypatch.setattr(importlib.import_module(f"geep.evaluation.{module}"), name,
+                            lambda *a, name=name, **k: passes.append(name))
+    before = snapshot(directory)
+    read_only(directory)
+    args = (["--dev", str(data), "--max-accuracy-drop", "1"] if command == "calibrate" else
+            ["--data", str(data), "--build-threshold", "0.3"])
+    assert main([command, "--model", str(directory), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write into --model {directory}" in err
+    assert passes == []  # nothing ran
+    assert snapshot(directory) == before

@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="DATA", help="labelled FILE (.csv .tsv .json .jsonl .parquet, "
                    "a saved datasets dir) or a packaged NAME[:split], e.g. bbc:test")
     p.add_argument("--output", required=True, metavar="DIR", help="where bench.json, report.md, curves.png go")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output")
     p.add_argument("--batch-sizes", default="1,32", metavar="B,B,..", help="default: 1,32")
     p.add_argument("--policies", default=",".join(DEFAULT_POLICIES), metavar="P,P,..",
                    help="default: all (geep and geep-verify are skipped on a model without an exit table; full is "
@@ -63,6 +64,8 @@ def model_names(dirs: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from geep.bench import bench, check_policies, check_settings, format_summary, parse_batch_sizes, \
         write_outputs
+    from geep.cli.columns import pair_column
+    from geep.cli.outputs import check_output_dir
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
     from geep.inference.predictor import resolve_device
     from geep.modeling.model import MultiExitClassifier
@@ -80,15 +83,15 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise GeepError(f"--output {args.output} exists and is not a directory")
+    output = check_output_dir(args.output, overwrite=args.overwrite, inputs=(args.data,), models=args.model)
     if len(set(args.model)) != len(args.model):
         raise GeepError("the same --model is given twice")
 
     models = {name: MultiExitClassifier.from_pretrained(d)
               for name, d in zip(model_names(args.model), args.model)}
     configs = [m.config for m in models.values()]
+    for name, config in zip(models, configs):
+        pair_column(args.text_pair_column, config, name)
     columns = []
     for flag, attr in (("text_column", "text_column"), ("text_pair_column", "text_pair_column"),
                        ("label_column", "label_column")):

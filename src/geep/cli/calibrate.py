@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geep.cli.argtypes import finite_float
 from geep.errors import GeepError
 
 
@@ -12,13 +13,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate", help="choose each policy's default knob on dev",
         description="Score every knob of every policy on dev from one all-exits pass and store, per policy, the "
-                    "knob that meets the target as the model's default (used by predict).")
-    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (updated in place)")
+                    "knob that meets the target as the model's default (used by predict). DIR is updated in place, "
+                    "by design (no --output): only its config.json is rewritten, and only when the target is met.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (its config.json is "
+                   "updated in place; it must be writable)")
     p.add_argument("--dev", required=True, metavar="DATA", help="labelled dev data (FILE or NAME[:split])")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-speedup", type=float, metavar="X",
+    target.add_argument("--target-speedup", type=finite_float, metavar="X",
                         help="the most accurate knob whose FLOPs speed-up vs full is at least X")
-    target.add_argument("--max-accuracy-drop", type=float, metavar="D",
+    target.add_argument("--max-accuracy-drop", type=finite_float, metavar="D",
                         help="the fastest knob whose dev accuracy is at least full's minus D points")
     p.add_argument("--policies", default=None,
                    help="comma-separated (default: fastbert,deebert,confidence,pabee and, with a table, geep,geep-verify)")
@@ -33,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.columns import pair_column
+    from geep.cli.outputs import check_writable
     from geep.evaluation.calibrate import CALIBRATED_POLICIES, calibrate
     from geep.data import get_columns, load_dataset_spec
     from geep.inference.predictor import resolve_device
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise GeepError(f"--grid-points must be at least 2, got {args.grid_points}")
     directory = Path(args.model)
     model = MultiExitClassifier.from_pretrained(directory, device=resolve_device(args.device))
+    check_writable(directory, "--model")  # before the dev pass, not after it
     policies = None
     if args.policies:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 raise GeepError(f"{name} needs an exit table; build one with `geep build-table --model {directory}`")
     cfg = model.config
     cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
-                       args.text_pair_column or cfg.text_pair_column, args.label_column or cfg.label_column,
+                       pair_column(args.text_pair_column, cfg, str(directory)), args.label_column or cfg.label_column,
                        source=args.dev, require_labels=True)
     chosen = calibrate(model, cols.texts, cols.labels, cols.text_pairs, target_speedup=args.target_speedup,
                        max_accuracy_drop=args.max_accuracy_drop, policies=policies, batch_size=args.batch_size,

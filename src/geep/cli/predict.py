@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, metavar="DATA", help="FILE (.csv .tsv .json .jsonl .parquet, a "
                    "saved datasets dir) or a packaged NAME[:split]")
     p.add_argument("--output", required=True, metavar="FILE", help="where to write: .jsonl or .csv")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--text-column", default=None, help="default: the model's (from training)")
     p.add_argument("--text-pair-column", default=None, help="default: the model's (from training)")
     p.add_argument("--id-column", default=None,
@@ -66,27 +66,22 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def check_output(path: str) -> Path:
-    """The output path, checked: a .jsonl or .csv file in an existing directory, not a directory itself."""
-    out = Path(path)
-    if out.suffix.lower() not in OUTPUT_FORMATS:
-        raise GeepError(f"--output must end in {' or '.join(OUTPUT_FORMATS)}, got {path}")
-    if out.is_dir():
-        raise GeepError(f"--output {path} is a directory")
-    if not out.parent.is_dir():
-        raise GeepError(f"the directory of --output {path} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise GeepError(f"cannot write into the directory of --output {path}")
-    return out
+def check_output(path: str, *, overwrite: bool = False, inputs: tuple = (), models: tuple = ()) -> Path:
+    """The output path, checked (geep.cli.outputs): a .jsonl or .csv file in an existing writable directory, not
+    an existing file without ``overwrite``, neither an input nor inside a model directory."""
+    from geep.cli.outputs import check_output_file
+
+    return check_output_file(path, overwrite=overwrite, suffixes=OUTPUT_FORMATS, inputs=inputs, models=models)
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.columns import pair_column
     from geep.data import encode_labels, get_columns, load_dataset_spec
     from geep.inference.predictor import predict, resolve_device, resolve_knob
     from geep.modeling.model import MultiExitClassifier
     from geep.policies import get_policy
 
-    output = check_output(args.output)
+    output = check_output(args.output, overwrite=args.overwrite, inputs=(args.input,), models=(args.model,))
     if args.batch_size < 1:
         raise GeepError(f"--batch-size must be at least 1, got {args.batch_size}")
     policy = get_policy(args.policy)
@@ -100,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         id_column = "id"
     label_column = (args.label_column or config.label_column) if policy.needs_labels else None
     data = get_columns(ds, args.text_column or config.text_column,
-                       args.text_pair_column or config.text_pair_column, label_column, source=args.input,
+                       pair_column(args.text_pair_column, config, args.model), label_column, source=args.input,
                        require_labels=policy.needs_labels, id_column=id_column)
     labels = None
     if policy.needs_labels:

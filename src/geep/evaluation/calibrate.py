@@ -14,6 +14,7 @@ from torch import Tensor
 
 from geep.errors import GeepError
 from geep.evaluation.sweep import KnobPoint, choose_knob, sweep
+from geep.inference.inputs import as_texts
 from geep.inference.predictor import label_ids
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import get_policy
@@ -35,9 +36,10 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     """
     if policies is None:
         policies = [p for p in CALIBRATED_POLICIES if model.exit_table is not None or not get_policy(p).needs_table]
-    if not len(texts):
+    texts = as_texts(texts)
+    if not texts:
         raise GeepError("calibration needs labelled dev rows; got none")
-    encoded = model.tokenize(list(texts), None if text_pairs is None else list(text_pairs))
+    encoded = model.tokenize(texts, None if text_pairs is None else as_texts(text_pairs, "text_pairs"))
     result = sweep(model, encoded, label_ids(model, labels), policies=policies, batch_size=batch_size,
                    grid_points=grid_points)
     chosen = {name: choose_knob(result.points[name], result.full.accuracy, target_speedup=target_speedup,

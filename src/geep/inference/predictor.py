@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from geep.errors import GeepError
 from geep.exit_table import exit_distribution
+from geep.inference.inputs import as_texts, check_batch_size, check_label, check_model
 from geep.inference.offline import run_rows
 from geep.inference.outputs import ExitLogits, PolicyRun, PredictionOutput
 from geep.modeling.model import MultiExitClassifier
@@ -59,7 +60,8 @@ def label_ids(model: MultiExitClassifier, labels: Sequence[int | str] | Tensor) 
         return labels.long()
     index = {name: i for i, name in enumerate(model.label_names)}
     out = []
-    for label in labels:
+    for i, label in enumerate(labels):
+        check_label(label, i, model.config.num_labels)
         if isinstance(label, str):
             if label not in index:
                 raise GeepError(f"label {label!r} is not one of the model's labels: {', '.join(model.label_names)}")
@@ -125,8 +127,7 @@ def run_policy(model: MultiExitClassifier, encoded: Encoded, policy: str | Polic
     policy = get_policy(policy)
     knob = resolve_knob(model, policy, knob)
     n = len(encoded["input_ids"])
-    if batch_size < 1:
-        raise GeepError(f"batch size must be at least 1, got {batch_size}")
+    batch_size = check_batch_size(batch_size)
     if labels is not None:
         labels = label_ids(model, labels)
         if len(labels) != n:
@@ -170,8 +171,9 @@ def all_exit_logits(model: MultiExitClassifier, encoded: Encoded | Sequence[str]
 
     ``encoded`` is the output of ``model.tokenize`` or a list of texts (then tokenised here).
     """
+    batch_size = check_batch_size(batch_size)
     if not hasattr(encoded, "keys"):
-        encoded = model.tokenize(list(encoded), None if text_pairs is None else list(text_pairs))
+        encoded = model.tokenize(as_texts(encoded), None if text_pairs is None else as_texts(text_pairs, "text_pairs"))
     model.eval()
     lengths = token_lengths(encoded)
     n, C = len(lengths), model.config.num_labels
@@ -191,12 +193,6 @@ def all_exit_logits(model: MultiExitClassifier, encoded: Encoded | Sequence[str]
 
 
 # -------------------------------------------------------------------------------------------------- predict
-def _as_list(values: Any, name: str) -> list:
-    if isinstance(values, str):
-        return [values]
-    return list(values)
-
-
 def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None,
             *, policy: str | Policy = "full", knob: Any = None, batch_size: int = 32,
             labels: Sequence[int | str] | Tensor | None = None, show_progress: bool = False,
@@ -207,11 +203,15 @@ def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: 
     ``oracle``; ``knob`` None takes the model's calibrated knob for the policy (``geep calibrate``), else the
     policy's documented default.
     ``labels`` (names or class ids) are needed by ``oracle`` only. ``device`` moves the model there first.
+    A wrong argument (``texts`` None or holding bytes, ``batch_size=1.5``) is a GeepError naming it
+    (``geep.inference.inputs``).
     """
+    check_model(model)
+    texts = as_texts(texts, "texts")
+    pairs = None if text_pairs is None else as_texts(text_pairs, "text_pairs")
+    batch_size = check_batch_size(batch_size)
     policy = get_policy(policy)
     knob = resolve_knob(model, policy, knob)
-    texts = _as_list(texts, "texts")
-    pairs = None if text_pairs is None else _as_list(text_pairs, "text_pairs")
     if pairs is not None and len(pairs) != len(texts):
         raise GeepError(f"{len(pairs)} text pairs for {len(texts)} texts")
     ids = None if labels is None else label_ids(model, labels)
@@ -240,16 +240,14 @@ class Predictor:
 
     def __init__(self, model: MultiExitClassifier, policy: str = "full", knob: Any = None, *, batch_size: int = 32,
                  device: str | torch.device | None = None) -> None:
-        self.model = model
+        self.model = check_model(model)
         self.policy = get_policy(policy)
         target = resolve_device(device)
         if target is not None:
             model.to(target)
         model.eval()
         self.knob = resolve_knob(model, self.policy, knob)
-        if batch_size < 1:
-            raise GeepError(f"batch size must be at least 1, got {batch_size}")
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, policy: str = "full", knob: Any = None, **kwargs: Any
