@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from geep.cli.predict_ray import add_ray_arguments, run_ray
 from geep.errors import GeepError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="a directory written by `geep train`")
     p.add_argument("--input", required=True, metavar="DATA", help="FILE (.csv .tsv .json .jsonl .parquet, a "
                    "saved datasets dir) or a packaged NAME[:split]")
-    p.add_argument("--output", required=True, metavar="FILE", help="where to write: .jsonl or .csv")
+    p.add_argument("--output", required=True, metavar="FILE", help="where to write: .jsonl or .csv (with --ray: a "
+                   "directory)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--text-column", default=None, help="default: the model's (from training)")
     p.add_argument("--text-pair-column", default=None, help="default: the model's (from training)")
@@ -56,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
     p.add_argument("--encoding", default=None, help="encoding of CSV/TSV/JSON input (default UTF-8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -75,6 +78,14 @@ def check_output(path: str, *, overwrite: bool = False, inputs: tuple = (), mode
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray:
+        return run_ray(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise GeepError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     from geep.cli.columns import pair_column
     from geep.data import encode_labels, get_columns, load_dataset_spec
     from geep.inference.predictor import predict, resolve_device, resolve_knob
