@@ -51,3 +51,16 @@ def test_a_taken_port_and_a_missing_model_are_one_line(model_dir, tmp_path, caps
     assert main(["serve", "--model", str(tmp_path / "nothing"), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and err.count("\n") == 0
+
+
+def test_the_readme_lists_every_flag():
+    from pathlib import Path
+
+    from geep.cli.main import build_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Serving over HTTP"):readme.index("## Layout")]
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    flags = [s for action in serve._actions for s in action.option_strings if s.startswith("--") and s != "--help"]
+    missing = [flag for flag in flags if f"`{flag}" not in section and f"{flag}`" not in section]
+    assert not missing, missing

@@ -97,3 +97,17 @@ def test_every_schedule_gives_each_row_its_planned_exit_offline(schedule):
     assert exits.tolist() == plan
     assert all(a == b for a, b in policy.seen)
     assert isinstance(get_strategy("layer", max_wait=0.1, order="oldest"), LayerPools)
+
+
+@pytest.mark.parametrize("fill,expected", [("length", [0, 4, 2]), ("arrival", [0, 1, 2])])
+def test_a_full_pool_takes_its_oldest_row_and_the_rows_nearest_its_length(fill, expected):
+    """Five fresh rows, a batch of 3: ``length`` takes the oldest row (10 tokens) and the two nearest it in length
+    (9, then 12: the older of 12 and 8 is row 2), so the step pads to 12, not to 40."""
+    scheduler = Scheduler([1, 2], 2, LayerPools(fill=fill), batch_size=3)
+    lengths = [10, 40, 12, 8, 9]
+    scheduler.add([Row(i, [1] * n, arrival=float(i), key=i) for i, n in enumerate(lengths)])
+    step = scheduler.schedule(now=10.0)
+    assert [r.id for r in step.rows] == expected
+    assert step.seq_len == max(lengths[i] for i in expected)
+    with pytest.raises(GeepError, match="unknown fill 'random'"):
+        LayerPools(fill="random")

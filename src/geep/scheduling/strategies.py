@@ -10,7 +10,8 @@
   exactly its predicted layer and reads one head there) with pooled continuation for the rows a policy lets go on
   (``geep-verify``); without them it is a layer-by-layer policy re-batched between exits.
 - :class:`LayerPools` (``layer``): a server's layer-level continuous batching. Rows join the pool at layer 0 as
-  requests arrive; a step takes up to a batch of rows, oldest first, from one pool and runs them to its target exit;
+  requests arrive; a step takes up to a batch of rows from one pool (its oldest row and the rows nearest that row's
+  length, see :data:`FILLS`) and runs them to its target exit;
   rows that continue join the next exit's pool, where they batch with other requests' rows. A pool of fresh rows
   waits at most ``max_wait`` (from its oldest row's arrival) for a fuller batch; pools of continuing rows never wait.
   Which ready pool runs next is the ``order`` rule (see :data:`POOL_ORDERS`).
@@ -99,7 +100,11 @@ class Pooled(Strategy):
         return pool, pool.take(scheduler.batch_size, key)
 
 
-# Which ready pool a LayerPools step runs next: the smallest key first (pools of one lane; rows of one policy).
+# Which ready pool a LayerPools step runs next: the smallest key first. The default, deepest with the `length`
+# fill below, was chosen by measurement (benchmarks/serve_schedule_sim.py: the real scheduler on recorded exits and
+# a virtual clock; BENCHMARKS.md): with first-come batch-mates, deepest and oldest both run exactly as `shrink` does
+# (continuing rows are always the oldest), fullest and shallowest starve deep rows (p95 far up past half capacity);
+# deepest with `length` batch-mates had the highest capacity and the lowest p95 near it.
 #   oldest:  the pool whose oldest row arrived first (first come, first served over requests), deeper on a tie;
 #   deepest: the deepest pool first (finish the work in flight before starting new rows), then the oldest;
 #   fullest: the pool with the most rows first (the largest batch), then the oldest;
@@ -113,17 +118,27 @@ POOL_ORDERS: dict[str, Callable[[Pool], tuple]] = {
 }
 
 
+# Which rows of the chosen pool a LayerPools step takes (up to a batch):
+#   arrival: the oldest rows (first come, first served);
+#   length:  the oldest row, then the rows nearest its length (older first on a tie): the oldest row is never left
+#     behind, and a batch of mixed lengths is not padded to its longest row for rows far shorter.
+FILLS = ("arrival", "length")
+
+
 class LayerPools(Strategy):
     """Layer-level continuous batching for a server (see the module docstring). ``max_wait``: how long a pool of
     fresh rows waits for a fuller batch, in the unit of the rows' arrival times; ``order``: a key of
-    :data:`POOL_ORDERS`. Rows are taken in their callers' order (``Row.key``: a server numbers rows as they arrive)."""
+    :data:`POOL_ORDERS`; ``fill``: one of :data:`FILLS`. Rows' ``key`` is their callers' order (a server numbers
+    rows as they arrive)."""
 
     name = "layer"
 
-    def __init__(self, max_wait: float = 0.0, order: str = "deepest") -> None:
+    def __init__(self, max_wait: float = 0.0, order: str = "deepest", fill: str = "length") -> None:
         if order not in POOL_ORDERS:
             raise GeepError(f"unknown pool order {order!r}; choose one of: {', '.join(POOL_ORDERS)}")
-        self.max_wait, self.order = max_wait, order
+        if fill not in FILLS:
+            raise GeepError(f"unknown fill {fill!r}; choose one of: {', '.join(FILLS)}")
+        self.max_wait, self.order, self.fill = max_wait, order, fill
 
     def pick(self, scheduler: Scheduler, now: float = 0.0) -> tuple[Pool, list[Row]] | None:
         ready = [pool for pool in scheduler.nonempty_pools()
@@ -131,7 +146,11 @@ class LayerPools(Strategy):
         if not ready:
             return None
         pool = min(ready, key=POOL_ORDERS[self.order])
-        return pool, pool.take(scheduler.batch_size, _by_key)
+        if self.fill == "arrival" or len(pool) <= scheduler.batch_size:
+            return pool, pool.take(scheduler.batch_size, _by_key)
+        oldest = min(pool.rows, key=_by_key)
+        return pool, pool.take(scheduler.batch_size,
+                               lambda row: (row is not oldest, abs(row.length - oldest.length), row.key))
 
     def ready_at(self, scheduler: Scheduler) -> float:
         return min(fresh_ready_at(pool, scheduler.batch_size, self.max_wait) for pool in scheduler.nonempty_pools())
