@@ -56,11 +56,11 @@ def with_table(tiny):
 
 
 @pytest.mark.parametrize("policy,batching", [("fastbert", "layer"), ("fastbert", "shrink"), ("pabee", "layer"),
-                                             ("geep-verify", "layer"), ("full", "layer")])
+                                             ("geep-verify", "layer")])
 def test_concurrent_clients_get_what_offline_prediction_gives_each_text_alone(with_table, policy, batching):
     """32 clients x 4 requests of 1-8 texts: every prediction equals predict([text]) alone, none lost, in order."""
     model, texts, fastbert_knob, _, _ = with_table
-    knob = {"fastbert": fastbert_knob, "pabee": 1, "geep-verify": 0.5, "full": None}[policy]
+    knob = {"fastbert": fastbert_knob, "pabee": 1, "geep-verify": 0.5}[policy]
     resolved = resolve_knob(model, policy, knob)
     pool = safe_texts(model, texts, policy, resolved)
     assert len(pool) >= 40
@@ -81,8 +81,7 @@ def test_concurrent_clients_get_what_offline_prediction_gives_each_text_alone(wi
             torch.testing.assert_close(served, probabilities, atol=1e-5, rtol=0)
             assert got["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
             exits.add(exit_layer)
-    if policy != "full":
-        assert len(exits) >= 2, "rows should leave at different exits"
+    assert len(exits) >= 2, "rows should leave at different exits"
     steps = app.state.metrics.batch.collect()[0].samples
     assert max(s.value for s in steps if s.name.endswith("_sum")) > 0
 

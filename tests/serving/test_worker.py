@@ -37,8 +37,9 @@ def test_a_row_that_exits_is_answered_while_another_requests_row_is_held_deeper(
             async with httpx.AsyncClient(base_url=url, timeout=WAIT_S) as http:
                 a = asyncio.ensure_future(http.post("/predict", json={"inputs": early[0]}))
                 b = asyncio.ensure_future(http.post("/predict", json={"inputs": late[0]}))
-                answered_a = await asyncio.wait_for(a, WAIT_S)
-                held = backend.holding.is_set() and not b.done()
+                answered_a = await asyncio.wait_for(a, WAIT_S)  # nothing is released yet
+                held = await asyncio.to_thread(backend.holding.wait, WAIT_S)  # B's row reached the held step
+                held = held and not b.done()
                 backend.release.set()
                 return answered_a, held, await asyncio.wait_for(b, WAIT_S)
         a, held_while_a_answered, b = asyncio.run(scenario())
