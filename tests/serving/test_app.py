@@ -168,6 +168,9 @@ def test_a_full_queue_answers_503_with_retry_after(tiny):
         assert "more than 4 rows would be in flight" in full.json()["detail"]
         assert first.status_code == 200 and last.status_code == 200
         assert len(first.json()["predictions"]) == 3
+        rows = {s.labels["status"]: s.value for s in app.state.metrics.rows.collect()[0].samples
+                if s.name.endswith("_total")}
+        assert rows == {"rejected": 2, "ok": 4}
         assert http.post("/predict", json={"inputs": texts[:4]}).status_code == 200
 
 

@@ -106,9 +106,9 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
             detail = f"send the body as JSON with Content-Type: application/json (got {kind or 'none'})"
         return JSONResponse({"detail": detail}, status_code=422)
 
-    def refuse(status: int, reason: str, detail: str, headers: dict | None = None) -> HTTPException:
+    def refuse(status: int, reason: str, detail: str, headers: dict | None = None, rows: int = 0) -> HTTPException:
         metrics.request(status)
-        metrics.reject(reason)
+        metrics.reject(reason, rows)
         return HTTPException(status, detail, headers=headers)
 
     @app.post("/predict", response_model=PredictResponse,
@@ -121,15 +121,16 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
             raise refuse(422, "invalid", str(e)) from None
         texts, pairs = body.texts()
         if len(texts) > settings.max_texts:
-            raise refuse(413, "too_many_texts", f"{len(texts)} texts in one request; at most {settings.max_texts}")
+            raise refuse(413, "too_many_texts", f"{len(texts)} texts in one request; at most {settings.max_texts}",
+                         rows=len(texts))
         for i, text in enumerate(texts + (pairs or [])):
             if len(text) > settings.max_text_chars:
                 which = f"text {i}" if i < len(texts) else f"text pair {i - len(texts)}"
                 raise refuse(413, "text_too_long", f"{which} has {len(text)} characters; at most "
-                                                   f"{settings.max_text_chars}")
+                                                   f"{settings.max_text_chars}", rows=len(texts))
         if not worker.alive:
             detail = "the server is shutting down" if worker.error is None else "the model worker stopped"
-            raise refuse(503, "unavailable", detail, {"Retry-After": str(RETRY_AFTER_S)})
+            raise refuse(503, "unavailable", detail, {"Retry-After": str(RETRY_AFTER_S)}, len(texts))
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Outcome] = loop.create_future()
 
@@ -139,7 +140,7 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
         job = Job(texts, pairs, policy, knob, arrival, done)
         if not worker.submit(job):
             raise refuse(503, "queue_full", f"the server is full: more than {settings.max_queue} rows would be "
-                                            "in flight; retry later", {"Retry-After": str(RETRY_AFTER_S)})
+                                            "in flight; retry later", {"Retry-After": str(RETRY_AFTER_S)}, len(texts))
         gone = asyncio.ensure_future(_disconnected(request))
         timeout = max(settings.request_timeout_s - (clock() - arrival), 0.0)
         try:

@@ -7,7 +7,7 @@
 - ``geep_batch_size{layer}``: rows per step, by the exit the step runs to;
 - ``geep_rows_exited_total{layer}``: rows answered at each exit;
 - ``geep_rejections_total{reason}``: requests refused before the worker (queue_full, too_many_texts,
-  text_too_long, invalid, unauthorized).
+  text_too_long, invalid, unauthorized, unavailable: shutting down).
 """
 
 from __future__ import annotations
