@@ -18,7 +18,7 @@ Everything is bounded: each point sends for at most ``--max-point-s`` seconds an
 request times out, and the run skips what is left once ``--budget-min`` minutes have passed (said in the report).
 
     python benchmarks/serve_load.py --model runs/demo/geep --output benchmarks/results/serve_load \\
-        --rate-factors 0.25,0.5,0.75,1,1.5,2,3,4 --requests 500 --server-cpus 0 --client-cpus 1
+        --rate-factors 0.5,1,1.5,2,2.5,3,4,5 --requests 500 --server-cpus 0 --client-cpus 1
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", action="append", default=None, help="repeatable (default: bbc:test, tweets:test)")
     p.add_argument("--configs", default="a,b,c,d", help="which of a,b,c,d (a is needed for the bound)")
     p.add_argument("--rates", default=None, help="open-loop rates, requests/s, e.g. 2,4,8")
-    p.add_argument("--rate-factors", default="0.25,0.5,0.75,1,1.5,2,3,4",
+    p.add_argument("--rate-factors", default="0.5,1,1.5,2,2.5,3,4,5",
                    help="rates as multiples of (a)'s full-batch rate max_batch/T (used without --rates)")
     p.add_argument("--requests", type=int, default=500, help="requests per point (issue 11: at least 500)")
-    p.add_argument("--max-point-s", type=float, default=90.0, help="most seconds of sending per point")
+    p.add_argument("--max-point-s", type=float, default=120.0, help="most seconds of sending per point")
     p.add_argument("--closed-clients", default="1,8,32", help="closed-loop points: clients (empty: none)")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--batch-repeats", type=int, default=5, help="timed full batches of (a) for T (median)")

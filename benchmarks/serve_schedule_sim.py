@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [("full", "layer", None, None), ("fastbert", "shrink", None, None)]
     runs += [(pol, "layer", order, fill) for pol in args.policies.split(",") for fill in FILLS
              for order in POOL_ORDERS]
-    lines = [f"# Pool order on a virtual clock (`benchmarks/serve_schedule_sim.py`)", "",
+    lines = ["# Pool order on a virtual clock (`benchmarks/serve_schedule_sim.py`)", "",
              f"model {args.model}; {len(texts)} requests of one text (bbc:test + tweets:test); max batch "
              f"{args.max_batch}, max wait {args.max_wait_ms} ms; one layer call = {1000 * a:.2f} ms + FLOPs / "
              f"{R / 1e9:.1f} GFLOP/s ({'given' if args.cost else 'fitted on this machine'}); (a)'s full batch T = {1000 * T_full:.0f} ms, "

@@ -3,6 +3,7 @@ backend: one whose layers can be held on an Event, one that fails a chosen step.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from contextlib import contextmanager
@@ -11,7 +12,6 @@ import httpx
 import pytest
 import torch
 import uvicorn
-
 from transformers import BertModel
 
 from geep.inference import all_exit_logits
@@ -43,6 +43,14 @@ def serving(app):
         thread.join(WAIT_S)
         sock.close()
     assert not thread.is_alive(), "the server did not stop"
+
+
+async def until(condition, timeout: float = WAIT_S) -> None:
+    """Polls ``condition`` (every 10 ms) until it holds; fails after ``timeout``."""
+    async def poll():
+        while not condition():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
 
 
 def client(url: str, **kwargs) -> httpx.Client:

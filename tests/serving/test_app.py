@@ -17,7 +17,7 @@ from geep.evaluation import build_table
 from geep.inference import all_exit_logits, predict
 from geep.inference.predictor import resolve_knob
 from geep.policies import entropy
-from tests.serving.conftest import FOREVER_MS, WAIT_S, client, make_app, safe_texts, serving
+from tests.serving.conftest import FOREVER_MS, WAIT_S, client, make_app, safe_texts, serving, until
 
 
 def offline(model, texts, policy, knob):
@@ -172,14 +172,6 @@ def test_a_full_queue_answers_503_with_retry_after(tiny):
                 if s.name.endswith("_total")}
         assert rows == {"rejected": 2, "ok": 4}
         assert http.post("/predict", json={"inputs": texts[:4]}).status_code == 200
-
-
-async def until(condition, timeout: float = WAIT_S) -> None:
-    """Polls ``condition`` (every 10 ms) until it holds; fails after ``timeout``."""
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.01)
-    await asyncio.wait_for(poll(), timeout)
 
 
 def test_the_api_key_is_required_everywhere_but_health_and_ready(tiny, monkeypatch):

@@ -5,15 +5,13 @@ abandoned requests leave the pools."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import json
+import socket
 
 import httpx
-import pytest
 
 from geep.inference import predict
-from tests.serving.conftest import (FOREVER_MS, WAIT_S, FailingBackend, HeldBackend, client, make_app, serving)
-from tests.serving.test_app import until
+from tests.serving.conftest import FOREVER_MS, WAIT_S, FailingBackend, HeldBackend, client, make_app, serving, until
 
 
 def post_all(url: str, bodies: list[dict]) -> list[httpx.Response]:
