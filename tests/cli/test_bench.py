@@ -91,6 +91,8 @@ BAD = [
     (["--max-samples", "0"], "--max-samples must be at least 1"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--output", "{tmp}/in.csv"], "exists and is not a directory"),
+    (["--precision", "fp32,int4"], "unknown precision 'int4'; choose one of: fp32, int8, fp16, bf16"),
+    (["--precision", "fp16"], "fp16 runs on cuda, not cpu"),
 ]
 
 

@@ -147,6 +147,8 @@ BAD = [
     (["--policy", "oracle", "--input", "{tmp}/badlabels.csv"], "never seen in training: 'zz'"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--precision", "int4"], "unknown precision 'int4'; choose one of: fp32, int8, fp16, bf16"),
+    (["--precision", "fp16"], "fp16 runs on cuda, not cpu"),
 ]
 
 
@@ -170,3 +172,12 @@ def test_bad_input_is_one_line_and_exit_2(model_dir, data, tmp_path, capsys, ext
 def test_cuda_without_cuda(model_dir, data, tmp_path, capsys):
     assert predict_cli(model_dir, data, tmp_path / "o.jsonl", "--device", "cuda") == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_int8_predictions_match_fp32_labels(model_dir, data, tmp_path):
+    assert predict_cli(model_dir, data, tmp_path / "fp32.jsonl", "--policy", "pabee", "--threshold", "1") == 0
+    assert predict_cli(model_dir, data, tmp_path / "int8.jsonl", "--policy", "pabee", "--threshold", "1",
+                       "--precision", "int8") == 0
+    fp32, int8 = read_jsonl(tmp_path / "fp32.jsonl"), read_jsonl(tmp_path / "int8.jsonl")
+    assert [r["id"] for r in int8] == [r["id"] for r in fp32]
+    assert sum(a["prediction"] == b["prediction"] for a, b in zip(fp32, int8)) >= len(fp32) - 1

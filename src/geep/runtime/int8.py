@@ -22,6 +22,10 @@ import torch
 from torch import Tensor, nn
 
 QMAX = 127  # symmetric int8: [-127, 127], so negating a value never overflows
+# Tokens quantised and multiplied at a time. A batch of 32 rows of 128 tokens is 4096 tokens: quantising and rescaling
+# it whole makes temporaries of tens of MB that miss every cache (and are page-faulted in afresh each call), which
+# made batch 32 slower per row than batch 1; blocks of 512 tokens keep them in cache (benchmarks/int8_choice.py).
+BLOCK_TOKENS = 512
 
 
 def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -44,13 +48,17 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias, persistent=False)  # (N,) or None
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (..., K) fp32 -> (..., N) fp32."""
+        """x (..., K) fp32 -> (..., N) fp32, ``BLOCK_TOKENS`` tokens at a time (each token is independent)."""
         shape = x.shape
-        x_q, x_scale = quantize_rows(x.reshape(-1, shape[-1]))  # (M, K) int8, (M, 1)
-        y = torch._int_mm(x_q, self.weight_t).float()  # (M, N), exact int32 sums
-        y.mul_(x_scale).mul_(self.weight_scale)
-        if self.bias is not None:
-            y.add_(self.bias)
+        x = x.reshape(-1, shape[-1])  # (M, K)
+        y = torch.empty((x.shape[0], self.out_features), dtype=torch.float32, device=x.device)  # (M, N)
+        for start in range(0, x.shape[0], BLOCK_TOKENS):
+            x_q, x_scale = quantize_rows(x[start:start + BLOCK_TOKENS])  # (m, K) int8, (m, 1)
+            block = y[start:start + BLOCK_TOKENS]
+            block.copy_(torch._int_mm(x_q, self.weight_t))  # exact int32 sums, as fp32
+            block.mul_(x_scale).mul_(self.weight_scale)
+            if self.bias is not None:
+                block.add_(self.bias)
         return y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
