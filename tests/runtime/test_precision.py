@@ -53,3 +53,27 @@ def test_bf16_on_the_cpu_reads_fp32_logits(make_model):
     assert next(backend.model.backbone.parameters()).dtype == torch.bfloat16
     state = backend.run_layers(backend.embed([0, 1], [[2, 7, 9], [2, 5]]), 1)
     assert backend.read_head(state).dtype == torch.float32
+
+
+def test_int8_rows_do_not_depend_on_the_padding_of_their_batch():
+    """A row alone and padded among longer rows: the same exit logits at int8 to fp32's own noise. Attention sums
+    over the padded length; its inputs are handed over in float64 so int8 rounding never sees the difference."""
+    from transformers import BertModel
+
+    from geep.inference import all_exit_logits
+    from geep.modeling import GeepConfig, MultiExitClassifier
+    from tests.helpers import tiny_bert_config
+
+    torch.manual_seed(3)
+    # Wide enough for some values to sit at a rounding boundary (with fp32 attention the logits differ by 1e-5).
+    encoder = BertModel(tiny_bert_config(4, hidden_size=256, intermediate_size=512, num_attention_heads=4))
+    model = MultiExitClassifier(encoder, GeepConfig(num_layers=4, label_names=["a", "b"])).eval()
+    g = torch.Generator().manual_seed(0)
+    rows = [[2] + torch.randint(5, 99, (int(n),), generator=g).tolist() for n in torch.randint(3, 60, (40,), generator=g)]
+    encoded = {"input_ids": rows}
+    attention = [m for m in prepared_model(model, "int8").modules() if isinstance(m, Int8Linear)
+                 and m.out_dtype == torch.float64]
+    assert len(attention) == 3 * 4  # query, key, value of each layer
+    together = all_exit_logits(model, encoded, batch_size=40, precision="int8").logits
+    alone = all_exit_logits(model, encoded, batch_size=1, precision="int8").logits
+    assert float((together - alone).abs().max()) < 1e-6
