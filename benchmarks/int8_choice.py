@@ -4,7 +4,9 @@ Every candidate runs the whole model (``full``: embeddings, every layer, the las
 MiniLM over bbc test rows truncated at 128 tokens (nearly all bbc rows are longer), one thread:
 
 - ``fp32``: geep's own backend, the reference;
-- ``geep int8``: geep's int8 backend (``geep.runtime.int8``: per-token activation scales, ``torch._int_mm``);
+- ``geep int8``: geep's int8 backend (``geep.runtime.int8``: per-token activation scales, ``torch._int_mm``,
+  attention inputs in float64); ``geep int8, attention in fp32``: the same with fp32 attention (what exact batch
+  invariance costs);
 - ``torch quantize_dynamic``: ``torch.ao.quantization.quantize_dynamic`` on the encoder's Linears (fbgemm; one
   activation scale per tensor; deprecated in torch 2.13);
 - ``torchao int8 (eager)``: ``quantize_(encoder, Int8DynamicActivationInt8WeightConfig())`` (per-token
@@ -74,7 +76,16 @@ def torch_variant(model: MultiExitClassifier, how: str) -> MultiExitClassifier:
     """A copy of ``model`` whose encoder Linears are quantised by ``how``."""
     out = copy.deepcopy(model)
     encoder = out.backbone.encoder.encoder
-    if how == "quantize_dynamic":
+    if how == "geep-fp32-attention":  # geep's int8 with the attention inputs left in fp32 (not batch-invariant)
+        from geep.runtime import int8
+
+        kept, int8.ATTENTION_INPUTS = int8.ATTENTION_INPUTS, ()
+        try:
+            for layer in out.backbone.layers:
+                int8.quantize_linears(layer)
+        finally:
+            int8.ATTENTION_INPUTS = kept
+    elif how == "quantize_dynamic":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.ao.quantization.quantize_dynamic(encoder, {nn.Linear}, dtype=torch.qint8, inplace=True)
@@ -226,6 +237,7 @@ def candidates_report(model, encoded, encoded_b1, args) -> list[str]:
     runners["fp32 (geep)"] = torch_runner(model)
     prep["fp32 (geep)"] = 0.0
     for name, fn in (("geep int8 (per-token, _int_mm)", lambda: torch_runner(model, "int8")),
+                     ("geep int8, attention in fp32", lambda: torch_runner(torch_variant(model, "geep-fp32-attention"))),
                      ("torch quantize_dynamic", lambda: torch_runner(torch_variant(model, "quantize_dynamic"))),
                      ("torchao int8 (eager)", lambda: torch_runner(torch_variant(model, "torchao"))),
                      ("bf16 (geep)", lambda: torch_runner(model, "bf16"))):

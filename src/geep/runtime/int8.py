@@ -63,8 +63,8 @@ class Int8Linear(nn.Module):
         for start in range(0, x.shape[0], BLOCK_TOKENS):
             x_q, x_scale = quantize_rows(x[start:start + BLOCK_TOKENS])  # (m, K) int8, (m, 1)
             block = y[start:start + BLOCK_TOKENS]
-            block.copy_(torch._int_mm(x_q, self.weight_t))  # exact int32 sums, as fp32
-            block.mul_(x_scale).mul_(self.weight_scale)
+            block.copy_(torch._int_mm(x_q, self.weight_t))  # exact int32 sums, in out_dtype
+            block.mul_(x_scale.to(block.dtype)).mul_(self.weight_scale.to(block.dtype))  # one dtype: vectorised
             if self.bias is not None:
                 block.add_(self.bias)
         return y.view(*shape[:-1], self.out_features)
