@@ -16,7 +16,8 @@ row's context vectors differ in the last bits between a batch padded to 40 token
 rounding turns a last-bit difference at a rounding boundary into a whole step (on MiniLM, 2.5e-4 in a row's
 probabilities). The query, key and value projections therefore hand their output over in float64: attention then
 sums in float64, whose last-bit differences never reach the fp32 the next int8 Linear quantises (3e-8, as fp32's
-own), for about 7% of the int8 model's time.
+own). That costs about a fifth of int8's throughput on MiniLM (bbc: 1.53x fp32 instead of 2.01x); setting
+``ATTENTION_INPUTS = ()`` trades it back (BENCHMARKS.md).
 
 Embeddings, layer norms, attention scores and the exit heads stay fp32: the heads are a few percent of a layer's
 FLOPs and their confidences decide who exits.

@@ -3,8 +3,8 @@
 Precisions (``--precision``):
 
 - ``fp32``: the model as it is (``TorchBackend``), on the CPU or CUDA;
-- ``int8``: the CPU only; every Linear of the encoder in int8 with per-token activation scales
-  (``geep.runtime.int8``), embeddings, attention scores and exit heads in fp32;
+- ``int8``: the CPU only; every Linear of the encoder in int8 with per-token activation scales, attention summed in
+  float64 (``geep.runtime.int8``), embeddings, layer norms and exit heads in fp32;
 - ``fp16``: CUDA only;
 - ``bf16``: CUDA, and the CPU (measured faster than fp32 on this project's CPU, which has AVX512-BF16:
   ``benchmarks/int8_choice.py``).
