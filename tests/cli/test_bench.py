@@ -94,6 +94,8 @@ BAD = [
     (["--output", "{tmp}"], "holds the input"),
     (["--text-pair-column", "body"], "geep-model was trained on single texts"),
     (["--output", "{tmp}/geep-model/bench"], "inside the model directory"),
+    (["--precision", "fp32,int4"], "unknown precision 'int4'; choose one of: fp32, int8, fp16, bf16"),
+    (["--precision", "fp16"], "fp16 runs on cuda, not cpu"),
 ]
 
 

@@ -76,12 +76,27 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
     assert (directory / "config.json").read_text() == before
 
 
+def test_calibrate_at_int8_keeps_the_fp32_knobs(saved, capsys):
+    directory, data = saved
+    assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--policies", "fastbert,pabee",
+                 "--max-accuracy-drop", "0", "--grid-points", "5"]) == 0
+    fp32 = config_of(directory)["default_knobs"]["fp32"]
+    assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--policies", "fastbert,pabee",
+                 "--max-accuracy-drop", "100", "--grid-points", "5", "--precision", "int8"]) == 0
+    assert "at int8 for accuracy drop" in capsys.readouterr().out
+    knobs = config_of(directory)["default_knobs"]
+    assert knobs["fp32"] == fp32 and set(knobs["int8"]) == {"fastbert", "pabee"}
+    assert knobs["int8"]["fastbert"]["threshold"] >= 0.5  # any accuracy allowed: the fastest knob
+
+
 @pytest.mark.parametrize("args, message", [
     (["calibrate", "--dev", "{data}", "--policies", "geep"], "needs an exit table"),
     (["calibrate", "--dev", "{data}", "--policies", "full"], "has no knob to calibrate"),
     (["calibrate", "--dev", "{data}", "--policies", "nope"], "unknown policy 'nope'"),
     (["calibrate", "--dev", "{data}", "--target-speedup", "-1"], "must be positive"),
     (["calibrate", "--dev", "missing.csv"], "no such file"),
+    (["calibrate", "--dev", "{data}", "--precision", "int4"], "unknown precision 'int4'"),
+    (["calibrate", "--dev", "{data}", "--precision", "fp16"], "fp16 runs on cuda, not cpu"),
     (["build-table", "--build-threshold", "2"], "--build-threshold must lie in [0, 1]"),
     (["build-table", "--data", "{data}", "--smoothing", "inf"], "--smoothing must be a finite number"),
     (["build-table"], "has no table_data.jsonl"),

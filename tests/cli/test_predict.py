@@ -149,6 +149,8 @@ BAD = [
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--text-pair-column", "body"], "was trained on single texts (no text pair column); drop the flag"),
+    (["--precision", "int4"], "unknown precision 'int4'; choose one of: fp32, int8, fp16, bf16"),
+    (["--precision", "fp16"], "fp16 runs on cuda, not cpu"),
 ]
 
 
@@ -242,3 +244,12 @@ def test_a_first_row_over_128_kb_is_predicted(model_dir, tmp_path):
     out = tmp_path / "out.jsonl"
     assert predict_cli(model_dir, data, out) == 0
     assert len(read_jsonl(out)) == 2
+
+
+def test_int8_predictions_match_fp32_labels(model_dir, data, tmp_path):
+    assert predict_cli(model_dir, data, tmp_path / "fp32.jsonl", "--policy", "pabee", "--threshold", "1") == 0
+    assert predict_cli(model_dir, data, tmp_path / "int8.jsonl", "--policy", "pabee", "--threshold", "1",
+                       "--precision", "int8") == 0
+    fp32, int8 = read_jsonl(tmp_path / "fp32.jsonl"), read_jsonl(tmp_path / "int8.jsonl")
+    assert [r["id"] for r in int8] == [r["id"] for r in fp32]
+    assert sum(a["prediction"] == b["prediction"] for a, b in zip(fp32, int8)) >= len(fp32) - 1

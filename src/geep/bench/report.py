@@ -24,37 +24,57 @@ def write_outputs(result: BenchResult, directory: str | Path) -> dict[str, Path]
     return paths
 
 
+def precision_of(record: Mapping[str, Any]) -> str:
+    """The precision a record ran at (records written before precisions existed ran at fp32)."""
+    return record.get("precision") or "fp32"
+
+
+def reference_full(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The ``full`` record every point is measured against: fp32's, else the first precision's."""
+    fulls = [r for r in records if r["policy"] == "full"]
+    return next((r for r in fulls if precision_of(r) == "fp32"), fulls[0])
+
+
+def overall_speedup(record: Mapping[str, Any]) -> float | None:
+    """A point's wall speed-up over ``full`` at fp32 where fp32 was benched, else over ``full`` at its precision."""
+    value = record.get("wall_speedup_fp32")
+    return record["wall_speedup"] if value is None else value
+
+
 def summary_rows(result: BenchResult, max_drop: float = 1.0) -> list[dict[str, Any]]:
-    """Per (model, batch size, policy): the fastest timed point whose accuracy is at most ``max_drop`` points
-    below ``full``'s (the record, or None where no timed point is that accurate), with ``full``'s record."""
+    """Per (model, batch size, precision, policy): the fastest timed point whose accuracy is at most ``max_drop``
+    points below ``full``'s at fp32 (the record, or None where no timed point is that accurate), with that
+    ``full`` record. Speed is over ``full`` at fp32 (:func:`overall_speedup`)."""
     rows = []
     for (name, batch_size), records in group_records(result.records).items():
-        full = next(r for r in records if r["policy"] == "full")
+        full = reference_full(records)
         floor = full["accuracy"] - max_drop / 100.0 - 1e-12
         for policy, pts in by_policy(records).items():
-            ok = [p for p in pts if p["timed"] and p["accuracy"] >= floor]
-            best = max(ok, key=lambda p: (p["wall_speedup"], p["accuracy"])) if ok else None
-            rows.append({"model": name, "objective": full["objective"], "batch_size": batch_size, "policy": policy,
-                         "full": full, "best": best})
+            for precision in dict.fromkeys(precision_of(p) for p in pts):
+                ok = [p for p in pts if p["timed"] and p["accuracy"] >= floor and precision_of(p) == precision]
+                best = max(ok, key=lambda p: (overall_speedup(p), p["accuracy"])) if ok else None
+                rows.append({"model": name, "objective": full["objective"], "batch_size": batch_size,
+                             "policy": policy, "precision": precision, "full": full, "best": best})
     return rows
 
 
 def format_summary(result: BenchResult, max_drop: float = 1.0) -> str:
     """A short plain-text table of :func:`summary_rows`, for the terminal."""
-    lines = [f"fastest timed point within {max_drop:g} point(s) of full ({result.header['device']}, "
-             f"N = {result.header['n']}):"]
-    head = f"{'model':<24} {'batch':>5}  {'policy':<12} {'knob':>7} {'accuracy':>9} {'wall':>7} {'FLOPs':>7} " \
-           f"{'samples/s':>10}"
+    several = len({precision_of(r) for r in result.records}) > 1
+    lines = [f"fastest timed point within {max_drop:g} point(s) of full{' at fp32' if several else ''} "
+             f"({result.header['device']}, N = {result.header['n']}):"]
+    head = f"{'model':<24} {'batch':>5}  {'prec':<4} {'policy':<12} {'knob':>7} {'accuracy':>9} {'wall':>7} " \
+           f"{'FLOPs':>7} {'samples/s':>10}"
     lines.append(head)
     for row in summary_rows(result, max_drop):
         b = row["best"]
         label = f"{row['model']} ({row['objective']})"[:24]
+        start = f"{label:<24} {row['batch_size']:>5}  {row['precision']:<4} {row['policy']:<12}"
         if b is None:
-            lines.append(f"{label:<24} {row['batch_size']:>5}  {row['policy']:<12} {'(none timed that accurate)':>33}")
+            lines.append(f"{start} {'(none timed that accurate)':>33}")
             continue
-        lines.append(f"{label:<24} {row['batch_size']:>5}  {row['policy']:<12} {_fmt_knob(b['knob']):>7} "
-                     f"{100 * b['accuracy']:>8.2f}% {b['wall_speedup']:>6.2f}x {b['flops_speedup']:>6.2f}x "
-                     f"{b['samples_per_s']:>10.1f}")
+        lines.append(f"{start} {_fmt_knob(b['knob']):>7} {100 * b['accuracy']:>8.2f}% {overall_speedup(b):>6.2f}x "
+                     f"{b['flops_speedup']:>6.2f}x {b['samples_per_s']:>10.1f}")
     return "\n".join(lines)
 
 
@@ -90,6 +110,11 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
     commit_text = "unknown" if not commit else commit[:10] + ("+dirty" if h.get("git_dirty") else "")
     lines.append(f"- geep {v.get('geep')} (commit {commit_text}), "
                  f"torch {v.get('torch')}, transformers {v.get('transformers')}, python {v.get('python')}")
+    if len(h.get("precisions") or []) > 1:
+        lines.append(f"- precisions {', '.join(h['precisions'])}, timed in the same rounds; full accuracy by precision: "
+                     + "; ".join(f"`{name}` " + ", ".join(f"{p} {100 * a:.2f}%" for p, a in
+                                                         m.get("full_accuracy_by_precision", {}).items())
+                                 for name, m in h["models"].items()))
     for name, m in h["models"].items():
         skipped = f"; skipped (no exit table): {', '.join(m['skipped_policies'])}" if m["skipped_policies"] else ""
         lines.append(f"- model `{name}` (objective {m['objective']}, exits {m['exit_layers']}): full accuracy "
@@ -106,6 +131,9 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
     for (name, batch_size), records in group_records(result.records).items():
         objective = records[0]["objective"]
         lines += ["", f"## `{name}` ({objective}), batch size {batch_size}", ""]
+        if len({precision_of(r) for r in records}) > 1:
+            lines += _precision_tables(records)
+            continue
         lines.append("| policy | knob | accuracy | macro-F1 | mean layer | FLOPs speed-up | wall speed-up | "
                      "samples/s | wall/FLOPs | run spread |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -129,3 +157,35 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
             lines.append(f"  FLOPs ({len(flops)} of {len(pts)} grid points): " + ", ".join(
                 f"{_fmt_knob(p['knob'])} ({100 * p['accuracy']:.1f}%, {p['flops_speedup']:.2f}x)" for p in flops))
     return "\n".join(lines) + "\n"
+
+
+def _precision_tables(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The table and frontiers of one (model, batch size) benched at several precisions: each timed point's
+    accuracy against ``full`` at fp32 and its wall speed-up over ``full`` at fp32 and at its own precision."""
+    full = reference_full(records)
+    ref = precision_of(full)
+    lines = [f"Every point against `full` at {ref} (accuracy {100 * full['accuracy']:.2f}%) and against `full` at its "
+             "own precision (`full` at int8 is the user's alternative to early exit).", "",
+             f"| precision | policy | knob | accuracy | vs full {ref} (points) | mean layer | FLOPs speed-up | "
+             f"wall vs full {ref} | wall vs full (same precision) | samples/s | run spread |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        if not r["timed"]:
+            continue
+        note = " (reads labels)" if r["reporting_only"] else ""
+        lines.append(f"| {precision_of(r)} | {r['policy']}{note} | {_fmt_knob(r['knob'])} | "
+                     f"{100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - full['accuracy']):+.2f} | "
+                     f"{r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
+                     f"{_fmt(r.get('wall_speedup_fp32'), '.2f', 'x')} | {_fmt(r['wall_speedup'], '.2f', 'x')} | "
+                     f"{_fmt(r['samples_per_s'], '.0f')} | {_spread(r.get('wall_runs'))} |")
+    lines += ["", f"Pareto frontiers, slowest to fastest, as knob (accuracy, wall speed-up over `full` at {ref}):", ""]
+    for policy, pts in by_policy(records).items():
+        for precision in dict.fromkeys(precision_of(p) for p in pts):
+            grid = [p for p in pts if precision_of(p) == precision]
+            mine = [p for p in grid if p["timed"]]
+            if len(grid) == 1 or not mine:
+                continue  # full, oracle: one point, in the table above
+            wall = pareto_frontier([dict(p, overall=overall_speedup(p)) for p in mine], "overall", "accuracy")
+            lines.append(f"- `{policy}` at {precision}: " + ", ".join(
+                f"{_fmt_knob(p['knob'])} ({100 * p['accuracy']:.1f}%, {p['overall']:.2f}x)" for p in wall))
+    return lines

@@ -18,6 +18,11 @@ For each model (several are benched together, labelled by name and training obje
    and ``wall_speedup = median(full) / median(point)`` (``full``'s own is 1.0 exactly); ``samples_per_s =
    N / median``. Tokenising is timed separately (median of as many runs) and reported in the header.
 
+3. **Precisions side by side** (``precisions``, e.g. fp32 and int8): each precision has its own all-exits pass
+   and sweep (int8 confidences differ from fp32's; FLOPs do not), and every precision's timed points run in the
+   same interleaved rounds, so ``full`` at int8 (the user's alternative to early exit) and every policy at int8 are
+   measured against ``full`` at fp32 and against each other in one run.
+
 Outputs (``geep.bench.report.write_outputs``): ``bench.json`` (``{"header": ..., "records": [...]}``, one record
 per grid point per policy per batch size, fields ``geep.bench.result.RECORD_FIELDS``), ``report.md`` and
 ``curves.png``. ``geep.evaluation.metrics`` has the Pareto frontier and interpolated throughput targets use.
@@ -43,6 +48,7 @@ from geep.evaluation.sweep import sweep
 from geep.inference.predictor import all_exit_logits, label_ids, resolve_device, run_policy
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import POLICIES, get_policy
+from geep.runtime.precision import check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +137,15 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
           policies: Sequence[str] = DEFAULT_POLICIES, grid_points: int = 21, timed_points: int = 5,
           repeats: int = 5, warmup: int = 1, device: str | torch.device | None = None,
           data_spec: str | None = None, show_progress: bool = False,
-          extra_header: Mapping[str, Any] | None = None) -> BenchResult:
+          extra_header: Mapping[str, Any] | None = None, precisions: Sequence[str] = ("fp32",)) -> BenchResult:
     """Benches every policy of ``policies`` on every model of ``models`` ({name: model}) over labelled texts.
 
     ``labels`` are label names (each model maps them to its own class ids; an unseen one is a GeepError).
     ``device`` moves every model there first (None: where each already is). Policies that need an exit table are
     skipped, with a logged note and a ``skipped_policies`` entry in the header, on models without one.
+    ``precisions`` (``fp32``, ``int8``, ...) are benched side by side, timed in the same rounds: each record has its
+    ``precision``, its ``wall_speedup`` over ``full`` at that precision and ``wall_speedup_fp32`` over ``full`` at
+    fp32 (when fp32 is benched).
     """
     policies = check_policies(policies)
     batch_sizes = [int(b) for b in batch_sizes]
@@ -162,6 +171,11 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
     if len(devices) > 1:
         raise GeepError(f"the models are on different devices ({', '.join(map(str, devices))}); pass a device")
     (run_device,) = devices
+    precisions = list(dict.fromkeys(precisions))
+    if not precisions:
+        raise GeepError("nothing to bench: no precision")
+    for precision in precisions:
+        check_precision(precision, run_device)
     device_name = describe_device(run_device)
     header: dict[str, Any] = {
         **environment(),
@@ -173,6 +187,7 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
         "torch_threads": torch.get_num_threads(),
         "batch_sizes": batch_sizes,
         "policies": policies,
+        "precisions": precisions,
         "grid_points": grid_points,
         "timed_points": timed_points,
         "repeats": repeats,
@@ -185,7 +200,7 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
         info, model_records = bench_model(
             model, name, texts, labels, text_pairs, batch_sizes=batch_sizes, policies=policies,
             grid_points=grid_points, timed_points=timed_points, repeats=repeats, warmup=warmup,
-            device_name=device_name, show_progress=show_progress)
+            device_name=device_name, show_progress=show_progress, precisions=precisions)
         header["models"][name] = info
         records.extend(model_records)
     return BenchResult(header, records)
@@ -194,7 +209,8 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
 def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels: list[str],
                 text_pairs: Sequence[str] | None, *, batch_sizes: Sequence[int], policies: Sequence[str],
                 grid_points: int, timed_points: int, repeats: int, warmup: int, device_name: str,
-                show_progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                show_progress: bool = False, precisions: Sequence[str] = ("fp32",)
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One model's header entry and records (see :func:`bench`)."""
     objective = model.config.objective
     y = label_ids(model, labels)  # (N,) class ids
@@ -206,49 +222,62 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
     encoded, tokenize_seconds = median_seconds(lambda: model.tokenize(texts, pairs), repeats)
     n = len(texts)
     logger.info("%s (%s): %d rows tokenised in %.3f s; all-exits pass", name, objective, n, tokenize_seconds)
+    exit_logits = {}
     with torch.inference_mode():
-        exit_logits = all_exit_logits(model, encoded, batch_size=max(batch_sizes),
-                                      show_progress=show_progress).logits  # (N, |E|, C)
+        for precision in precisions:  # (N, |E|, C) at each precision: int8 confidences differ from fp32's
+            exit_logits[precision] = all_exit_logits(model, encoded, batch_size=max(batch_sizes),
+                                                     show_progress=show_progress, precision=precision).logits
     records: list[dict[str, Any]] = []
-    full_point = None
+    full_points = {}
     for batch_size in batch_sizes:
-        result = sweep(model, encoded, y, policies=active, batch_size=batch_size, grid_points=grid_points,
-                       exit_logits=exit_logits)
-        full_point = result.full
-        walls = _time_points(model, name, encoded, y, result.points, batch_size=batch_size,
-                             timed_points=timed_points, repeats=repeats, warmup=warmup, show_progress=show_progress)
-        full_median = statistics.median(walls[("full", 0)])
-        for policy in active:
-            needs_labels = get_policy(policy).needs_labels
-            for i, point in enumerate(result.points[policy]):
-                runs = walls.get((policy, i))
-                median = None if runs is None else statistics.median(runs)
-                records.append({
-                    "model": name,
-                    "objective": objective,
-                    "policy": policy,
-                    "knob": point.knob,
-                    "batch_size": batch_size,
-                    "accuracy": point.accuracy,
-                    "macro_f1": point.macro_f1,
-                    "mean_exit_layer": point.mean_exit_layer,
-                    "exit_histogram": {str(k): v for k, v in point.exit_histogram.items()},
-                    "flops_speedup": point.flops_speedup,
-                    "wall_speedup": None if median is None else (1.0 if policy == "full" else full_median / median),
-                    "samples_per_s": None if median is None else n / median,
-                    "wall_seconds": median,
-                    "wall_runs": runs,
-                    "timed": median is not None,
-                    "reporting_only": needs_labels,
-                    "device": device_name,
-                })
+        points = {}
+        for precision in precisions:
+            result = sweep(model, encoded, y, policies=active, batch_size=batch_size, grid_points=grid_points,
+                           exit_logits=exit_logits[precision])
+            full_points[precision] = result.full
+            points[precision] = result.points
+        walls = _time_points(model, name, encoded, y, points, batch_size=batch_size, timed_points=timed_points,
+                             repeats=repeats, warmup=warmup, show_progress=show_progress)
+        full_median = {precision: statistics.median(walls[(precision, "full", 0)]) for precision in precisions}
+        fp32_median = full_median.get("fp32")
+        for precision in precisions:
+            for policy in active:
+                needs_labels = get_policy(policy).needs_labels
+                for i, point in enumerate(points[precision][policy]):
+                    runs = walls.get((precision, policy, i))
+                    median = None if runs is None else statistics.median(runs)
+                    own = policy == "full"
+                    records.append({
+                        "model": name,
+                        "objective": objective,
+                        "policy": policy,
+                        "knob": point.knob,
+                        "batch_size": batch_size,
+                        "accuracy": point.accuracy,
+                        "macro_f1": point.macro_f1,
+                        "mean_exit_layer": point.mean_exit_layer,
+                        "exit_histogram": {str(k): v for k, v in point.exit_histogram.items()},
+                        "flops_speedup": point.flops_speedup,
+                        "wall_speedup": None if median is None else (1.0 if own else full_median[precision] / median),
+                        "samples_per_s": None if median is None else n / median,
+                        "wall_seconds": median,
+                        "wall_runs": runs,
+                        "timed": median is not None,
+                        "reporting_only": needs_labels,
+                        "device": device_name,
+                        "precision": precision,
+                        "wall_speedup_fp32": None if median is None or fp32_median is None else (
+                            1.0 if own and precision == "fp32" else fp32_median / median),
+                    })
+    first = full_points[precisions[0]]
     info = {
         "objective": objective,
         "num_layers": model.num_layers,
         "exit_layers": list(model.exit_layers),
         "exit_table": model.exit_table is not None,
-        "full_accuracy": full_point.accuracy,
-        "full_macro_f1": full_point.macro_f1,
+        "full_accuracy": first.accuracy,
+        "full_macro_f1": first.macro_f1,
+        "full_accuracy_by_precision": {p: point.accuracy for p, point in full_points.items()},
         "tokenize_seconds": tokenize_seconds,
         "tokenize_samples_per_s": n / tokenize_seconds if tokenize_seconds > 0 else None,
         "skipped_policies": skipped,
@@ -257,20 +286,22 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
 
 
 def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: torch.Tensor,
-                 points: Mapping[str, Sequence[Any]], *, batch_size: int, timed_points: int, repeats: int,
-                 warmup: int, show_progress: bool) -> dict[tuple[str, int], list[float]]:
-    """Every timed run's wall seconds of the timed points, keyed by (policy, index into its grid)."""
-    keys: list[tuple[str, int]] = []
+                 points: Mapping[str, Mapping[str, Sequence[Any]]], *, batch_size: int, timed_points: int,
+                 repeats: int, warmup: int, show_progress: bool) -> dict[tuple[str, str, int], list[float]]:
+    """Every timed run's wall seconds of the timed points ({precision: {policy: scored grid}}), keyed by
+    (precision, policy, index into its grid): every precision's points in the same interleaved rounds."""
+    keys: list[tuple[str, str, int]] = []
     runs: list[Callable[[], Any]] = []
-    for policy, scored in points.items():
-        for i in timed_knobs(scored, timed_points, [p.flops_speedup for p in scored]):
-            if policy != "full" and not exits_early(scored[i].exit_histogram, model.num_layers):
-                continue  # full's work (see the module docstring)
-            knob = scored[i].knob
-            run_labels = labels if get_policy(policy).needs_labels else None
-            keys.append((policy, i))
-            runs.append(lambda p=policy, k=knob, y=run_labels: run_policy(model, encoded, p, k, batch_size=batch_size,
-                                                                          labels=y))
+    for precision, per_policy in points.items():
+        for policy, scored in per_policy.items():
+            for i in timed_knobs(scored, timed_points, [p.flops_speedup for p in scored]):
+                if policy != "full" and not exits_early(scored[i].exit_histogram, model.num_layers):
+                    continue  # full's work (see the module docstring)
+                knob = scored[i].knob
+                run_labels = labels if get_policy(policy).needs_labels else None
+                keys.append((precision, policy, i))
+                runs.append(lambda p=policy, k=knob, y=run_labels, pr=precision: run_policy(
+                    model, encoded, p, k, batch_size=batch_size, labels=y, precision=pr))
     sync = torch.cuda.synchronize if model.device.type == "cuda" else None
     logger.info("%s, batch %d: timing %d points x %d repeats (+%d warm-up)", name, batch_size, len(runs), repeats,
                 warmup)
@@ -281,8 +312,9 @@ def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: t
             outputs, seconds = time_interleaved(runs, repeats=repeats, warmup=warmup, sync=sync, on_run=bar.update)
     finally:
         bar.close()
-    for (policy, i), out in zip(keys, outputs):
-        _check_against_sweep(name, policy, points[policy][i], out, labels, batch_size, model.num_layers)
+    for (precision, policy, i), out in zip(keys, outputs):
+        _check_against_sweep(f"{name} {precision}", policy, points[precision][policy][i], out, labels, batch_size,
+                             model.num_layers)
     return dict(zip(keys, seconds))
 
 

@@ -45,6 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="bench a seeded stratified subset of N rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-samples subset (default: 0)")
     p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
+    p.add_argument("--precision", default="fp32", metavar="P,P,..",
+                   help="precisions benched side by side, timed in the same rounds: fp32, int8 (CPU), fp16 (CUDA), "
+                   "bf16 (default: fp32); e.g. fp32,int8 compares early exit at int8 with full at fp32 and int8")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: torch's own); fewer than the cores where others share them")
     p.add_argument("--text-column", default=None, help="default: the model's (from training)")
@@ -69,14 +72,18 @@ def run(args: argparse.Namespace) -> int:
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
     from geep.inference.predictor import resolve_device
     from geep.modeling.model import MultiExitClassifier
+    from geep.runtime import check_precision, parse_precisions
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
+    precisions = parse_precisions(args.precision)
     check_settings(batch_sizes=batch_sizes, grid_points=args.grid_points, timed_points=args.timed_points,
                    repeats=args.repeats, warmup=args.warmup)
     policies = check_policies([p.strip() for p in args.policies.split(",") if p.strip()])
     if args.max_samples is not None and args.max_samples < 1:
         raise GeepError(f"--max-samples must be at least 1, got {args.max_samples}")
     device = resolve_device(args.device)
+    for precision in precisions:
+        check_precision(precision, device or "cpu")
     if args.threads is not None:
         if args.threads < 1:
             raise GeepError(f"--threads must be at least 1, got {args.threads}")
@@ -118,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     result = bench(models, texts, labels, pairs, batch_sizes=batch_sizes, policies=policies,
                    grid_points=args.grid_points, timed_points=args.timed_points, repeats=args.repeats,
                    warmup=args.warmup, device=device, data_spec=args.data, show_progress=not args.no_progress,
+                   precisions=precisions,
                    extra_header={"max_samples": args.max_samples, "seed": args.seed,
                                  "model_dirs": {n: str(d) for n, d in zip(models, args.model)}})
     paths = write_outputs(result, output)

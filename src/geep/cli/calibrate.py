@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-column", default=None)
     p.add_argument("--encoding", default=None)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--precision", default="fp32", metavar="P",
+                   help="calibrate the knobs used at this precision: fp32 (default), int8 (CPU), fp16 (CUDA), bf16; "
+                   "the other precisions' knobs stay")
     p.set_defaults(func=run)
 
 
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from geep.inference.predictor import resolve_device
     from geep.modeling.model import MultiExitClassifier
     from geep.policies import get_policy
+    from geep.runtime import check_precision
 
     if args.target_speedup is not None and args.target_speedup <= 0:
         raise GeepError(f"--target-speedup must be positive, got {args.target_speedup}")
@@ -51,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.grid_points < 2:
         raise GeepError(f"--grid-points must be at least 2, got {args.grid_points}")
     directory = Path(args.model)
-    model = MultiExitClassifier.from_pretrained(directory, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    check_precision(args.precision, device or "cpu")
+    model = MultiExitClassifier.from_pretrained(directory, device=device)
     check_writable(directory, "--model")  # before the dev pass, not after it
     policies = None
     if args.policies:
@@ -68,11 +74,12 @@ def run(args: argparse.Namespace) -> int:
                        source=args.dev, require_labels=True)
     chosen = calibrate(model, cols.texts, cols.labels, cols.text_pairs, target_speedup=args.target_speedup,
                        max_accuracy_drop=args.max_accuracy_drop, policies=policies, batch_size=args.batch_size,
-                       grid_points=args.grid_points)
+                       grid_points=args.grid_points, precision=args.precision)
     model.save_config(directory)
     target = (f"FLOPs speed-up >= {args.target_speedup:g}x" if args.target_speedup is not None
               else f"accuracy drop <= {args.max_accuracy_drop:g} points")
-    print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) for {target}; stored as defaults:")
+    print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) at {args.precision} for {target}; "
+          "stored as defaults:")
     print(f"| {'policy':<12} | {'knob':>8} | {'dev acc':>7} | {'FLOPs x':>7} | {'mean layer':>10} |")
     print(f"|{'-' * 14}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
     for name, point in chosen.items():

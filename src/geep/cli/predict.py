@@ -56,6 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "of each row's predicted exit distribution (1: never, 0: first); full and oracle take none")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
+    p.add_argument("--precision", default="fp32", metavar="P",
+                   help="fp32 (default), int8 (CPU), fp16 (CUDA) or bf16; the knob defaults to the one calibrated "
+                   "at that precision (`geep calibrate --precision`)")
     p.add_argument("--encoding", default=None, help="encoding of CSV/TSV/JSON input (default UTF-8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_ray_arguments(p)
@@ -91,14 +94,16 @@ def run(args: argparse.Namespace) -> int:
     from geep.inference.predictor import predict, resolve_device, resolve_knob
     from geep.modeling.model import MultiExitClassifier
     from geep.policies import get_policy
+    from geep.runtime import check_precision
 
     output = check_output(args.output, overwrite=args.overwrite, inputs=(args.input,), models=(args.model,))
     if args.batch_size < 1:
         raise GeepError(f"--batch-size must be at least 1, got {args.batch_size}")
     policy = get_policy(args.policy)
     device = resolve_device(args.device)
+    check_precision(args.precision, device or "cpu")
     model = MultiExitClassifier.from_pretrained(args.model)
-    knob = resolve_knob(model, policy, args.threshold)
+    knob = resolve_knob(model, policy, args.threshold, precision=args.precision)
     config = model.config
     ds = load_dataset_spec(args.input, encoding=args.encoding)
     id_column = args.id_column
@@ -112,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if policy.needs_labels:
         labels = encode_labels(data.labels, config.label_names, source=args.input)
     out = predict(model, data.texts, data.text_pairs, policy=policy, knob=knob, batch_size=args.batch_size,
-                  labels=labels, show_progress=not args.no_progress, device=device)
+                  labels=labels, show_progress=not args.no_progress, device=device, precision=args.precision)
     write_predictions(output, out, config.label_names, data.ids)
     logger.info("wrote %d predictions to %s", len(out), output)
     return 0

@@ -18,6 +18,7 @@ from geep.inference.inputs import as_texts
 from geep.inference.predictor import label_ids
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import get_policy
+from geep.runtime.precision import check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     """Chooses each policy's knob on dev and stores it in ``model.config.default_knobs`` under ``precision``.
 
     Returns the chosen point per policy. Without an exit table, the geep policies are skipped. Every policy is
-    checked before anything is stored, so an unreachable target changes nothing.
+    checked before anything is stored, so an unreachable target changes nothing. The all-exits pass runs at
+    ``precision`` (int8 confidences differ from fp32's); the other precisions' knobs stay as they are.
     """
+    check_precision(precision, model.device)
     if policies is None:
         policies = [p for p in CALIBRATED_POLICIES if model.exit_table is not None or not get_policy(p).needs_table]
     texts = as_texts(texts)
@@ -41,7 +44,7 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
         raise GeepError("calibration needs labelled dev rows; got none")
     encoded = model.tokenize(texts, None if text_pairs is None else as_texts(text_pairs, "text_pairs"))
     result = sweep(model, encoded, label_ids(model, labels), policies=policies, batch_size=batch_size,
-                   grid_points=grid_points)
+                   grid_points=grid_points, precision=precision)
     chosen = {name: choose_knob(result.points[name], result.full.accuracy, target_speedup=target_speedup,
                                 max_accuracy_drop=max_accuracy_drop) for name in policies}
     for name, point in chosen.items():

@@ -113,15 +113,16 @@ def replay(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, po
 
 
 def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, policies: Sequence[str],
-          batch_size: int = 32, grid_points: int = 21, exit_logits: Tensor | None = None) -> Sweep:
+          batch_size: int = 32, grid_points: int = 21, exit_logits: Tensor | None = None,
+          precision: str = "fp32") -> Sweep:
     """Accuracy, macro-F1, mean exit layer, exit histogram and FLOPs speed-up of every knob of every policy.
 
-    One all-exits pass gives every exit's logits for every row (pass ``exit_logits`` (N, |E|, C) to reuse one);
-    each knob is then run by the real scheduler on those logits (:func:`replay`), at ``batch_size``.
+    One all-exits pass at ``precision`` gives every exit's logits for every row (pass ``exit_logits`` (N, |E|, C)
+    to reuse one); each knob is then run by the real scheduler on those logits (:func:`replay`), at ``batch_size``.
     """
     E, C = model.exit_layers, model.config.num_labels
     if exit_logits is None:
-        exit_logits = all_exit_logits(model, encoded, batch_size=batch_size).logits  # (N, |E|, C)
+        exit_logits = all_exit_logits(model, encoded, batch_size=batch_size, precision=precision).logits
     exit_logits = exit_logits.cpu()
     labels = labels.long().cpu()
 
