@@ -51,7 +51,7 @@ def resolve_policy(model: MultiExitClassifier, settings: ServeSettings, name: st
     No name and no threshold: ``default``; a threshold alone applies to the default policy."""
     if default is not None and name is None and threshold is None:
         return default
-    name = name or (default[0].name if default else settings.policy or default_policy(model))
+    name = name or (default[0].name if default else settings.policy or default_policy(model, settings.precision))
     if name in UNSERVABLE:
         raise GeepError(UNSERVABLE[name])
     policy = get_policy(name)
@@ -59,7 +59,7 @@ def resolve_policy(model: MultiExitClassifier, settings: ServeSettings, name: st
         raise GeepError(f"{policy.name} runs rows to their predicted layers, which needs --batching layer")
     if threshold is None and default is not None and policy is default[0]:
         return default
-    return policy, resolve_knob(model, policy, threshold)
+    return policy, resolve_knob(model, policy, threshold, precision=settings.precision)
 
 
 def knob_number(policy: Policy, knob: Any) -> float | None:
@@ -75,9 +75,11 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
     GeepError when the default policy or threshold cannot run."""
     settings.check()
     model.eval()
-    default = resolve_policy(model, settings, settings.policy or default_policy(model), settings.threshold)
+    default = resolve_policy(model, settings, settings.policy or default_policy(model, settings.precision),
+                             settings.threshold)
     metrics = Metrics()
-    worker = Worker(model, backend or build_backend(model), settings, *default, metrics=metrics, clock=clock)
+    worker = Worker(model, backend or build_backend(model, settings.precision), settings, *default, metrics=metrics,
+                    clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -191,7 +193,7 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
                 "policy": policy.name, "threshold": knob_number(policy, knob), "knob": policy.knob_values(knob),
                 "policies": [p for p in POLICIES if p not in UNSERVABLE],
                 "calibration": {"default_knobs": config.default_knobs, "exit_table": config.exit_table},
-                "batching": settings.batching, "pool_order": settings.pool_order,
+                "batching": settings.batching, "pool_order": settings.pool_order, "precision": settings.precision,
                 "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                            "max_queue": settings.max_queue, "max_texts": settings.max_texts,
                            "max_text_chars": settings.max_text_chars,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from geep.errors import GeepError
 from geep.modeling.model import MultiExitClassifier
+from geep.runtime.precision import check_precision
 from geep.scheduling import POOL_ORDERS
 
 BATCHING = ("layer", "shrink")
@@ -30,6 +31,7 @@ class ServeSettings:
     pool_order: str = "deepest"
     api_key: str | None = None
     name: str = "model"  # the model's name in responses
+    precision: str = "fp32"  # the backend's precision (geep.runtime.precision) and whose calibrated knobs apply
 
     def check(self) -> "ServeSettings":
         """GeepError naming the first value out of range; returns self."""
@@ -47,12 +49,15 @@ class ServeSettings:
             raise GeepError(f"unknown pool order {self.pool_order!r}; choose one of: {', '.join(POOL_ORDERS)}")
         if self.api_key is not None and not self.api_key:
             raise GeepError("the API key is empty")
+        check_precision(self.precision)
         return self
 
 
-def default_policy(model: MultiExitClassifier) -> str:
+def default_policy(model: MultiExitClassifier, precision: str = "fp32") -> str:
     """The policy a server runs when none is named: ``geep-verify`` when the model has an exit table and a
-    calibrated geep-verify knob (``geep build-table``, ``geep calibrate``), else ``fastbert``."""
-    if model.exit_table is not None and model.config.stored_knob("fp32", "geep-verify"):
+    calibrated geep-verify knob (``geep build-table``, ``geep calibrate``; at ``precision``, else at fp32), else
+    ``fastbert``."""
+    if model.exit_table is not None and (model.config.stored_knob(precision, "geep-verify")
+                                         or model.config.stored_knob("fp32", "geep-verify")):
         return "geep-verify"
     return FALLBACK_POLICY
