@@ -49,13 +49,13 @@ def inputs(tmp_path_factory):
     return directory
 
 
-def single_process(model_dir, inputs, tmp_path, policy, knob) -> dict[str, dict]:
+def single_process(model_dir, inputs, tmp_path, policy, knob, precision="fp32") -> dict[str, dict]:
     """Single-process `geep predict` of every file, by id."""
     rows = {}
     for path in sorted(inputs.iterdir()):
         out = tmp_path / f"{path.stem}.jsonl"
         argv = ["predict", "--model", str(model_dir), "--input", str(path), "--output", str(out), "--policy", policy,
-                "--no-progress"] + ([] if knob is None else ["--threshold", str(knob)])
+                "--precision", precision, "--no-progress"] + ([] if knob is None else ["--threshold", str(knob)])
         assert main(argv) == 0
         rows.update({r["id"]: r for r in map(json.loads, out.read_text().splitlines())})
     return rows
@@ -103,16 +103,19 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("policy, knob", [("full", None), ("fastbert", 0.5), ("geep-verify", 0.4)])
-def test_same_answers_as_single_process_and_both_actors_work(local_ray, model_dir, inputs, tmp_path, policy, knob):
+@pytest.mark.parametrize("policy, knob, precision", [("full", None, "fp32"), ("fastbert", 0.5, "fp32"),
+                                                     ("geep-verify", 0.4, "int8")])
+def test_same_answers_as_single_process_and_both_actors_work(local_ray, model_dir, inputs, tmp_path, policy, knob,
+                                                             precision):
     manifest = ray_data.run_job(inputs, tmp_path / "out", model_dir, policy=policy, knob=knob, concurrency=2,
-                                map_batch_size=4)
+                                map_batch_size=4, precision=precision)
     rows, written = ray_data.read_output(tmp_path / "out")
     assert written == manifest and manifest["rows_in"] == manifest["rows_out"] == N_FILES * ROWS
     assert len(manifest["rows_per_actor"]) == 2 and all(n > 0 for n in manifest["rows_per_actor"].values())
     assert sum(manifest["rows_per_actor"].values()) == N_FILES * ROWS
     assert sorted(rows["id"]) == sorted(f"{f}{i:03d}" for f in range(N_FILES) for i in range(ROWS))
-    expected = single_process(model_dir, inputs, tmp_path, policy, knob)
+    assert manifest["precision"] == precision
+    expected = single_process(model_dir, inputs, tmp_path, policy, knob, precision)
     for row in rows.to_dict("records"):
         want = expected[row["id"]]
         assert (row["prediction"], row["exit_layer"]) == (want["prediction"], want["exit_layer"]), row["id"]

@@ -259,3 +259,26 @@ def test_the_server_runs_the_calibrated_default_policy(with_table):
     worker = make_app(model).state.worker
     assert (worker.policy.name, tuple(worker.knob)) == ("geep-verify", (0.2, 0.4))
     assert make_app(model, batching="shrink").state.worker.policy.name == "fastbert"
+
+
+def test_at_int8_every_answer_is_offline_int8_prediction_alone(with_table):
+    """--precision int8: the worker runs the int8 backend and the answers are geep.predict(precision="int8") of
+    each text alone (int8 is batch-invariant: per-token activation scales)."""
+    model, texts, knob, _, _ = with_table
+    resolved = resolve_knob(model, "fastbert", knob, precision="int8")
+    expected = {}
+    for text in texts[:24]:
+        one = predict(model, [text], policy="fastbert", knob=resolved, precision="int8")
+        expected[text] = (one.labels[0], int(one.exit_layer[0]), one.probabilities[0])
+    app = make_app(model, policy="fastbert", threshold=knob, max_batch=8, precision="int8")
+    with serving(app) as url:
+        answered = asyncio.run(clients(url, texts[:24], 8, 2, seed=5))
+        with client(url) as http:
+            assert http.get("/info").json()["precision"] == "int8"
+    for batch, r in answered:
+        assert r.status_code == 200, r.text
+        for text, got in zip(batch, r.json()["predictions"]):
+            label, exit_layer, probabilities = expected[text]
+            assert (got["label"], got["exit_layer"]) == (label, exit_layer)
+            served = torch.tensor([got["probabilities"][name] for name in model.label_names])
+            torch.testing.assert_close(served, probabilities, atol=1e-4, rtol=0)

@@ -57,6 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-order", default="deepest", choices=list(POOL_ORDERS),
                    help="with --batching layer, which ready pool runs next (default: deepest; see README)")
     p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
+    p.add_argument("--precision", default="fp32", metavar="P",
+                   help="fp32 (default), int8 (CPU), fp16 (CUDA), bf16; the knobs calibrated at that precision apply")
     p.add_argument("--threads", default=None, type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--api-key-env", default=None, metavar="NAME",
                    help="require `Authorization: Bearer <key>` on every route but /health and /ready, the key "
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     from geep.inference.predictor import resolve_device
     from geep.modeling.model import MultiExitClassifier
+    from geep.runtime.precision import check_precision
     from geep.serving import ServeSettings, bind, create_app, run_server
 
     api_key = None
@@ -96,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
                              max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_texts=args.max_texts,
                              max_text_chars=args.max_text_chars, request_timeout_s=args.request_timeout_s,
                              batching=args.batching, pool_order=args.pool_order, api_key=api_key,
-                             name=Path(args.model).resolve().name).check()
+                             name=Path(args.model).resolve().name, precision=args.precision).check()
     device = resolve_device(args.device)
+    check_precision(args.precision, device or "cpu")
     sock = bind(args.host, args.port)  # before the model loads: a taken port is said at once
     try:
         model = MultiExitClassifier.from_pretrained(args.model)
@@ -109,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     host, port = sock.getsockname()[:2]
     policy = app.state.worker.policy.name
-    print(f"geep serve: {settings.name} ({policy}, --batching {settings.batching}) on http://{host}:{port} "
+    print(f"geep serve: {settings.name} ({policy}, {settings.precision}, --batching {settings.batching}) on "
+          f"http://{host}:{port} "
           f"(docs: /docs)", flush=True)
     run_server(app, sock, grace_s=settings.request_timeout_s + 5.0)
     return 0

@@ -36,6 +36,7 @@ from geep.inference import predict, resolve_knob
 from geep.integrations.ray_input import InputFiles, scan_input
 from geep.modeling import MultiExitClassifier
 from geep.policies import get_policy
+from geep.runtime.precision import check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ class RayPredictor:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts = [_text(v) for v in batch[self.text_column]]
         pairs = None if self.text_pair_column is None else [_text(v) for v in batch[self.text_pair_column]]
-        out = predict(self.model, texts, pairs, policy=self.policy, knob=self.knob, batch_size=self.batch_size)
+        out = predict(self.model, texts, pairs, policy=self.policy, knob=self.knob, batch_size=self.batch_size,
+                      precision=self.precision)
         names = self.model.label_names
         probabilities = out.probabilities.tolist()
         columns: dict[str, Any] = {}
@@ -155,6 +157,7 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
         raise GeepError(f"--num-gpus must be >= 0, got {num_gpus}")
     if get_policy(policy).needs_labels:
         raise GeepError(f"--ray does not run the {policy} policy: it reads the true labels (use geep bench)")
+    check_precision(precision, "cuda" if num_gpus > 0 else "cpu")
     model = MultiExitClassifier.from_pretrained(model_dir)  # checks the directory and the knob, in the driver
     config = model.config
     text_column = text_column or config.text_column

@@ -54,7 +54,8 @@ def resolve_policy(model: MultiExitClassifier, settings: ServeSettings, name: st
     leaves out (geep-verify's tau or t) keeps the server's default (another policy's: the model's calibrated one)."""
     if default is not None and name is None and threshold is None and continue_threshold is None:
         return default
-    name = name or (default[0].name if default else settings.policy or default_policy(model, settings.batching))
+    name = name or (default[0].name if default else settings.policy
+                    or default_policy(model, settings.batching, settings.precision))
     if name in UNSERVABLE:
         raise GeepError(UNSERVABLE[name])
     policy = get_policy(name)
@@ -65,7 +66,7 @@ def resolve_policy(model: MultiExitClassifier, settings: ServeSettings, name: st
         if given is None:
             return default
         given = policy.fill_knob(given, policy.knob_values(default[1]))
-    return policy, resolve_knob(model, policy, given)
+    return policy, resolve_knob(model, policy, given, precision=settings.precision)
 
 
 def knob_number(policy: Policy, knob: Any) -> float | None:
@@ -86,10 +87,12 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
     GeepError when the default policy or threshold cannot run."""
     settings.check()
     model.eval()
-    default = resolve_policy(model, settings, settings.policy or default_policy(model, settings.batching),
+    default = resolve_policy(model, settings, settings.policy
+                             or default_policy(model, settings.batching, settings.precision),
                              settings.threshold, continue_threshold=settings.continue_threshold)
     metrics = Metrics()
-    worker = Worker(model, backend or build_backend(model), settings, *default, metrics=metrics, clock=clock)
+    worker = Worker(model, backend or build_backend(model, settings.precision), settings, *default, metrics=metrics,
+                    clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -207,7 +210,7 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
                 "policies": [p for p in POLICIES if p not in UNSERVABLE],
                 "calibration": {"default_knobs": config.default_knobs, "default_policy": config.default_policy,
                                 "exit_table": config.exit_table},
-                "batching": settings.batching, "pool_order": settings.pool_order,
+                "batching": settings.batching, "pool_order": settings.pool_order, "precision": settings.precision,
                 "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                            "max_queue": settings.max_queue, "max_texts": settings.max_texts,
                            "max_text_chars": settings.max_text_chars,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from geep.modeling.model import MultiExitClassifier
 from geep.runtime.base import Backend
-from geep.runtime.torch_backend import TorchBackend
+from geep.runtime.precision import make_backend
 
 
-def build_backend(model: MultiExitClassifier) -> Backend:
-    """The backend a server's worker steps rows on: the PyTorch module, on the model's device."""
-    return TorchBackend(model)
+def build_backend(model: MultiExitClassifier, precision: str = "fp32") -> Backend:
+    """The backend a server's worker steps rows on: the model at ``precision`` (``geep.runtime.precision``: fp32,
+    int8 on the CPU, fp16/bf16), on the model's device, prepared once."""
+    return make_backend(model, precision)

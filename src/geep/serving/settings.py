@@ -8,6 +8,7 @@ from geep.errors import GeepError
 from geep.inference.predictor import default_policy as calibrated_policy
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import get_policy
+from geep.runtime.precision import check_precision
 from geep.scheduling import POOL_ORDERS
 
 BATCHING = ("layer", "shrink")
@@ -33,6 +34,7 @@ class ServeSettings:
     pool_order: str = "deepest"
     api_key: str | None = None
     name: str = "model"  # the model's name in responses
+    precision: str = "fp32"  # the backend's precision (geep.runtime.precision) and whose calibrated knobs apply
 
     def check(self) -> "ServeSettings":
         """GeepError naming the first value out of range; returns self."""
@@ -50,16 +52,19 @@ class ServeSettings:
             raise GeepError(f"unknown pool order {self.pool_order!r}; choose one of: {', '.join(POOL_ORDERS)}")
         if self.api_key is not None and not self.api_key:
             raise GeepError("the API key is empty")
+        check_precision(self.precision)
         return self
 
 
-def default_policy(model: MultiExitClassifier, batching: str = "layer") -> str:
-    """The policy a server runs when none is named: the model's calibrated default policy (``geep calibrate``
-    stores the fastest that met its target), else, for a model calibrated before that was stored, ``geep-verify``
-    when the model has an exit table and a calibrated geep-verify knob, else ``fastbert``. Under ``--batching
-    shrink``, which cannot run rows to predicted layers, a geep policy gives way to ``fastbert``."""
-    name = calibrated_policy(model)
-    if name is None and model.exit_table is not None and model.config.stored_knob("fp32", "geep-verify"):
+def default_policy(model: MultiExitClassifier, batching: str = "layer", precision: str = "fp32") -> str:
+    """The policy a server runs when none is named: the model's calibrated default policy at ``precision`` (else
+    at fp32; ``geep calibrate`` stores the fastest that met its target), else, for a model calibrated before that
+    was stored, ``geep-verify`` when the model has an exit table and a calibrated geep-verify knob, else
+    ``fastbert``. Under ``--batching shrink``, which cannot run rows to predicted layers, a geep policy gives way
+    to ``fastbert``."""
+    name = calibrated_policy(model, precision)
+    if name is None and model.exit_table is not None and (model.config.stored_knob(precision, "geep-verify")
+                                                          or model.config.stored_knob("fp32", "geep-verify")):
         name = "geep-verify"
     if name is None or (batching == "shrink" and get_policy(name).predicts_layers):
         return FALLBACK_POLICY
