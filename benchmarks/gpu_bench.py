@@ -164,7 +164,9 @@ def render(header: dict, records: list[dict]) -> str:
               f"wall vs full fp32 | rows/s | {flips}", "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"
               + ("---:|---:|" if flips else "")]
     for r in records:
-        knob = "-" if r["knob"] is None else f"{r['knob']:.3g}"
+        knob = r["knob"]
+        knob = "-" if knob is None else "/".join(f"{k:.3g}" for k in knob) if isinstance(knob, (tuple, list)) \
+            else f"{knob:.3g}"  # geep-verify's is (tau, t)
         vs32 = "-" if r["wall_speedup_fp32"] is None else f"{r['wall_speedup_fp32']:.2f}x"
         tail = f" {100 * r['label_flips']:.2f}% | {100 * r['exit_flips']:.2f}% |" if "label_flips" in r else ""
         lines.append(f"| {r['data']} | {r['batch_size']} | {r['precision']} | {r['point']} | {knob} | "

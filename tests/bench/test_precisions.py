@@ -16,7 +16,7 @@ def result(tmp_path_factory):
     torch.set_num_threads(1)
     model = tiny_model(tmp_path_factory.mktemp("tok"))
     return bench({"tiny": model}, TEXTS, LABELS, batch_sizes=[8], policies=POLICIES, grid_points=4,
-                 timed_points=2, repeats=3, precisions=["fp32", "int8"], data_spec="hand-made")
+                 timed_points=2, repeats=5, precisions=["fp32", "int8"], data_spec="hand-made")
 
 
 def test_every_point_at_every_precision(result):
@@ -54,7 +54,7 @@ def test_report_and_curves_show_both(result, tmp_path):
     assert "| int8 | full | - |" in report and "| fp32 | full | - |" in report
     assert "- `fastbert` at int8:" in report
     summary = format_summary(result)
-    assert "fastest timed point within 1 point(s) of full at fp32" in summary and " int8 " in summary
+    assert "FLOPs frontier within 1 point(s) of full at fp32" in summary and " int8 " in summary
     plot_curves(result, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -62,4 +62,4 @@ def test_report_and_curves_show_both(result, tmp_path):
 def test_a_precision_the_device_cannot_run(tmp_path):
     model = tiny_model(tmp_path)
     with pytest.raises(GeepError, match="fp16 runs on cuda, not cpu"):
-        bench({"tiny": model}, TEXTS[:4], LABELS[:4], policies=["full"], repeats=3, precisions=["fp32", "fp16"])
+        bench({"tiny": model}, TEXTS[:4], LABELS[:4], policies=["full"], repeats=5, precisions=["fp32", "fp16"])

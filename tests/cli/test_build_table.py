@@ -49,6 +49,29 @@ def test_build_table_then_predict_and_info(saved, capsys, tmp_path):
     assert "40 rows from" in out and "build threshold S=0.5" in out and "exit histogram: layer 1:" in out
 
 
+def test_predict_takes_geep_verify_s_continue_threshold(saved, capsys, tmp_path):
+    """--threshold is tau, --continue-threshold is t: at tau = 0 every row gets fastbert's exit at t; t out of
+    range is one line."""
+    directory, data = saved
+    assert main(["build-table", "--model", str(directory), "--data", str(data), "--build-threshold", "0.5"]) == 0
+    model = MultiExitClassifier.from_pretrained(directory)
+    from geep.inference import predict
+
+    seen = set()
+    for t in ("0.2", "0.6", "0.9"):
+        out = tmp_path / f"p{t}.jsonl"
+        assert main(["predict", "--model", str(directory), "--input", str(data), "--output", str(out),
+                     "--policy", "geep-verify", "--threshold", "0", "--continue-threshold", t, "--no-progress"]) == 0
+        exits = [json.loads(line)["exit_layer"] for line in out.read_text().splitlines()]
+        assert exits == predict(model, random_texts(40, seed=3), policy="fastbert", knob=float(t)).exit_layer.tolist()
+        seen.add(tuple(exits))
+    assert len(seen) == 3
+    capsys.readouterr()
+    assert main(["predict", "--model", str(directory), "--input", str(data), "--output", str(tmp_path / "x.jsonl"),
+                 "--policy", "geep-verify", "--continue-threshold", "1.5"]) == 2
+    assert "geep-verify continue threshold must be a number in [0, 1], got 1.5" in capsys.readouterr().err
+
+
 def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(saved, capsys):
     directory, data = saved
     assert main(["build-table", "--model", str(directory), "--data", str(data)]) == 0
@@ -74,6 +97,40 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unreachable" in err[0] and "best reachable is" in err[0]
     assert (directory / "config.json").read_text() == before
+
+
+def test_calibrate_stores_geep_verify_s_pair_and_the_fastest_policy_as_the_default(saved, capsys):
+    """geep-verify's (tau, t) is searched and stored; the default policy is the fastest of those that met the
+    target, and `geep.predict` without a policy runs it."""
+    from geep.evaluation import sweep
+    from geep.inference import label_ids, predict
+
+    directory, data = saved
+    assert main(["build-table", "--model", str(directory), "--data", str(data), "--build-threshold", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--max-accuracy-drop", "3",
+                 "--grid-points", "9"]) == 0
+    out = capsys.readouterr().out
+    config = config_of(directory)
+    pair = config["default_knobs"]["fp32"]["geep-verify"]
+    assert set(pair) == {"tau", "continue_threshold"} and f"t {pair['continue_threshold']:.3g}" in out
+    model = MultiExitClassifier.from_pretrained(directory)
+    texts, labels = random_texts(40, seed=3), [f"c{i % 3}" for i in range(40)]
+    result = sweep(model, model.tokenize(texts), label_ids(model, labels), batch_size=32, grid_points=9,
+                   policies=list(config["default_knobs"]["fp32"]))
+    floor = result.full.accuracy - 0.03 - 1e-12
+    best = {name: max(p.flops_speedup for p in points if p.accuracy >= floor)
+            for name, points in result.points.items()}
+    default = config["default_policy"]["fp32"]
+    assert best[default] == max(best.values()) and f"default policy at fp32: {default}" in out
+    ran = predict(model, texts)
+    assert torch.equal(ran.exit_layer, predict(model, texts, policy=default).exit_layer)
+    assert predict(model, texts, policy="full").exit_layer.tolist() == [4] * 40
+    # The CLI's default stays full: it labels every row with the full model unless a policy is named.
+    assert main(["predict", "--model", str(directory), "--input", str(data), "--output",
+                 str(directory.parent / "p.jsonl"), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (directory.parent / "p.jsonl").read_text().splitlines()]
+    assert {r["exit_layer"] for r in rows} == {4}
 
 
 def test_calibrate_at_int8_keeps_the_fp32_knobs(saved, capsys):

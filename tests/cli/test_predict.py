@@ -141,6 +141,7 @@ BAD = [
     (["--policy", "fastbert", "--threshold", "2"], r"fastbert threshold must be a number in [0, 1], got 2"),
     (["--policy", "pabee", "--threshold", "1.5"], r"pabee threshold must be an integer in [0, 2]"),
     (["--policy", "full", "--threshold", "0.5"], "the full policy takes no threshold"),
+    (["--policy", "fastbert", "--continue-threshold", "0.2"], "a continue threshold is geep-verify's knob"),
     (["--output", "{tmp}/out.txt"], "--output must end in .jsonl or .csv"),
     (["--output", "{tmp}/no/such/dir/out.jsonl"], "does not exist"),
     (["--model", "{tmp}/nomodel"], "no geep model at"),

@@ -33,6 +33,7 @@ def test_without_the_extra_it_names_the_extra(model_dir, monkeypatch, capsys):
     (["--policy", "oracle"], "the oracle policy needs the true labels"),
     (["--policy", "geep"], "no exit table"),
     (["--policy", "fastbert", "--threshold", "2"], "threshold must be a number in [0, 1], got 2"),
+    (["--policy", "fastbert", "--continue-threshold", "0.2"], "the fastbert policy has none"),
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(model_dir, capsys, extra, message):

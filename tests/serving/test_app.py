@@ -215,6 +215,52 @@ def test_metrics_parse_as_prometheus_text_and_count_what_happened(tiny):
     assert steps["1"] == 6  # every row ran to the first exit (warm-up is not counted)
 
 
+def test_geep_verify_s_continue_threshold_for_the_server_and_per_request(with_table):
+    """--continue-threshold sets the server's t; a request may send its own t, its own tau, or both, and what it
+    leaves out keeps the server's value. At tau = 0 the answers are fastbert's at t."""
+    model, texts, knob, early, late = with_table
+    app = make_app(model, policy="geep-verify", threshold=0.0, continue_threshold=knob)
+    pool = safe_texts(model, texts, "fastbert", knob)
+    batch = [t for t in pool if t in early][:2] + [t for t in pool if t in late][:2]
+    expected = predict(model, batch, policy="fastbert", knob=knob).exit_layer.tolist()
+    with serving(app) as url, client(url) as http:
+        body = http.post("/predict", json={"inputs": batch}).json()
+        assert body["policy"] == "geep-verify" and body["threshold"] == 0.0
+        assert body["continue_threshold"] == pytest.approx(knob)
+        assert [p["exit_layer"] for p in body["predictions"]] == expected and expected[:2] == [1, 1]
+        body = http.post("/predict", json={"inputs": batch[0], "continue_threshold": 0.0}).json()
+        assert (body["threshold"], body["continue_threshold"], body["predictions"][0]["exit_layer"]) == (0.0, 0.0, 4)
+        body = http.post("/predict", json={"inputs": batch[0], "threshold": 1.0}).json()
+        assert body["continue_threshold"] == pytest.approx(knob) and body["predictions"][0]["exit_layer"] == 4
+        body = http.post("/predict", json={"inputs": batch[0], "policy": "fastbert"}).json()
+        assert body["continue_threshold"] is None
+        for request, words in (({"policy": "fastbert", "continue_threshold": 0.5}, "geep-verify's knob"),
+                               ({"continue_threshold": 2}, "continue threshold must be a number in [0, 1], got 2"),
+                               ({"continue_threshold": "0.2"}, "continue_threshold: must be a number")):
+            r = http.post("/predict", json={"inputs": batch[0], **request})
+            assert r.status_code == 422 and words in r.json()["detail"], r.text
+        info = http.get("/info").json()
+        assert info["knob"] == {"tau": 0.0, "continue_threshold": pytest.approx(knob)}
+        assert info["continue_threshold"] == pytest.approx(knob)
+
+
+def test_the_server_runs_the_calibrated_default_policy(with_table):
+    """No --policy: the policy calibrate stored as the model's default (at its stored knob); under --batching
+    shrink a geep policy gives way to fastbert; a model without one keeps the earlier rule."""
+    model = copy.deepcopy(with_table[0])
+    assert make_app(model).state.worker.policy.name == "fastbert"  # no calibrated knob at all
+    model.config.store_knob("fp32", "pabee", {"patience": 1})
+    model.config.store_knob("fp32", "geep-verify", {"tau": 0.2, "continue_threshold": 0.4})
+    assert make_app(model).state.worker.policy.name == "geep-verify"  # calibrated before the default was stored
+    model.config.store_policy("fp32", "pabee")
+    worker = make_app(model).state.worker
+    assert (worker.policy.name, worker.knob) == ("pabee", 1)
+    model.config.store_policy("fp32", "geep-verify")
+    worker = make_app(model).state.worker
+    assert (worker.policy.name, tuple(worker.knob)) == ("geep-verify", (0.2, 0.4))
+    assert make_app(model, batching="shrink").state.worker.policy.name == "fastbert"
+
+
 def test_at_int8_every_answer_is_offline_int8_prediction_alone(with_table):
     """--precision int8: the worker runs the int8 backend and the answers are geep.predict(precision="int8") of
     each text alone (int8 is batch-invariant: per-token activation scales)."""

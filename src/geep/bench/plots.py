@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from geep.bench.result import BenchResult, by_policy
+from geep.evaluation.metrics import pareto_frontier
 from geep.io import atomic_path
 
 _POLICY_COLOURS = {"fastbert": "tab:blue", "deebert": "tab:orange", "confidence": "tab:green", "pabee": "tab:purple",
@@ -18,7 +19,8 @@ _NICE_TICKS = [0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 
 
 def plot_curves(result: BenchResult, path: str | Path) -> None:
     """``curves.png``: a row per batch size, two panels -- accuracy vs wall speed-up (timed points) and accuracy
-    vs FLOPs speed-up (every grid point) -- a line per (model, policy): colour = policy, line style = model.
+    vs FLOPs speed-up (each policy's frontier as a line, the rest of its grid as faint dots: geep-verify's grid of
+    (tau, t) pairs is no curve) -- a line per (model, policy): colour = policy, line style = model.
     ``full`` is a black marker at (1, its accuracy); the oracle a star; log-scale x; one legend below.
     With several precisions each has its own marker and its lines are labelled with it, and the wall-clock panel
     puts every point against ``full`` at fp32 (``full`` at int8 is then a black square right of 1)."""
@@ -68,6 +70,12 @@ def plot_curves(result: BenchResult, path: str | Path) -> None:
                                        linewidths=0.8 if mi == 0 else 1.6, zorder=6, label=label + " (labels)")
                     else:
                         colour = _POLICY_COLOURS.get(policy)
+                        if col:  # FLOPs: the frontier as the line, the grid's other points as faint dots
+                            line = pareto_frontier(group, xkey, "accuracy")
+                            rest = [r for r in group if all(r is not f for f in line)]
+                            ax.scatter([r[xkey] for r in rest], [100 * r["accuracy"] for r in rest], s=6,
+                                       color=colour, alpha=0.25, linewidths=0, zorder=1)
+                            xs, ys = [r[xkey] for r in line], [100 * r["accuracy"] for r in line]
                         (h,) = ax.plot(xs, ys, linestyle=style, marker=marker, markersize=4 if col else 5,
                                        color=colour, label=label, alpha=0.9 if precision == precisions[0] else 0.6,
                                        markerfacecolor="none" if several and precision != precisions[0] else colour)
@@ -86,7 +94,7 @@ def plot_curves(result: BenchResult, path: str | Path) -> None:
             versus = "full fp32" if col == 0 and wall_key == "wall_speedup_fp32" else "full"
             ax.set_xlabel(f"{title} speed-up vs {versus} (log scale)")
             ax.set_ylabel("accuracy (%)")
-            what = "timed points" if col == 0 else "every grid point"
+            what = "timed points" if col == 0 else "frontier of the grid"
             ax.set_title(f"batch {batch_size}: accuracy vs {title} speed-up ({what})", fontsize=10)
     device = result.header.get("device", "")
     fig.suptitle(f"geep bench: {result.header.get('data')} (N = {result.header.get('n')}), {device}", fontsize=11)

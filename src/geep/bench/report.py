@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from geep.bench.frontier import budget_point, frontier_indices, record_exits_early
 from geep.bench.plots import plot_curves
 from geep.bench.result import BenchResult, by_policy, group_records
 from geep.evaluation.metrics import pareto_frontier
@@ -42,39 +43,51 @@ def overall_speedup(record: Mapping[str, Any]) -> float | None:
 
 
 def summary_rows(result: BenchResult, max_drop: float = 1.0) -> list[dict[str, Any]]:
-    """Per (model, batch size, precision, policy): the fastest timed point whose accuracy is at most ``max_drop``
-    points below ``full``'s at fp32 (the record, or None where no timed point is that accurate), with that
-    ``full`` record. Speed is over ``full`` at fp32 (:func:`overall_speedup`)."""
+    """Per (model, batch size, precision, policy): the point "fastest within ``max_drop`` points of ``full`` at fp32"
+    is read from: the fastest point of the policy's FLOPs frontier (over the knobs that can be timed) whose accuracy
+    is at most ``max_drop`` points below ``full``'s, which the bench times (``geep.bench.frontier``); for a result
+    written before the bench timed the frontier, where that point was not timed, the fastest timed point within the
+    budget. ``best`` is the record, or None where no point is that accurate; ``full`` is the reference record.
+    Speed is over ``full`` at fp32 (:func:`overall_speedup`)."""
     rows = []
     for (name, batch_size), records in group_records(result.records).items():
         full = reference_full(records)
-        floor = full["accuracy"] - max_drop / 100.0 - 1e-12
+        floor = full["accuracy"] - max_drop / 100.0
         for policy, pts in by_policy(records).items():
             for precision in dict.fromkeys(precision_of(p) for p in pts):
-                ok = [p for p in pts if p["timed"] and p["accuracy"] >= floor and precision_of(p) == precision]
-                best = max(ok, key=lambda p: (overall_speedup(p), p["accuracy"])) if ok else None
+                mine = [p for p in pts if precision_of(p) == precision]
+                frontier = frontier_indices(mine, lambda i: record_exits_early(mine[i]))
+                j = budget_point(mine, frontier, floor)
+                best = None if j is None else mine[frontier[j]]
+                if best is None or not best["timed"]:
+                    ok = [p for p in mine if p["timed"] and p["accuracy"] >= floor - 1e-12]
+                    best = max(ok, key=lambda p: (overall_speedup(p), p["accuracy"])) if ok else None
                 rows.append({"model": name, "objective": full["objective"], "batch_size": batch_size,
                              "policy": policy, "precision": precision, "full": full, "best": best})
     return rows
 
 
-def format_summary(result: BenchResult, max_drop: float = 1.0) -> str:
-    """A short plain-text table of :func:`summary_rows`, for the terminal."""
+def format_summary(result: BenchResult, max_drop: float | None = None) -> str:
+    """A short plain-text table of :func:`summary_rows` (``max_drop`` default: the bench's accuracy budget), for the
+    terminal: each wall speed-up with its runs' spread, and how many interleaved runs its median is of."""
+    h = result.header
+    max_drop = h.get("accuracy_budget", 1.0) if max_drop is None else max_drop
     several = len({precision_of(r) for r in result.records}) > 1
-    lines = [f"fastest timed point within {max_drop:g} point(s) of full{' at fp32' if several else ''} "
-             f"({result.header['device']}, N = {result.header['n']}):"]
-    head = f"{'model':<24} {'batch':>5}  {'prec':<4} {'policy':<12} {'knob':>7} {'accuracy':>9} {'wall':>7} " \
-           f"{'FLOPs':>7} {'samples/s':>10}"
+    lines = [f"fastest point of each policy's FLOPs frontier within {max_drop:g} point(s) of full"
+             f"{' at fp32' if several else ''} ({h['device']}, N = {h['n']}; wall: median of {h['repeats']} "
+             "interleaved runs, spread = half their range over the median):"]
+    head = f"{'model':<24} {'batch':>5}  {'prec':<4} {'policy':<12} {'knob':>12} {'accuracy':>9} {'wall':>7} " \
+           f"{'spread':>6} {'FLOPs':>7} {'samples/s':>10}"
     lines.append(head)
     for row in summary_rows(result, max_drop):
         b = row["best"]
         label = f"{row['model']} ({row['objective']})"[:24]
         start = f"{label:<24} {row['batch_size']:>5}  {row['precision']:<4} {row['policy']:<12}"
         if b is None:
-            lines.append(f"{start} {'(none timed that accurate)':>33}")
+            lines.append(f"{start} {'(none timed that accurate)':>38}")
             continue
-        lines.append(f"{start} {_fmt_knob(b['knob']):>7} {100 * b['accuracy']:>8.2f}% {overall_speedup(b):>6.2f}x "
-                     f"{b['flops_speedup']:>6.2f}x {b['samples_per_s']:>10.1f}")
+        lines.append(f"{start} {knob_text(b):>12} {100 * b['accuracy']:>8.2f}% {overall_speedup(b):>6.2f}x "
+                     f"{_spread(b.get('wall_runs')):>6} {b['flops_speedup']:>6.2f}x {b['samples_per_s']:>10.1f}")
     return "\n".join(lines)
 
 
@@ -84,6 +97,12 @@ def _fmt_knob(knob: Any) -> str:
     if isinstance(knob, int) or float(knob).is_integer():
         return str(int(knob))
     return f"{knob:.3g}"
+
+
+def knob_text(record: Mapping[str, Any]) -> str:
+    """A record's knob: the number, or geep-verify's ``tau/t`` (knob = tau, then its continuation threshold)."""
+    t = record.get("continue_threshold")
+    return _fmt_knob(record["knob"]) + ("" if t is None else f"/{_fmt_knob(t)}")
 
 
 def _spread(runs: Sequence[float] | None) -> str:
@@ -105,8 +124,12 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
     commit = h.get("git_commit")
     lines = ["# geep bench", ""]
     lines.append(f"- data: `{h.get('data')}`, N = {h['n']}, sha256 `{h['data_sha256'][:16]}...`")
+    budget = h.get("accuracy_budget", 1.0)
     lines.append(f"- device: {h['device']}; batch sizes {', '.join(map(str, h['batch_sizes']))}; median of "
                  f"{h['repeats']} interleaved repeats after {h['warmup']} warm-up run(s)")
+    lines.append(f"- accuracy and FLOPs: {h.get('grid_points')} knobs per policy (geep-verify: tau x t pairs); timed: "
+                 f"up to {h.get('timed_points')} knobs per policy along its FLOPs frontier, from the fastest within "
+                 f"{budget:g} point(s) of `full` and its neighbours outwards")
     commit_text = "unknown" if not commit else commit[:10] + ("+dirty" if h.get("git_dirty") else "")
     lines.append(f"- geep {v.get('geep')} (commit {commit_text}), "
                  f"torch {v.get('torch')}, transformers {v.get('transformers')}, python {v.get('python')}")
@@ -125,12 +148,14 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
     lines.append("Speed-ups are against `full` at the same batch size; wall speed-ups come from the same timing "
                  "rounds. `wall/FLOPs` is wall speed-up over FLOPs speed-up: below 1, the saving in arithmetic is "
                  "not all turned into time. `run spread`: half the range of a point's timed runs over their "
-                 "median. `oracle` reads the true labels (reporting only).")
+                 "median. `oracle` reads the true labels (reporting only). geep-verify's knob is written tau/t "
+                 "(t: the fastbert threshold rows continue under).")
     if curves:
         lines += ["", f"![accuracy vs speed-up]({curves})"]
     for (name, batch_size), records in group_records(result.records).items():
         objective = records[0]["objective"]
         lines += ["", f"## `{name}` ({objective}), batch size {batch_size}", ""]
+        lines += _budget_table(result, name, batch_size, budget)
         if len({precision_of(r) for r in records}) > 1:
             lines += _precision_tables(records)
             continue
@@ -142,7 +167,7 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
                 continue
             ratio = r["wall_speedup"] / r["flops_speedup"] if r["flops_speedup"] else None
             note = " (reads labels)" if r["reporting_only"] else ""
-            lines.append(f"| {r['policy']}{note} | {_fmt_knob(r['knob'])} | {100 * r['accuracy']:.2f}% | "
+            lines.append(f"| {r['policy']}{note} | {knob_text(r)} | {100 * r['accuracy']:.2f}% | "
                          f"{100 * r['macro_f1']:.2f} | {r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
                          f"{_fmt(r['wall_speedup'], '.2f', 'x')} | {_fmt(r['samples_per_s'], '.0f')} | "
                          f"{_fmt(ratio, '.2f')} | {_spread(r.get('wall_runs'))} |")
@@ -153,9 +178,8 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
             wall = pareto_frontier([p for p in pts if p["timed"]], "wall_speedup", "accuracy")
             flops = pareto_frontier(pts, "flops_speedup", "accuracy")
             lines.append(f"- `{policy}` wall: " + ", ".join(
-                f"{_fmt_knob(p['knob'])} ({100 * p['accuracy']:.1f}%, {p['wall_speedup']:.2f}x)" for p in wall))
-            lines.append(f"  FLOPs ({len(flops)} of {len(pts)} grid points): " + ", ".join(
-                f"{_fmt_knob(p['knob'])} ({100 * p['accuracy']:.1f}%, {p['flops_speedup']:.2f}x)" for p in flops))
+                f"{knob_text(p)} ({100 * p['accuracy']:.1f}%, {p['wall_speedup']:.2f}x)" for p in wall))
+            lines.append(_flops_frontier_line(pts))
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +197,7 @@ def _precision_tables(records: Sequence[Mapping[str, Any]]) -> list[str]:
         if not r["timed"]:
             continue
         note = " (reads labels)" if r["reporting_only"] else ""
-        lines.append(f"| {precision_of(r)} | {r['policy']}{note} | {_fmt_knob(r['knob'])} | "
+        lines.append(f"| {precision_of(r)} | {r['policy']}{note} | {knob_text(r)} | "
                      f"{100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - full['accuracy']):+.2f} | "
                      f"{r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
                      f"{_fmt(r.get('wall_speedup_fp32'), '.2f', 'x')} | {_fmt(r['wall_speedup'], '.2f', 'x')} | "
@@ -187,5 +211,33 @@ def _precision_tables(records: Sequence[Mapping[str, Any]]) -> list[str]:
                 continue  # full, oracle: one point, in the table above
             wall = pareto_frontier([dict(p, overall=overall_speedup(p)) for p in mine], "overall", "accuracy")
             lines.append(f"- `{policy}` at {precision}: " + ", ".join(
-                f"{_fmt_knob(p['knob'])} ({100 * p['accuracy']:.1f}%, {p['overall']:.2f}x)" for p in wall))
+                f"{knob_text(p)} ({100 * p['accuracy']:.1f}%, {p['overall']:.2f}x)" for p in wall))
+            lines.append(_flops_frontier_line(grid))
     return lines
+
+
+def _flops_frontier_line(points: Sequence[Mapping[str, Any]]) -> str:
+    """One policy's FLOPs frontier over its whole grid, slowest to fastest; timed points marked with *."""
+    flops = pareto_frontier(points, "flops_speedup", "accuracy")
+    return f"  FLOPs ({len(flops)} of {len(points)} grid points; * timed): " + ", ".join(
+        f"{knob_text(p)}{'*' if p['timed'] else ''} ({100 * p['accuracy']:.1f}%, {p['flops_speedup']:.2f}x)"
+        for p in flops)
+
+
+def _budget_table(result: BenchResult, name: str, batch_size: int, budget: float) -> list[str]:
+    """The summary of one (model, batch size): each policy's fastest frontier point within the budget."""
+    rows = [row for row in summary_rows(result, budget) if row["model"] == name and row["batch_size"] == batch_size]
+    several = len({row["precision"] for row in rows}) > 1
+    lines = [f"Fastest within {budget:g} point(s) of `full`{' at fp32' if several else ''}, read from each policy's "
+             "FLOPs frontier (wall: the median of the interleaved runs, spread: half their range over the median):",
+             "", "| precision | policy | knob | accuracy | FLOPs speed-up | wall speed-up | run spread |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        b = row["best"]
+        if b is None:
+            lines.append(f"| {row['precision']} | {row['policy']} | - | none that accurate | | | |")
+            continue
+        lines.append(f"| {row['precision']} | {row['policy']} | {knob_text(b)} | {100 * b['accuracy']:.2f}% | "
+                     f"{b['flops_speedup']:.2f}x | {_fmt(overall_speedup(b), '.2f', 'x')} | "
+                     f"{_spread(b.get('wall_runs'))} |")
+    return lines + [""]

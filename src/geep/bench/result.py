@@ -14,9 +14,11 @@ from typing import Any
 # marks policies that read the true labels (oracle). ``precision`` (fp32, int8, ...) is the backend the point ran
 # on; ``wall_speedup`` is over ``full`` at the same precision, ``wall_speedup_fp32`` over ``full`` at fp32 (None where
 # the point was not timed or fp32 was not benched); ``flops_speedup`` does not depend on the precision.
+# geep-verify's knob is a pair: ``knob`` is its tau and ``continue_threshold`` its t (None for the other policies;
+# absent from records written before it existed).
 RECORD_FIELDS = ("model", "objective", "policy", "knob", "batch_size", "accuracy", "macro_f1", "mean_exit_layer",
                  "exit_histogram", "flops_speedup", "wall_speedup", "samples_per_s", "wall_seconds", "wall_runs", "timed",
-                 "reporting_only", "device", "precision", "wall_speedup_fp32")
+                 "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold")
 
 
 @dataclass

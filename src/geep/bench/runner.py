@@ -6,11 +6,12 @@ For each model (several are benched together, labelled by name and training obje
    pass (``geep.inference.all_exit_logits``), each knob run by the real scheduler on those logits
    (``geep.evaluation.sweep``); the same logits serve every batch size (logits do not depend on the batch, FLOPs
    do).
-2. **Wall-clock on a few knobs per policy** (:func:`timed_knobs`: ``timed_points`` spread evenly over the grid, both
-   ends included; ``full`` and ``oracle`` have one point). A knob at which no row exits early (every row at the
-   last layer: each policy's slow end) is not timed: it does ``full``'s work plus the policy's heads, ``full`` is
-   timed beside it and the heads' cost is in its FLOPs speed-up; on a CPU those were the slowest runs of a bench
-   and said the least. Every point runs from token ids through
+2. **Wall-clock along each policy's FLOPs frontier** (``geep.bench.frontier.frontier_knobs``: ``timed_points``
+   knobs of the frontier: the fastest within ``accuracy_budget`` points of ``full`` at fp32, its neighbours on both
+   sides, then points spread over the rest; ``full`` and ``oracle`` have one point). A knob at which no row exits
+   early (every row at the last layer: each policy's slow end) is not timed: it does ``full``'s work plus the
+   policy's heads, ``full`` is timed beside it and the heads' cost is in its FLOPs speed-up; on a CPU those were the
+   slowest runs of a bench and said the least. Every point runs from token ids through
    ``geep.inference.run_policy`` (the same length-sorted batching for every policy), under ``torch.inference_mode()``.
    :func:`time_interleaved` warms each point up, then times ``repeats`` rounds round-robin over all the points of
    a (model, batch size), so machine drift hits every point alike; ``torch.cuda.synchronize()`` brackets each run
@@ -40,6 +41,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from geep.bench.frontier import frontier_knobs
 from geep.bench.provenance import data_hash, environment
 from geep.bench.result import BenchResult
 from geep.bench.timing import describe_device, median_seconds, time_interleaved
@@ -47,14 +49,14 @@ from geep.errors import GeepError
 from geep.evaluation.sweep import sweep
 from geep.inference.predictor import all_exit_logits, label_ids, resolve_device, run_policy
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import POLICIES, get_policy
+from geep.policies import POLICIES, VerifyKnob, get_policy
 from geep.runtime.precision import check_precision
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICIES = ("full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle")
-MIN_REPEATS = 3
-MIN_TIMED_POINTS = 2
+MIN_REPEATS = 5  # a wall-clock comparison is a median of at least 5 interleaved runs
+MIN_TIMED_POINTS = 1
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -88,15 +90,17 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 
 def check_settings(*, batch_sizes: Sequence[int], grid_points: int, timed_points: int, repeats: int,
-                   warmup: int) -> None:
+                   warmup: int, accuracy_budget: float = 1.0) -> None:
     """GeepError (one line) for settings the benchmark cannot honour."""
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise GeepError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     if repeats < MIN_REPEATS:
         raise GeepError(f"--repeats must be at least {MIN_REPEATS} (a median needs several runs), got {repeats}")
     if timed_points < MIN_TIMED_POINTS:
-        raise GeepError(f"--timed-points must be at least {MIN_TIMED_POINTS} (both ends of each range), "
-                        f"got {timed_points}")
+        raise GeepError(f"--timed-points must be at least {MIN_TIMED_POINTS} (the fastest point within the "
+                        f"accuracy budget), got {timed_points}")
+    if not (math.isfinite(accuracy_budget) and 0 <= accuracy_budget <= 100):
+        raise GeepError(f"--accuracy-budget must be in [0, 100] points, got {accuracy_budget}")
     if grid_points < 2:
         raise GeepError(f"--grid-points must be at least 2, got {grid_points}")
     if warmup < 1:
@@ -104,26 +108,12 @@ def check_settings(*, batch_sizes: Sequence[int], grid_points: int, timed_points
 
 
 # ------------------------------------------------------------------------------------------------- timing
-def timed_knobs(grid: Sequence[Any], n: int, speedups: Sequence[float] | None = None) -> list[int]:
-    """Indices into ``grid`` of (at most) ``n`` knobs to time, both ends of the grid always included.
-
-    Without ``speedups``, spread evenly over the grid's positions. With the grid's FLOPs speed-ups, spread evenly
-    over the speed-up they realise (log scale), each target taking the first grid point nearest to it: a knob's
-    useful range is often a small part of its scale (FastBERT's t in 0.05..0.3 on bbc), and timing points that
-    all realise the same speed-up says nothing. All of a grid no longer than ``n``; the one point of a grid of one.
-    """
-    g = len(grid)
-    if g <= n:
-        return list(range(g))
-    if speedups is None:
-        return sorted({round(i * (g - 1) / (n - 1)) for i in range(n)})
-    logs = [math.log(max(s, 1e-12)) for s in speedups]
-    lo, hi = min(logs), max(logs)
-    chosen = {0, g - 1}
-    for i in range(1, n - 1):
-        target = lo + (hi - lo) * i / (n - 1)
-        chosen.add(min(range(g), key=lambda j: (abs(logs[j] - target), j)))
-    return sorted(chosen)
+def split_knob(knob: Any) -> tuple[Any, float | None]:
+    """A grid point's knob as a record stores it: (``knob``, ``continue_threshold``); geep-verify's pair is
+    (tau, t), every other knob (knob, None)."""
+    if isinstance(knob, VerifyKnob):
+        return knob.tau, knob.continue_threshold
+    return knob, None
 
 
 def exits_early(exit_histogram: Mapping[int, int], last_layer: int) -> bool:
@@ -137,7 +127,8 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
           policies: Sequence[str] = DEFAULT_POLICIES, grid_points: int = 21, timed_points: int = 5,
           repeats: int = 5, warmup: int = 1, device: str | torch.device | None = None,
           data_spec: str | None = None, show_progress: bool = False,
-          extra_header: Mapping[str, Any] | None = None, precisions: Sequence[str] = ("fp32",)) -> BenchResult:
+          extra_header: Mapping[str, Any] | None = None, precisions: Sequence[str] = ("fp32",),
+          accuracy_budget: float = 1.0) -> BenchResult:
     """Benches every policy of ``policies`` on every model of ``models`` ({name: model}) over labelled texts.
 
     ``labels`` are label names (each model maps them to its own class ids; an unseen one is a GeepError).
@@ -145,12 +136,13 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
     skipped, with a logged note and a ``skipped_policies`` entry in the header, on models without one.
     ``precisions`` (``fp32``, ``int8``, ...) are benched side by side, timed in the same rounds: each record has its
     ``precision``, its ``wall_speedup`` over ``full`` at that precision and ``wall_speedup_fp32`` over ``full`` at
-    fp32 (when fp32 is benched).
+    fp32 (when fp32 is benched). ``accuracy_budget`` (points below ``full`` at fp32) places the timed knobs: each
+    policy's fastest frontier point within it is timed, with its neighbours (``geep.bench.frontier``).
     """
     policies = check_policies(policies)
     batch_sizes = [int(b) for b in batch_sizes]
     check_settings(batch_sizes=batch_sizes, grid_points=grid_points, timed_points=timed_points, repeats=repeats,
-                   warmup=warmup)
+                   warmup=warmup, accuracy_budget=accuracy_budget)
     if not models:
         raise GeepError("nothing to bench: no model")
     texts = list(texts)
@@ -190,6 +182,7 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
         "precisions": precisions,
         "grid_points": grid_points,
         "timed_points": timed_points,
+        "accuracy_budget": accuracy_budget,
         "repeats": repeats,
         "warmup": warmup,
         **dict(extra_header or {}),
@@ -200,7 +193,8 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
         info, model_records = bench_model(
             model, name, texts, labels, text_pairs, batch_sizes=batch_sizes, policies=policies,
             grid_points=grid_points, timed_points=timed_points, repeats=repeats, warmup=warmup,
-            device_name=device_name, show_progress=show_progress, precisions=precisions)
+            device_name=device_name, show_progress=show_progress, precisions=precisions,
+            accuracy_budget=accuracy_budget)
         header["models"][name] = info
         records.extend(model_records)
     return BenchResult(header, records)
@@ -209,7 +203,7 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
 def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels: list[str],
                 text_pairs: Sequence[str] | None, *, batch_sizes: Sequence[int], policies: Sequence[str],
                 grid_points: int, timed_points: int, repeats: int, warmup: int, device_name: str,
-                show_progress: bool = False, precisions: Sequence[str] = ("fp32",)
+                show_progress: bool = False, precisions: Sequence[str] = ("fp32",), accuracy_budget: float = 1.0
                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One model's header entry and records (see :func:`bench`)."""
     objective = model.config.objective
@@ -236,8 +230,10 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
                            exit_logits=exit_logits[precision])
             full_points[precision] = result.full
             points[precision] = result.points
+        reference = full_points.get("fp32", full_points[precisions[0]])  # the budget is against full at fp32
         walls = _time_points(model, name, encoded, y, points, batch_size=batch_size, timed_points=timed_points,
-                             repeats=repeats, warmup=warmup, show_progress=show_progress)
+                             repeats=repeats, warmup=warmup, show_progress=show_progress,
+                             floor=reference.accuracy - accuracy_budget / 100.0)
         full_median = {precision: statistics.median(walls[(precision, "full", 0)]) for precision in precisions}
         fp32_median = full_median.get("fp32")
         for precision in precisions:
@@ -247,11 +243,12 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
                     runs = walls.get((precision, policy, i))
                     median = None if runs is None else statistics.median(runs)
                     own = policy == "full"
+                    knob, continue_threshold = split_knob(point.knob)
                     records.append({
                         "model": name,
                         "objective": objective,
                         "policy": policy,
-                        "knob": point.knob,
+                        "knob": knob,
                         "batch_size": batch_size,
                         "accuracy": point.accuracy,
                         "macro_f1": point.macro_f1,
@@ -268,6 +265,7 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
                         "precision": precision,
                         "wall_speedup_fp32": None if median is None or fp32_median is None else (
                             1.0 if own and precision == "fp32" else fp32_median / median),
+                        "continue_threshold": continue_threshold,
                     })
     first = full_points[precisions[0]]
     info = {
@@ -287,16 +285,19 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
 
 def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: torch.Tensor,
                  points: Mapping[str, Mapping[str, Sequence[Any]]], *, batch_size: int, timed_points: int,
-                 repeats: int, warmup: int, show_progress: bool) -> dict[tuple[str, str, int], list[float]]:
+                 repeats: int, warmup: int, show_progress: bool, floor: float
+                 ) -> dict[tuple[str, str, int], list[float]]:
     """Every timed run's wall seconds of the timed points ({precision: {policy: scored grid}}), keyed by
-    (precision, policy, index into its grid): every precision's points in the same interleaved rounds."""
+    (precision, policy, index into its grid): every precision's points in the same interleaved rounds. The knobs
+    are :func:`geep.bench.frontier.frontier_knobs` of each grid around ``floor`` (an accuracy in [0, 1])."""
     keys: list[tuple[str, str, int]] = []
     runs: list[Callable[[], Any]] = []
     for precision, per_policy in points.items():
         for policy, scored in per_policy.items():
-            for i in timed_knobs(scored, timed_points, [p.flops_speedup for p in scored]):
-                if policy != "full" and not exits_early(scored[i].exit_histogram, model.num_layers):
-                    continue  # full's work (see the module docstring)
+            def timeable(i: int, policy: str = policy, scored: Sequence[Any] = scored) -> bool:
+                return policy == "full" or exits_early(scored[i].exit_histogram, model.num_layers)  # see above
+
+            for i in frontier_knobs(scored, timed_points, floor, timeable):
                 knob = scored[i].knob
                 run_labels = labels if get_policy(policy).needs_labels else None
                 keys.append((precision, policy, i))

@@ -2,7 +2,8 @@
 
 Everything the user can get wrong (settings, policies, device, output, models, data, columns, labels) is checked
 before the first timed run. Writes ``bench.json``, ``report.md`` and ``curves.png`` into ``--output``, then
-prints a short summary: per model and batch size, each policy's fastest timed point within 1 point of ``full``.
+prints a short summary: per model and batch size, each policy's fastest point on its FLOPs frontier within the
+accuracy budget (1 point of ``full`` by default), its wall-clock speed-up and the runs' spread.
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-points", type=int, default=21, metavar="N",
                    help="knobs per policy for accuracy and FLOPs (pabee: every integer patience) (default: 21)")
     p.add_argument("--timed-points", type=int, default=5, metavar="N",
-                   help="knobs per policy timed, spread over the grid, both ends included, except a knob at which "
-                   "no row exits early (full's work; full is timed beside it) (default: 5)")
-    p.add_argument("--repeats", type=int, default=5, metavar="R", help="timed runs per point, >= 3 (default: 5)")
+                   help="knobs per policy timed, along its FLOPs frontier: the fastest within --accuracy-budget, "
+                   "its neighbours on both sides, the rest spread over the frontier; never a knob at which no row "
+                   "exits early (full's work; full is timed beside it) (default: 5)")
+    p.add_argument("--accuracy-budget", type=float, default=1.0, metavar="D",
+                   help="points below full (at fp32) that the timed knobs and the summary centre on (default: 1)")
+    p.add_argument("--repeats", type=int, default=5, metavar="R",
+                   help="timed runs per point, interleaved, >= 5; each point keeps the median (default: 5)")
     p.add_argument("--warmup", type=int, default=1, metavar="W", help="untimed runs per point first (default: 1)")
     p.add_argument("--max-samples", type=int, default=None, metavar="N",
                    help="bench a seeded stratified subset of N rows")
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     precisions = parse_precisions(args.precision)
     check_settings(batch_sizes=batch_sizes, grid_points=args.grid_points, timed_points=args.timed_points,
-                   repeats=args.repeats, warmup=args.warmup)
+                   repeats=args.repeats, warmup=args.warmup, accuracy_budget=args.accuracy_budget)
     policies = check_policies([p.strip() for p in args.policies.split(",") if p.strip()])
     if args.max_samples is not None and args.max_samples < 1:
         raise GeepError(f"--max-samples must be at least 1, got {args.max_samples}")
@@ -125,10 +130,10 @@ def run(args: argparse.Namespace) -> int:
     result = bench(models, texts, labels, pairs, batch_sizes=batch_sizes, policies=policies,
                    grid_points=args.grid_points, timed_points=args.timed_points, repeats=args.repeats,
                    warmup=args.warmup, device=device, data_spec=args.data, show_progress=not args.no_progress,
-                   precisions=precisions,
+                   precisions=precisions, accuracy_budget=args.accuracy_budget,
                    extra_header={"max_samples": args.max_samples, "seed": args.seed,
                                  "model_dirs": {n: str(d) for n, d in zip(models, args.model)}})
     paths = write_outputs(result, output)
-    print(format_summary(result))
+    print(format_summary(result, args.accuracy_budget))
     print(f"wrote {paths['json']}, {paths['report']} and {paths['curves']}")
     return 0

@@ -80,9 +80,21 @@ def run(args: argparse.Namespace) -> int:
               else f"accuracy drop <= {args.max_accuracy_drop:g} points")
     print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) at {args.precision} for {target}; "
           "stored as defaults:")
-    print(f"| {'policy':<12} | {'knob':>8} | {'dev acc':>7} | {'FLOPs x':>7} | {'mean layer':>10} |")
-    print(f"|{'-' * 14}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
+    print(f"| {'policy':<12} | {'knob':>16} | {'dev acc':>7} | {'FLOPs x':>7} | {'mean layer':>10} |")
+    print(f"|{'-' * 14}|{'-' * 18}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
     for name, point in chosen.items():
-        print(f"| {name:<12} | {point.knob:>8.4g} | {100 * point.accuracy:>6.2f}% | {point.flops_speedup:>6.2f}x "
-              f"| {point.mean_exit_layer:>10.2f} |")
+        print(f"| {name:<12} | {knob_text(get_policy(name).knob_values(point.knob)):>16} | "
+              f"{100 * point.accuracy:>6.2f}% | {point.flops_speedup:>6.2f}x | {point.mean_exit_layer:>10.2f} |")
+    default = model.config.stored_policy(args.precision)
+    print(f"default policy at {args.precision}: {default} ("
+          + ("the fastest" if args.max_accuracy_drop is not None else "the most accurate")
+          + " that met the target; predict and serve run it when no policy is named)")
     return 0
+
+
+def knob_text(values: dict[str, float]) -> str:
+    """A knob's named values for a table cell: ``0.3`` for one value, ``tau 0.3, t 0.25`` for geep-verify's pair."""
+    if len(values) == 1:
+        return f"{next(iter(values.values())):.4g}"
+    short = {"continue_threshold": "t"}
+    return ", ".join(f"{short.get(name, name)} {value:.3g}" for name, value in values.items())

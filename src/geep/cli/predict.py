@@ -54,6 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "(0: never, ln C: first); confidence in [0, 1] (1: never, 0: first); pabee an integer in "
                    "[0, |E|-1] (|E|-1: never, 0: first); geep and geep-verify: tau in [0, 1], the quantile "
                    "of each row's predicted exit distribution (1: never, 0: first); full and oracle take none")
+    p.add_argument("--continue-threshold", default=None, metavar="T", type=_number,
+                   help="geep-verify only: the fastbert threshold t in [0, 1] rows continue under after their "
+                   "predicted layer (default: the model's calibrated one, else the exit table's build threshold S)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
     p.add_argument("--precision", default="fp32", metavar="P",
@@ -91,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from geep.cli.columns import pair_column
     from geep.data import encode_labels, get_columns, load_dataset_spec
+    from geep.inference.inputs import knob_from
     from geep.inference.predictor import predict, resolve_device, resolve_knob
     from geep.modeling.model import MultiExitClassifier
     from geep.policies import get_policy
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     check_precision(args.precision, device or "cpu")
     model = MultiExitClassifier.from_pretrained(args.model)
-    knob = resolve_knob(model, policy, args.threshold, precision=args.precision)
+    knob = resolve_knob(model, policy, knob_from(policy, args.threshold, args.continue_threshold),
+                        precision=args.precision)
     config = model.config
     ds = load_dataset_spec(args.input, encoding=args.encoding)
     id_column = args.id_column

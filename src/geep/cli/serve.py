@@ -29,10 +29,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, metavar="DIR", help="a directory written by `geep train`")
     p.add_argument("--policy", default=None, metavar="P",
-                   help="default exit policy (default: geep-verify when the model has an exit table and a "
-                   "calibrated geep-verify knob, else fastbert); a request may name another")
+                   help="default exit policy (default: the model's calibrated default policy, from `geep "
+                   "calibrate`; for a model calibrated before that was stored, geep-verify when the model has an "
+                   "exit table and a calibrated geep-verify knob, else fastbert); a request may name another")
     p.add_argument("--threshold", default=None, type=float, metavar="KNOB",
-                   help="the default policy's knob (default: the model's calibrated one, else the policy's own)")
+                   help="the default policy's knob (default: the model's calibrated one, else the policy's own); "
+                   "geep-verify: tau")
+    p.add_argument("--continue-threshold", default=None, type=float, metavar="T",
+                   help="geep-verify's continuation threshold t in [0, 1]: after its predicted layer a row leaves "
+                   "where the fastbert rule at t holds (default: the calibrated one, else the exit table's build "
+                   "threshold S); a request may send its own")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", default=8000, type=int, help="0: any free port (default: 8000)")
     p.add_argument("--max-batch", default=32, type=int, help="most rows in one step (default: 32)")
@@ -88,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if not 0 <= args.port <= 65535:
         raise GeepError(f"--port must be in 0..65535, got {args.port}")
-    settings = ServeSettings(policy=args.policy, threshold=args.threshold, max_batch=args.max_batch,
+    settings = ServeSettings(policy=args.policy, threshold=args.threshold,
+                             continue_threshold=args.continue_threshold, max_batch=args.max_batch,
                              max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_texts=args.max_texts,
                              max_text_chars=args.max_text_chars, request_timeout_s=args.request_timeout_s,
                              batching=args.batching, pool_order=args.pool_order, api_key=api_key,

@@ -1,8 +1,8 @@
-"""Calibration: choose each policy's knob on dev and store it as the model's default.
+"""Calibration: choose each policy's knob on dev and store it as the model's default, and the default policy.
 
 Every knob of every policy is scored on dev from one all-exits pass (``geep.evaluation.sweep``); per policy the knob
 that meets the target is stored in ``model.config.default_knobs`` (named values, per precision and policy), which
-predict then uses.
+predict then uses; the policy that meets it best is stored in ``model.config.default_policy`` (per precision).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from geep.errors import GeepError
-from geep.evaluation.sweep import KnobPoint, choose_knob, sweep
+from geep.evaluation.sweep import KnobPoint, choose_knob, choose_policy, sweep
 from geep.inference.inputs import as_texts
 from geep.inference.predictor import label_ids
 from geep.modeling.model import MultiExitClassifier
@@ -30,7 +30,11 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
               text_pairs: Sequence[str] | None = None, *, target_speedup: float | None = None,
               max_accuracy_drop: float | None = None, policies: Sequence[str] | None = None,
               batch_size: int = 32, grid_points: int = 41, precision: str = "fp32") -> dict[str, KnobPoint]:
-    """Chooses each policy's knob on dev and stores it in ``model.config.default_knobs`` under ``precision``.
+    """Chooses each policy's knob on dev and stores it in ``model.config.default_knobs`` under ``precision``, and
+    the policy predict and serve run by default (``model.config.default_policy``): of the policies calibrated here,
+    the fastest that meets ``max_accuracy_drop``, or the most accurate that meets ``target_speedup``
+    (:func:`geep.evaluation.sweep.choose_policy`). geep-verify's knob is the pair (tau, t), searched over tau x every
+    fastbert t.
 
     Returns the chosen point per policy. Without an exit table, the geep policies are skipped. Every policy is
     checked before anything is stored, so an unreachable target changes nothing. The all-exits pass runs at
@@ -49,4 +53,7 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
                                 max_accuracy_drop=max_accuracy_drop) for name in policies}
     for name, point in chosen.items():
         model.config.store_knob(precision, name, get_policy(name).knob_values(point.knob))
+    default = choose_policy(chosen, target_speedup=target_speedup, max_accuracy_drop=max_accuracy_drop)
+    model.config.store_policy(precision, default)
+    logger.info("default policy at %s: %s", precision, default)
     return chosen

@@ -66,3 +66,17 @@ def _kind(value: Any) -> str:
         return "None"
     text = repr(value)
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def knob_from(policy: Any, threshold: Any = None, continue_threshold: Any = None) -> Any:
+    """The knob a command line or a request gives ``policy`` (a ``geep.policies.Policy``): ``threshold`` alone as
+    it is (None: the calibrated knob); with ``continue_threshold`` (geep-verify only, else a GeepError), the named
+    values given, so what is left out keeps its calibrated value (``Policy.fill_knob``)."""
+    if continue_threshold is None:
+        return threshold
+    if "continue_threshold" not in policy.knob_names:
+        raise GeepError(f"a continue threshold is geep-verify's knob; the {policy.name} policy has none")
+    values = {"continue_threshold": continue_threshold}
+    if threshold is not None:
+        values[policy.knob_names[0]] = threshold
+    return values

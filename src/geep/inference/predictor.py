@@ -81,21 +81,30 @@ def build_threshold(model: MultiExitClassifier) -> float | None:
 def resolve_knob(model: MultiExitClassifier, policy: str | Policy, knob: Any = None, *, precision: str = "fp32"
                  ) -> Any:
     """``knob`` checked, or the model's calibrated default for the policy at ``precision`` (a precision not
-    calibrated takes the fp32 one), else the policy's own default."""
+    calibrated takes the fp32 one), else the policy's own default. Named values (``{"continue_threshold": 0.2}``)
+    or a geep-verify pair with a None part replace only what they name (``Policy.fill_knob``)."""
     policy = get_policy(policy)
     check_precision(precision)
-    if knob is None:
-        stored = model.config.stored_knob(precision, policy.name)
-        if stored is None and precision != "fp32":
-            stored = model.config.stored_knob("fp32", policy.name)
-            if stored is not None:
-                logger.info("%s: no knob calibrated at %s; using the fp32 one (`geep calibrate --precision %s`)",
-                            policy.name, precision, precision)
-        knob = policy.knob_from_values(stored)
+    stored = model.config.stored_knob(precision, policy.name)
+    if stored is None and precision != "fp32":
+        stored = model.config.stored_knob("fp32", policy.name)
+        if stored is not None and knob is None:
+            logger.info("%s: no knob calibrated at %s; using the fp32 one (`geep calibrate --precision %s`)",
+                        policy.name, precision, precision)
+    knob = policy.fill_knob(knob, stored)
     if policy.predicts_layers:
         require_table(model)
     return policy.resolve_knob(knob, model.config.num_labels, len(model.exit_layers),
                                build_threshold=build_threshold(model))
+
+
+def default_policy(model: MultiExitClassifier, precision: str = "fp32") -> str | None:
+    """The policy ``geep calibrate`` stored as the model's default at ``precision`` (else at fp32), or None when
+    none is stored or the model cannot run it (a geep policy without an exit table)."""
+    name = model.config.stored_policy(precision) or model.config.stored_policy("fp32")
+    if name is None or (get_policy(name).needs_table and model.exit_table is None):
+        return None
+    return name
 
 
 def require_table(model: MultiExitClassifier):
@@ -205,14 +214,15 @@ def all_exit_logits(model: MultiExitClassifier, encoded: Encoded | Sequence[str]
 
 # -------------------------------------------------------------------------------------------------- predict
 def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None,
-            *, policy: str | Policy = "full", knob: Any = None, batch_size: int = 32,
+            *, policy: str | Policy | None = None, knob: Any = None, batch_size: int = 32,
             labels: Sequence[int | str] | Tensor | None = None, show_progress: bool = False,
             device: str | torch.device | None = None, precision: str = "fp32") -> PredictionOutput:
     """Labels, probabilities and exit layers of ``texts`` (a string or a list) under an exit policy.
 
     ``policy``: ``full``, ``fastbert``, ``deebert``, ``confidence``, ``pabee``, ``geep``, ``geep-verify`` or
-    ``oracle``; ``knob`` None takes the model's calibrated knob for the policy (``geep calibrate``), else the
-    policy's documented default.
+    ``oracle``; None: the model's calibrated default policy (:func:`default_policy`), else ``full``. ``knob`` None
+    takes the model's calibrated knob for the policy (``geep calibrate``), else the policy's documented default;
+    geep-verify's is (tau, continue_threshold) (``VerifyKnob``; a number is tau).
     ``labels`` (names or class ids) are needed by ``oracle`` only. ``device`` moves the model there first.
     ``precision``: ``fp32`` (default), ``int8`` (CPU), ``fp16`` (CUDA), ``bf16``; the knob defaults to the one
     calibrated at that precision. A wrong argument (``texts`` None or holding bytes, ``batch_size=1.5``) is a
@@ -222,7 +232,7 @@ def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: 
     texts = as_texts(texts, "texts")
     pairs = None if text_pairs is None else as_texts(text_pairs, "text_pairs")
     batch_size = check_batch_size(batch_size)
-    policy = get_policy(policy)
+    policy = get_policy(policy or default_policy(model, precision) or "full")
     knob = resolve_knob(model, policy, knob, precision=precision)
     if pairs is not None and len(pairs) != len(texts):
         raise GeepError(f"{len(pairs)} text pairs for {len(texts)} texts")
@@ -249,14 +259,15 @@ def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: 
 class Predictor:
     """A model with its exit policy, knob, batch size and precision bound: ``Predictor(model, "geep-verify")(texts)``.
 
-    ``knob`` None takes the model's calibrated default for the policy at ``precision``. Checked once, at
-    construction (where a precision other than fp32 prepares its copy of the model).
+    ``policy`` None: the model's calibrated default policy at ``precision``, else ``full``; ``knob`` None takes the
+    model's calibrated default for the policy at ``precision``. Checked once, at construction (where a precision
+    other than fp32 prepares its copy of the model).
     """
 
-    def __init__(self, model: MultiExitClassifier, policy: str = "full", knob: Any = None, *, batch_size: int = 32,
-                 device: str | torch.device | None = None, precision: str = "fp32") -> None:
+    def __init__(self, model: MultiExitClassifier, policy: str | None = None, knob: Any = None, *,
+                 batch_size: int = 32, device: str | torch.device | None = None, precision: str = "fp32") -> None:
         self.model = check_model(model)
-        self.policy = get_policy(policy)
+        self.policy = get_policy(policy or default_policy(model, precision) or "full")
         target = resolve_device(device)
         if target is not None:
             model.to(target)
@@ -267,7 +278,7 @@ class Predictor:
         self.batch_size = check_batch_size(batch_size)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, policy: str = "full", knob: Any = None, **kwargs: Any
+    def from_pretrained(cls, directory: str | os.PathLike, policy: str | None = None, knob: Any = None, **kwargs: Any
                         ) -> "Predictor":
         """Loads a saved model directory and binds a policy to it."""
         return cls(MultiExitClassifier.from_pretrained(directory), policy, knob, **kwargs)

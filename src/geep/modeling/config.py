@@ -45,6 +45,10 @@ class GeepConfig:
     # Filled by `geep calibrate`: {precision: {policy: {knob name: value}}}, e.g.
     # {"fp32": {"fastbert": {"threshold": 0.3}, "geep-verify": {"tau": 0.4, "continue_threshold": 0.25}}}.
     default_knobs: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Filled by `geep calibrate`: per precision, the calibrated policy that met the target fastest (with
+    # --target-speedup: the most accurate one that met it), e.g. {"fp32": "geep-verify"}; predict and serve run it
+    # when no policy is named. Absent in directories calibrated before it existed (then: {}).
+    default_policy: dict[str, str] = field(default_factory=dict)
     # Filled by `geep build-table`: file name and parameters of the token exit table, or None.
     exit_table: dict[str, Any] | None = None
     # Per-exit dev accuracy of the kept checkpoint, {str(k): accuracy}, written by training.
@@ -96,12 +100,22 @@ class GeepConfig:
         """Records ``policy``'s calibrated knob values at ``precision`` (the other precisions' stay)."""
         self.default_knobs.setdefault(precision, {})[policy] = {k: float(v) for k, v in values.items()}
 
+    def stored_policy(self, precision: str) -> str | None:
+        """The default policy calibrated at ``precision``, or None."""
+        return self.default_policy.get(precision)
+
+    def store_policy(self, precision: str, policy: str) -> None:
+        """Records ``policy`` as the default at ``precision`` (the other precisions' stay)."""
+        self.default_policy[precision] = policy
+
     def drop_knobs(self, policies: Any) -> list[str]:
-        """Forgets the stored knobs of ``policies`` at every precision; returns the policies that had one."""
+        """Forgets the stored knobs of ``policies`` at every precision, and any default policy among them; returns
+        the policies that had a knob."""
         dropped = set()
         for knobs in self.default_knobs.values():
             dropped |= {p for p in policies if knobs.pop(p, None) is not None}
         self.default_knobs = {precision: knobs for precision, knobs in self.default_knobs.items() if knobs}
+        self.default_policy = {precision: p for precision, p in self.default_policy.items() if p not in policies}
         return sorted(dropped)
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +202,8 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
                                            and v["file"] not in ("", ".", "..") and "/" not in v["file"]
                                            and "\\" not in v["file"] and _is_number(v.get("build_threshold"))),
                    "null or an object with a file name and a build_threshold"),
+    "default_policy": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                       "an object of precision -> policy name"),
     "dev_accuracy": (lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
                      "an object of exit -> number"),
     "auto_settings": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),

@@ -5,9 +5,9 @@
   on what else was in flight. Limits, each answered with a one-line ``detail``: more than ``max_queue`` rows in
   flight -> 503 with Retry-After; more than ``max_texts`` texts or a text over ``max_text_chars`` characters -> 413
   (shorter texts longer than the model's max length are truncated as offline); malformed JSON, wrong types, empty
-  inputs, an unknown policy, a threshold out of range -> 422; past ``request_timeout_s`` -> 504 and the request's
-  rows leave the pools; a client that goes away has its rows dropped; an exception inside a step -> 500 for the
-  requests with rows in that step only.
+  inputs, an unknown policy, a threshold out of range, a continue_threshold for a policy other than geep-verify
+  -> 422; past ``request_timeout_s`` -> 504 and the request's rows leave the pools; a client that goes away has its
+  rows dropped; an exception inside a step -> 500 for the requests with rows in that step only.
 - ``GET /health`` (the process answers), ``GET /ready`` (the model is loaded and warmed up): never need a key.
 - ``GET /info``: labels, exits, the default policy and knob, the calibration stored with the model, the limits.
 - ``GET /metrics``: Prometheus text format (``geep.serving.metrics``).
@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from geep.errors import GeepError
+from geep.inference.inputs import knob_from
 from geep.inference.predictor import resolve_knob
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import POLICIES, Policy, get_policy
@@ -46,26 +47,37 @@ CLIENT_GONE = 499  # nginx's code for "the client closed the request": counted i
 
 
 def resolve_policy(model: MultiExitClassifier, settings: ServeSettings, name: str | None,
-                   threshold: float | None, default: tuple[Policy, Any] | None = None) -> tuple[Policy, Any]:
+                   threshold: float | None, default: tuple[Policy, Any] | None = None,
+                   continue_threshold: float | None = None) -> tuple[Policy, Any]:
     """The policy and resolved knob a request runs under (GeepError with the reason when it cannot run).
-    No name and no threshold: ``default``; a threshold alone applies to the default policy."""
-    if default is not None and name is None and threshold is None:
+    No name and no threshold: ``default``; thresholds alone apply to the default policy, and a value the request
+    leaves out (geep-verify's tau or t) keeps the server's default (another policy's: the model's calibrated one)."""
+    if default is not None and name is None and threshold is None and continue_threshold is None:
         return default
-    name = name or (default[0].name if default else settings.policy or default_policy(model, settings.precision))
+    name = name or (default[0].name if default else settings.policy
+                    or default_policy(model, settings.batching, settings.precision))
     if name in UNSERVABLE:
         raise GeepError(UNSERVABLE[name])
     policy = get_policy(name)
     if policy.predicts_layers and settings.batching == "shrink":
         raise GeepError(f"{policy.name} runs rows to their predicted layers, which needs --batching layer")
-    if threshold is None and default is not None and policy is default[0]:
-        return default
-    return policy, resolve_knob(model, policy, threshold, precision=settings.precision)
+    given = knob_from(policy, threshold, continue_threshold)
+    if default is not None and policy is default[0]:
+        if given is None:
+            return default
+        given = policy.fill_knob(given, policy.knob_values(default[1]))
+    return policy, resolve_knob(model, policy, given, precision=settings.precision)
 
 
 def knob_number(policy: Policy, knob: Any) -> float | None:
     """The knob as one number for responses (geep-verify: tau), None for a policy without one."""
     values = policy.knob_values(knob)
     return next(iter(values.values()), None)
+
+
+def continue_number(policy: Policy, knob: Any) -> float | None:
+    """geep-verify's continuation threshold t, None for the other policies."""
+    return policy.knob_values(knob).get("continue_threshold")
 
 
 def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: Backend | None = None,
@@ -75,8 +87,9 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
     GeepError when the default policy or threshold cannot run."""
     settings.check()
     model.eval()
-    default = resolve_policy(model, settings, settings.policy or default_policy(model, settings.precision),
-                             settings.threshold)
+    default = resolve_policy(model, settings, settings.policy
+                             or default_policy(model, settings.batching, settings.precision),
+                             settings.threshold, continue_threshold=settings.continue_threshold)
     metrics = Metrics()
     worker = Worker(model, backend or build_backend(model, settings.precision), settings, *default, metrics=metrics,
                     clock=clock)
@@ -118,7 +131,8 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
     async def predict(body: PredictRequest, request: Request) -> Any:
         arrival = clock()
         try:
-            policy, knob = resolve_policy(model, settings, body.policy, body.threshold, default)
+            policy, knob = resolve_policy(model, settings, body.policy, body.threshold, default,
+                                          body.continue_threshold)
         except GeepError as e:
             raise refuse(422, "invalid", str(e)) from None
         texts, pairs = body.texts()
@@ -171,7 +185,8 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
                 item["probabilities"] = dict(zip(names, result.probabilities))
             predictions.append(item)
         return JSONResponse({"predictions": predictions, "model": settings.name, "policy": policy.name,
-                             "threshold": knob_number(policy, knob)})
+                             "threshold": knob_number(policy, knob),
+                             "continue_threshold": continue_number(policy, knob)})
 
     @app.get("/health")
     async def health() -> dict:
@@ -190,9 +205,11 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
         config = model.config
         return {"model": settings.name, "labels": list(config.label_names), "num_layers": config.num_layers,
                 "exit_layers": list(config.exit_layers), "max_length": config.max_length,
-                "policy": policy.name, "threshold": knob_number(policy, knob), "knob": policy.knob_values(knob),
+                "policy": policy.name, "threshold": knob_number(policy, knob),
+                "continue_threshold": continue_number(policy, knob), "knob": policy.knob_values(knob),
                 "policies": [p for p in POLICIES if p not in UNSERVABLE],
-                "calibration": {"default_knobs": config.default_knobs, "exit_table": config.exit_table},
+                "calibration": {"default_knobs": config.default_knobs, "default_policy": config.default_policy,
+                                "exit_table": config.exit_table},
                 "batching": settings.batching, "pool_order": settings.pool_order, "precision": settings.precision,
                 "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                            "max_queue": settings.max_queue, "max_texts": settings.max_texts,

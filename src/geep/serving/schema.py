@@ -1,8 +1,9 @@
 """The HTTP API's bodies (pydantic models, so /docs shows them) and the one-line reasons for bad requests.
 
 ``POST /predict`` takes ``{"inputs": "text" | ["t1", ...] | [["a", "b"], ...], "policy"?, "threshold"?,
-"return_probabilities"?}`` and answers ``{"predictions": [{"label", "score", "exit_layer", "probabilities"?}],
-"model", "policy", "threshold"}`` in input order. Every error answers ``{"detail": "one line"}``.
+"continue_threshold"?, "return_probabilities"?}`` and answers ``{"predictions": [{"label", "score", "exit_layer",
+"probabilities"?}], "model", "policy", "threshold", "continue_threshold"}`` in input order. Every error answers
+``{"detail": "one line"}``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class PredictRequest(BaseModel):
     policy: Union[str, None] = Field(None, description="an exit policy (default: the server's)")
     threshold: Union[float, None] = Field(None, description="the policy's knob (default: the server's, or the "
                                                             "model's calibrated one for another policy)")
+    continue_threshold: Union[float, None] = Field(
+        None, description="geep-verify's continuation threshold t, the fastbert rule rows continue under after "
+                          "their predicted layer (default: the server's, or the model's calibrated one)")
     return_probabilities: bool = Field(False, description="also return every label's probability")
 
     @field_validator("inputs", mode="before")
@@ -59,7 +63,7 @@ class PredictRequest(BaseModel):
             raise ValueError("must be a policy name")
         return value
 
-    @field_validator("threshold", mode="before")
+    @field_validator("threshold", "continue_threshold", mode="before")
     @classmethod
     def _threshold(cls, value: Any) -> Any:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -94,6 +98,8 @@ class PredictResponse(BaseModel):
     model: str
     policy: str
     threshold: Union[float, None] = Field(description="the knob the policy ran at (geep-verify: tau)")
+    continue_threshold: Union[float, None] = Field(None, description="geep-verify's continuation threshold t it "
+                                                                     "ran at (null for the other policies)")
 
 
 class ErrorResponse(BaseModel):

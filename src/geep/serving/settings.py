@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from geep.errors import GeepError
+from geep.inference.predictor import default_policy as calibrated_policy
 from geep.modeling.model import MultiExitClassifier
+from geep.policies import get_policy
 from geep.runtime.precision import check_precision
 from geep.scheduling import POOL_ORDERS
 
@@ -21,6 +23,7 @@ class ServeSettings:
 
     policy: str | None = None
     threshold: float | None = None
+    continue_threshold: float | None = None  # geep-verify's t (None: the calibrated one, else the table's S)
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_queue: int = 1024  # rows in flight
@@ -53,11 +56,16 @@ class ServeSettings:
         return self
 
 
-def default_policy(model: MultiExitClassifier, precision: str = "fp32") -> str:
-    """The policy a server runs when none is named: ``geep-verify`` when the model has an exit table and a
-    calibrated geep-verify knob (``geep build-table``, ``geep calibrate``; at ``precision``, else at fp32), else
-    ``fastbert``."""
-    if model.exit_table is not None and (model.config.stored_knob(precision, "geep-verify")
-                                         or model.config.stored_knob("fp32", "geep-verify")):
-        return "geep-verify"
-    return FALLBACK_POLICY
+def default_policy(model: MultiExitClassifier, batching: str = "layer", precision: str = "fp32") -> str:
+    """The policy a server runs when none is named: the model's calibrated default policy at ``precision`` (else
+    at fp32; ``geep calibrate`` stores the fastest that met its target), else, for a model calibrated before that
+    was stored, ``geep-verify`` when the model has an exit table and a calibrated geep-verify knob, else
+    ``fastbert``. Under ``--batching shrink``, which cannot run rows to predicted layers, a geep policy gives way
+    to ``fastbert``."""
+    name = calibrated_policy(model, precision)
+    if name is None and model.exit_table is not None and (model.config.stored_knob(precision, "geep-verify")
+                                                          or model.config.stored_knob("fp32", "geep-verify")):
+        name = "geep-verify"
+    if name is None or (batching == "shrink" and get_policy(name).predicts_layers):
+        return FALLBACK_POLICY
+    return name
