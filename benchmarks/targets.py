@@ -24,9 +24,11 @@ def main() -> None:
     p.add_argument("bench_json")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--speedup-target", type=float, default=3.0)
+    p.add_argument("--precision", default="fp32", help="the precision whose records are read (default fp32)")
     args = p.parse_args()
     data = json.loads(open(args.bench_json).read())
-    records = [r for r in data["records"] if r["batch_size"] == args.batch_size]
+    records = [r for r in data["records"] if r["batch_size"] == args.batch_size
+               and r.get("precision", "fp32") == args.precision]
     by_objective = {}
     for r in records:
         by_objective.setdefault(r["objective"], set()).add(r["model"])

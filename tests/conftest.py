@@ -39,6 +39,7 @@ def make_model(tmp_path):
     def make(num_layers: int = 4, num_labels: int = 3, seed: int = 0, **config_kwargs) -> MultiExitClassifier:
         torch.manual_seed(seed)
         encoder = BertModel(tiny_bert_config(num_layers))
+        config_kwargs.setdefault("max_length", 64)  # the tiny config's positions
         config = GeepConfig(num_layers=num_layers, label_names=[f"c{i}" for i in range(num_labels)],
                             **config_kwargs)
         model = MultiExitClassifier(encoder, config, tiny_tokenizer(tmp_path / f"tok{seed}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 from pathlib import Path
 from typing import Iterable
@@ -120,3 +121,16 @@ def replay_exits(policy, exit_logits: torch.Tensor, knob, labels: torch.Tensor |
     _, layers = run_rows(backend, get_policy(policy), knob, encoded, batch_size=batch_size or max(N, 1),
                          labels=labels)
     return layers - 1
+
+
+def sentence_transformers_files(directory: Path, modes: dict[str, bool], max_seq_length: int | None = None,
+                                module_dir: str = "1_Pooling") -> None:
+    """modules.json + a pooling config, as a sentence-transformers export writes them."""
+    (directory / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": module_dir, "type": "sentence_transformers.models.Pooling"}]))
+    (directory / module_dir).mkdir()
+    (directory / module_dir / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, **{f"pooling_mode_{k}": v for k, v in modes.items()}}))
+    if max_seq_length is not None:
+        (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))

@@ -60,7 +60,9 @@ def test_sweep_scores_every_knob_as_recorded(golden):
     _, model, encoded, labels, record = golden
     policies = sorted({r["policy"] for r in record["sweeps"]})
     for batch_size in RECORDS["batch_sizes"]:
-        result = sweep(model, encoded, labels, policies=policies, batch_size=batch_size, grid_points=7)
+        # geep 0.1.0 swept geep-verify's tau alone, continuing at the table's S: the same taus, t = S
+        taus = {"geep-verify": get_policy("geep").grid(model.config.num_labels, len(model.exit_layers), 7)}
+        result = sweep(model, encoded, labels, policies=policies, batch_size=batch_size, grid_points=7, knobs=taus)
         full = record["full"][str(batch_size)]
         assert (result.full.accuracy, result.full_flops) == (full["accuracy"], full["flops"])
         expected = [r for r in record["sweeps"] if r["batch_size"] == batch_size]

@@ -7,8 +7,9 @@ from transformers import BertModel
 
 from tests.helpers import tiny_bert_config, tiny_tokenizer
 from geep.bench import (RECORD_FIELDS, BenchResult, bench, check_policies, check_settings, format_summary,
-                        load_result, parse_batch_sizes, render_report, timed_knobs, write_outputs)
-from geep.bench.runner import exits_early
+                        frontier_knobs, load_result, parse_batch_sizes, render_report, summary_rows,
+                        write_outputs)
+from geep.bench.runner import exits_early, split_knob
 from geep.bench.timing import time_interleaved
 from geep.errors import GeepError
 from geep.evaluation import build_table, interpolated_throughput, pareto_frontier, sweep
@@ -22,7 +23,7 @@ N = 40
 TEXTS = random_texts(N, seed=5)
 LABELS = [f"c{i % 3}" for i in range(N)]
 BATCH_SIZES = (4, 16)
-GRID, TIMED = 5, 2
+GRID, TIMED, REPEATS = 5, 3, 5
 POLICIES = ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle"]
 
 
@@ -45,7 +46,7 @@ def model(tmp_path_factory):
 def result(model):
     torch.set_num_threads(1)
     return bench({"tiny": model}, TEXTS, LABELS, batch_sizes=BATCH_SIZES, policies=POLICIES, grid_points=GRID,
-                 timed_points=TIMED, repeats=3, data_spec="hand-made")
+                 timed_points=TIMED, repeats=REPEATS, data_spec="hand-made")
 
 
 def grid_of(model, policy):
@@ -64,6 +65,8 @@ def test_record_schema(result):
         assert r["model"] == "tiny" and r["objective"] == "geep" and r["device"] == result.header["device"]
         assert r["batch_size"] in BATCH_SIZES and r["policy"] in POLICIES
         assert r["knob"] is None or isinstance(r["knob"], (int, float))
+        assert isinstance(r["continue_threshold"], float) if r["policy"] == "geep-verify" else \
+            r["continue_threshold"] is None  # geep-verify's knob is (tau, t): knob = tau
         for key in ("accuracy", "macro_f1"):
             assert isinstance(r[key], float) and 0.0 <= r[key] <= 1.0
         assert 1.0 <= r["mean_exit_layer"] <= 4.0 and r["flops_speedup"] > 0
@@ -73,8 +76,8 @@ def test_record_schema(result):
             if not r["timed"]:
                 assert r[key] is None
             elif key == "wall_runs":
-                assert len(r[key]) == 3 and all(t > 0 for t in r[key])
-                assert r["wall_seconds"] == sorted(r[key])[1]  # the median of 3
+                assert len(r[key]) == REPEATS and all(t > 0 for t in r[key])
+                assert r["wall_seconds"] == sorted(r[key])[2]  # the median of 5
             else:
                 assert isinstance(r[key], float) and r[key] > 0 and math.isfinite(r[key])
         json.dumps(r)  # JSON-ready as it is
@@ -83,7 +86,8 @@ def test_record_schema(result):
 def test_a_record_per_grid_point_per_policy_per_batch_size(model, result):
     for batch_size in BATCH_SIZES:
         for policy in POLICIES:
-            assert [r["knob"] for r in records_of(result, policy, batch_size)] == grid_of(model, policy)
+            assert [(r["knob"], r["continue_threshold"]) for r in records_of(result, policy, batch_size)] == \
+                [split_knob(k) for k in grid_of(model, policy)]
     assert len(result.records) == len(BATCH_SIZES) * sum(len(grid_of(model, p)) for p in POLICIES)
 
 
@@ -94,16 +98,27 @@ def test_full_is_timed_with_speedup_exactly_one(result):
         assert full["samples_per_s"] == pytest.approx(N / full["wall_seconds"])
 
 
-def test_timed_points_spread_over_each_range_but_never_at_full_s_work(model, result):
+def test_timed_points_lie_on_the_frontier_around_the_budget_but_never_at_full_s_work(model, result):
+    """Each policy's timed knobs are frontier_knobs of its grid: on its FLOPs frontier, the fastest within 1 point
+    of full always among them, never a knob at which no row exits early."""
     for batch_size in BATCH_SIZES:
+        full_accuracy = records_of(result, "full", batch_size)[0]["accuracy"]
         for policy in POLICIES:
             records = records_of(result, policy, batch_size)
-            spread = timed_knobs(records, TIMED, [r["flops_speedup"] for r in records])
             histograms = [{int(k): v for k, v in r["exit_histogram"].items()} for r in records]
-            expected = [i for i in spread if policy == "full" or exits_early(histograms[i], model.num_layers)]
-            assert [i for i, r in enumerate(records) if r["timed"]] == expected
-            if policy not in ("full", "oracle"):  # one end of the range has every row at the last layer
-                assert sorted(r["timed"] for r in (records[0], records[-1])) == [False, True]
+
+            def timeable(i):
+                return policy == "full" or exits_early(histograms[i], model.num_layers)
+
+            expected = frontier_knobs(records, TIMED, full_accuracy - 0.01, timeable)
+            timed = [i for i, r in enumerate(records) if r["timed"]]
+            assert timed == expected and 1 <= len(timed) <= TIMED
+            assert all(timeable(i) for i in timed)
+            frontier = pareto_frontier([r for i, r in enumerate(records) if timeable(i)], "flops_speedup", "accuracy")
+            assert all(any(records[i] is f for f in frontier) for i in timed)
+            within = [f for f in frontier if f["accuracy"] >= full_accuracy - 0.01]
+            if within:
+                assert within[-1]["timed"]  # the fastest within the budget
             for r in records:
                 if r["timed"] and r["policy"] != "full":
                     full = records_of(result, "full", batch_size)[0]
@@ -138,7 +153,7 @@ def test_header(result):
     assert set(h["versions"]) == {"python", "torch", "transformers", "geep"}
     assert h["git_commit"] is None or len(h["git_commit"]) == 40
     assert h["n"] == N and h["data"] == "hand-made" and len(h["data_sha256"]) == 64
-    assert h["device"] == "cpu (1 thread)" and h["repeats"] == 3 and h["batch_sizes"] == list(BATCH_SIZES)
+    assert h["device"] == "cpu (1 thread)" and h["repeats"] == REPEATS and h["batch_sizes"] == list(BATCH_SIZES)
     m = h["models"]["tiny"]
     assert m["objective"] == "geep" and m["exit_layers"] == [1, 2, 4] and m["exit_table"] is True
     assert m["tokenize_seconds"] > 0 and m["skipped_policies"] == []
@@ -154,14 +169,16 @@ def test_outputs_written_and_read_back(result, tmp_path):
     assert "## `tiny` (geep), batch size 16" in report and "Pareto" in report
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.json", "curves.png", "report.md"]
     summary = format_summary(result)
-    assert "geep-verify" in summary and "fastest timed point within 1 point" in summary
+    assert "geep-verify" in summary and "FLOPs frontier within 1 point(s) of full" in summary
+    assert "median of 5 interleaved runs" in summary and "±" in summary
+    assert "Fastest within 1 point(s) of `full`" in report and "* timed" in report
 
 
 def test_table_policies_are_skipped_without_a_table(tmp_path, caplog):
     plain = tiny_model(tmp_path, objective="fastbert", table=False)
     with caplog.at_level("INFO", logger="geep.bench"):
         out = bench({"plain": plain}, TEXTS[:12], LABELS[:12], batch_sizes=[8], policies=["geep", "geep-verify"],
-                    grid_points=3, timed_points=2, repeats=3)
+                    grid_points=3, timed_points=2, repeats=5)
     assert {r["policy"] for r in out.records} == {"full"}  # full is always benched
     assert out.header["models"]["plain"]["skipped_policies"] == ["geep", "geep-verify"]
     assert "no exit table, skipping geep, geep-verify" in caplog.text
@@ -170,15 +187,17 @@ def test_table_policies_are_skipped_without_a_table(tmp_path, caplog):
 
 def test_bad_input(model):
     with pytest.raises(GeepError, match="never seen|not one of the model's labels"):
-        bench({"tiny": model}, TEXTS[:3], ["c0", "c1", "zz"], policies=["full"], repeats=3)
+        bench({"tiny": model}, TEXTS[:3], ["c0", "c1", "zz"], policies=["full"], repeats=5)
     with pytest.raises(GeepError, match="2 labels for 3 texts"):
-        bench({"tiny": model}, TEXTS[:3], ["c0", "c1"], policies=["full"], repeats=3)
+        bench({"tiny": model}, TEXTS[:3], ["c0", "c1"], policies=["full"], repeats=5)
     with pytest.raises(GeepError, match="unknown policy 'nope'"):
         check_policies(["fastbert", "nope"])
-    with pytest.raises(GeepError, match="--repeats must be at least 3"):
-        check_settings(batch_sizes=[1], grid_points=5, timed_points=2, repeats=2, warmup=1)
-    with pytest.raises(GeepError, match="--timed-points must be at least 2"):
-        check_settings(batch_sizes=[1], grid_points=5, timed_points=1, repeats=3, warmup=1)
+    with pytest.raises(GeepError, match="--repeats must be at least 5"):
+        check_settings(batch_sizes=[1], grid_points=5, timed_points=2, repeats=4, warmup=1)
+    with pytest.raises(GeepError, match="--timed-points must be at least 1"):
+        check_settings(batch_sizes=[1], grid_points=5, timed_points=0, repeats=5, warmup=1)
+    with pytest.raises(GeepError, match="--accuracy-budget must be in"):
+        check_settings(batch_sizes=[1], grid_points=5, timed_points=1, repeats=5, warmup=1, accuracy_budget=-1)
     for text in ("0", "a,2", "", "4,-1"):
         with pytest.raises(GeepError, match="--batch-sizes"):
             parse_batch_sizes(text)
@@ -202,17 +221,22 @@ def test_exits_early():
     assert not exits_early({1: 0, 2: 0, 4: 12}, 4) and not exits_early({4: 5}, 4)
 
 
-def test_timed_knobs_spread_over_the_grid_with_both_ends():
-    assert timed_knobs([None], 5) == [0]
-    assert timed_knobs(list(range(2)), 5) == [0, 1]
-    assert timed_knobs(list(range(21)), 2) == [0, 20]
-    assert timed_knobs(list(range(21)), 5) == [0, 5, 10, 15, 20]
-    assert timed_knobs(list(range(4)), 3) == [0, 2, 3]  # round(1.5) == 2
-    assert timed_knobs(list(range(5)), 5) == [0, 1, 2, 3, 4]
-    # Spread over the realised speed-ups: the useful part of a knob's range is timed, not its flat tail.
-    speedups = [1.0, 2.0, 3.9, 5.0, 5.5, 5.6, 5.6, 5.6, 5.6]
-    assert timed_knobs(list(range(9)), 4, speedups) == [0, 1, 2, 8]  # targets 1.0, 1.78, 3.16, 5.6
-    assert timed_knobs(list(range(9)), 3, [2.0] * 9) == [0, 8]  # nothing to spread: the ends
+def test_frontier_knobs_time_the_budget_point_its_neighbours_then_the_rest():
+    """Hand-made grid (accuracy, FLOPs speed-up); its frontier is points 0, 2, 3, 5, 6, 7 (1 and 4 dominated)."""
+    grid = [{"accuracy": a, "flops_speedup": x} for a, x in
+            [(0.905, 1.0), (0.88, 1.1), (0.90, 1.5), (0.895, 2.0), (0.85, 2.0), (0.885, 3.0), (0.87, 4.0),
+             (0.80, 6.0)]]
+    floor = 0.89  # full 0.90, budget 1 point: the budget point is 3 (0.895 at 2x)
+    assert frontier_knobs(grid, 1, floor) == [3]
+    assert frontier_knobs(grid, 2, floor) == [2, 3]  # then the more accurate neighbour
+    assert frontier_knobs(grid, 3, floor) == [2, 3, 5]  # then the faster one
+    assert frontier_knobs(grid, 4, floor) == [2, 3, 5, 7]  # one more: the fast end
+    assert frontier_knobs(grid, 5, floor) == [0, 2, 3, 5, 7]  # two more: both ends
+    assert frontier_knobs(grid, 9, floor) == [0, 2, 3, 5, 6, 7]  # the whole frontier, never a dominated point
+    assert frontier_knobs(grid, 3, 0.95) == [0, 2, 7]  # nothing within the budget: from the most accurate
+    # 3 cannot be timed (no row exits early): the frontier of the rest has 2 as its budget point
+    assert frontier_knobs(grid, 3, floor, keep=lambda i: i != 3) == [0, 2, 5]
+    assert frontier_knobs([{"accuracy": 0.5, "flops_speedup": 1.0}], 5, 0.9) == [0]
 
 
 # -------------------------------------------------------------------------------------------- frontiers
@@ -277,4 +301,37 @@ def test_report_of_a_hand_made_result():
     assert "| fastbert | 1 | 70.00% | 70.00 | 2.00 | 4.00x | 3.00x | 300 | 0.75 | ±10% |" in report
     assert "| oracle (reads labels) |" in report
     assert "- `fastbert` wall: 0 (90.0%, 0.85x), 1 (70.0%, 3.00x)" in report
-    assert "FLOPs (3 of 3 grid points): 0 (90.0%, 0.80x), 0.5 (88.0%, 2.00x), 1 (70.0%, 4.00x)" in report
+    assert "FLOPs (3 of 3 grid points; * timed): 0* (90.0%, 0.80x), 0.5 (88.0%, 2.00x), 1* (70.0%, 4.00x)" in report
+
+
+def test_the_summary_reads_the_fastest_within_the_budget_off_the_frontier():
+    """Not the fastest timed point by wall (noise can rank those either way) but the FLOPs frontier's fastest point
+    within the budget, which the bench always times; geep-verify's knob shows as tau/t."""
+    def record(policy, knob, t, acc, flops, wall, histogram=None):
+        runs = None if wall is None else [0.9 / wall, 1 / wall, 1 / wall, 1 / wall, 1.1 / wall]
+        return {"model": "m", "objective": "geep", "policy": policy, "knob": knob, "continue_threshold": t,
+                "batch_size": 32, "accuracy": acc, "macro_f1": acc, "mean_exit_layer": 2.0,
+                "exit_histogram": histogram or {"1": 5, "6": 5}, "flops_speedup": flops, "wall_speedup": wall,
+                "samples_per_s": None if wall is None else 100 * wall, "wall_seconds": None if wall is None else
+                1 / wall, "wall_runs": runs, "timed": wall is not None, "reporting_only": False, "device": "cpu",
+                "precision": "fp32", "wall_speedup_fp32": wall}
+    records = [record("full", None, None, 0.90, 1.0, 1.0, {"1": 0, "6": 10}),
+               record("geep-verify", 0.0, 0.0, 0.90, 0.9, None, {"1": 0, "6": 10}),  # no early exit: not timed
+               record("geep-verify", 0.0, 0.3, 0.895, 2.0, 2.6),  # faster by wall, but not the frontier's budget point
+               record("geep-verify", 0.2, 0.3, 0.893, 2.3, 2.5),
+               record("geep-verify", 0.4, 0.3, 0.85, 3.0, 3.0),
+               record("geep-verify", 0.6, 0.3, 0.84, 2.9, None)]  # dominated
+    header = {"n": 10, "data": "x", "data_sha256": "0" * 64, "device": "cpu", "batch_sizes": [32], "repeats": 5,
+              "warmup": 1, "versions": {}, "git_commit": None, "grid_points": 5, "timed_points": 3,
+              "accuracy_budget": 1.0,
+              "models": {"m": {"objective": "geep", "exit_layers": [1, 6], "full_accuracy": 0.9, "full_macro_f1": 0.9,
+                               "tokenize_seconds": 0.01, "tokenize_samples_per_s": 1e3, "skipped_policies": []}}}
+    result = BenchResult(header, records)
+    rows = {row["policy"]: row["best"] for row in summary_rows(result)}
+    assert rows["geep-verify"] is records[3] and rows["full"] is records[0]
+    assert summary_rows(result, 0.5)[1]["best"] is records[2] and summary_rows(result, 0.2)[1]["best"] is None
+    summary = format_summary(result)
+    assert "geep-verify       0.2/0.3    89.30%   2.50x   ±10%   2.30x" in summary
+    report = render_report(result, curves=None)
+    assert "| fp32 | geep-verify | 0.2/0.3 | 89.30% | 2.30x | 2.50x | ±10% |" in report
+    assert "0/0.3* (89.5%, 2.00x), 0.2/0.3* (89.3%, 2.30x), 0.4/0.3* (85.0%, 3.00x)" in report

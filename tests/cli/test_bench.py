@@ -29,13 +29,13 @@ def bench_cli(*argv):
 
 def test_bench_end_to_end(model_dir, data, tmp_path, capsys):
     out = tmp_path / "out"
-    assert bench_cli("--model", model_dir, "--data", data, "--output", out, "--repeats", 3, "--timed-points", 2,
+    assert bench_cli("--model", model_dir, "--data", data, "--output", out, "--repeats", 5, "--timed-points", 2,
                      "--grid-points", 5, "--batch-sizes", "1,8") == 0
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "curves.png", "report.md"]
     result = json.loads((out / "bench.json").read_text())
     h = result["header"]
     assert h["n"] == 24 and h["data"] == str(data) and len(h["data_sha256"]) == 64
-    assert h["batch_sizes"] == [1, 8] and h["repeats"] == 3 and h["timed_points"] == 2 and h["grid_points"] == 5
+    assert h["batch_sizes"] == [1, 8] and h["repeats"] == 5 and h["timed_points"] == 2 and h["grid_points"] == 5
     assert set(h["versions"]) == {"python", "torch", "transformers", "geep"} and "git_commit" in h
     assert h["device"].startswith("cpu (")
     model = h["models"]["geep-model"]
@@ -56,7 +56,7 @@ def test_bench_end_to_end(model_dir, data, tmp_path, capsys):
     assert "## `geep-model` (geep), batch size 8" in (out / "report.md").read_text()
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
-    assert "fastest timed point" in printed and str(out / "bench.json") in printed
+    assert "FLOPs frontier within 1 point" in printed and str(out / "bench.json") in printed
 
 
 def test_two_models_are_labelled_by_objective(make_model, data, tmp_path):
@@ -68,7 +68,7 @@ def test_two_models_are_labelled_by_objective(make_model, data, tmp_path):
         dirs += ["--model", tmp_path / objective / "model"]
     out = tmp_path / "out"
     assert bench_cli(*dirs, "--data", data, "--output", out, "--policies", "fastbert", "--batch-sizes", 4,
-                     "--max-samples", 12, "--repeats", 3, "--timed-points", 2, "--grid-points", 3) == 0
+                     "--max-samples", 12, "--repeats", 5, "--timed-points", 2, "--grid-points", 3) == 0
     result = json.loads((out / "bench.json").read_text())
     assert result["header"]["n"] == 12 and result["header"]["max_samples"] == 12
     names = {str(tmp_path / o / "model"): o for o in ("geep", "fastbert")}
@@ -85,12 +85,18 @@ BAD = [
     (["--policies", "fastbert,nope"], "unknown policy 'nope'"),
     (["--batch-sizes", "0"], "--batch-sizes must be positive"),
     (["--batch-sizes", "1,x"], "--batch-sizes must be comma-separated positive integers"),
-    (["--repeats", "2"], "--repeats must be at least 3"),
-    (["--timed-points", "1"], "--timed-points must be at least 2"),
+    (["--repeats", "4"], "--repeats must be at least 5"),
+    (["--timed-points", "0"], "--timed-points must be at least 1"),
+    (["--accuracy-budget", "-1"], "--accuracy-budget must be in [0, 100] points"),
     (["--grid-points", "1"], "--grid-points must be at least 2"),
     (["--max-samples", "0"], "--max-samples must be at least 1"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--output", "{tmp}/in.csv"], "exists and is not a directory"),
+    (["--output", "{tmp}"], "holds the input"),
+    (["--text-pair-column", "body"], "geep-model was trained on single texts"),
+    (["--output", "{tmp}/geep-model/bench"], "inside the model directory"),
+    (["--precision", "fp32,int4"], "unknown precision 'int4'; choose one of: fp32, int8, fp16, bf16"),
+    (["--precision", "fp16"], "fp16 runs on cuda, not cpu"),
 ]
 
 
@@ -106,4 +112,18 @@ def test_bad_input_is_one_line_and_exit_2(model_dir, data, tmp_path, capsys, ext
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert message in err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (model_dir / "bench").exists()
+
+
+def test_a_non_empty_output_is_refused_without_overwrite(model_dir, data, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bench.json").write_text("an earlier run")
+    quick = ["--policies", "fastbert", "--grid-points", 2, "--timed-points", 2, "--repeats", 5, "--batch-sizes", 4,
+             "--max-samples", 6]
+    assert bench_cli("--model", model_dir, "--data", data, "--output", out, *quick) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not empty" in err and "--overwrite" in err
+    assert (out / "bench.json").read_text() == "an earlier run"
+    assert bench_cli("--model", model_dir, "--data", data, "--output", out, *quick, "--overwrite") == 0
+    assert json.loads((out / "bench.json").read_text())["header"]["n"] == 6

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -111,7 +112,7 @@ def test_interrupted_run_leaves_no_partial_output(model_dir, data, tmp_path, mon
             return real_line(row)
 
         monkeypatch.setattr(cli_predict, "jsonl_line", jsonl_line)
-    assert predict_cli(model_dir, data, out, "--batch-size", "4") == 130
+    assert predict_cli(model_dir, data, out, "--batch-size", "4", "--overwrite") == 130
     assert "interrupted" in capsys.readouterr().err
     reached = len(calls) if where == "engine" else len(written)
     assert reached == (2 if where == "engine" else 6)  # it was interrupted where meant to be
@@ -140,6 +141,7 @@ BAD = [
     (["--policy", "fastbert", "--threshold", "2"], r"fastbert threshold must be a number in [0, 1], got 2"),
     (["--policy", "pabee", "--threshold", "1.5"], r"pabee threshold must be an integer in [0, 2]"),
     (["--policy", "full", "--threshold", "0.5"], "the full policy takes no threshold"),
+    (["--policy", "fastbert", "--continue-threshold", "0.2"], "a continue threshold is geep-verify's knob"),
     (["--output", "{tmp}/out.txt"], "--output must end in .jsonl or .csv"),
     (["--output", "{tmp}/no/such/dir/out.jsonl"], "does not exist"),
     (["--model", "{tmp}/nomodel"], "no geep model at"),
@@ -147,6 +149,9 @@ BAD = [
     (["--policy", "oracle", "--input", "{tmp}/badlabels.csv"], "never seen in training: 'zz'"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--text-pair-column", "body"], "was trained on single texts (no text pair column); drop the flag"),
+    (["--precision", "int4"], "unknown precision 'int4'; choose one of: fp32, int8, fp16, bf16"),
+    (["--precision", "fp16"], "fp16 runs on cuda, not cpu"),
 ]
 
 
@@ -170,3 +175,82 @@ def test_bad_input_is_one_line_and_exit_2(model_dir, data, tmp_path, capsys, ext
 def test_cuda_without_cuda(model_dir, data, tmp_path, capsys):
     assert predict_cli(model_dir, data, tmp_path / "o.jsonl", "--device", "cuda") == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ outputs: never an input, never silently
+def test_an_existing_output_is_refused_without_overwrite(model_dir, data, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous results\n")
+    assert predict_cli(model_dir, data, out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exists" in err and "--overwrite" in err
+    assert out.read_text() == "previous results\n"
+    assert predict_cli(model_dir, data, out, "--overwrite") == 0
+    assert len(read_jsonl(out)) == 12
+
+
+def _same_as_input(tmp_path, data, model_dir):
+    """(input, output) pairs that name one file, or an output inside the model directory."""
+    (model_dir / "table_data.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    os.symlink(data, tmp_path / "link.csv")
+    os.link(data, tmp_path / "hard.csv")
+    (tmp_path / "sub").mkdir()
+    return {
+        "same path": (data, data),
+        "relative path": (data, f"sub/../{data.name}"),
+        "symlink to the input": (data, tmp_path / "link.csv"),
+        "hard link to the input": (data, tmp_path / "hard.csv"),
+        "the model's table data": (model_dir / "table_data.jsonl", model_dir / "table_data.jsonl"),
+        "a new file inside the model": (data, model_dir / "labels.jsonl"),
+    }
+
+
+CASES = ["same path", "relative path", "symlink to the input", "hard link to the input", "the model's table data",
+         "a new file inside the model"]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_output_that_is_an_input_or_in_the_model_is_refused(model_dir, data, tmp_path, capsys, monkeypatch,
+                                                                case, overwrite):
+    monkeypatch.chdir(tmp_path)
+    source, out = _same_as_input(tmp_path, data, model_dir)[case]
+    before = {p: p.read_bytes() for p in (data, model_dir / "table_data.jsonl")}
+    model_files = sorted(p.name for p in model_dir.iterdir())
+    assert predict_cli(model_dir, source, out, *(["--overwrite"] if overwrite else [])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert ("is the input" in err) if "model" not in case else ("inside the model directory" in err)
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in model_dir.iterdir()) == model_files
+
+
+
+def test_rows_without_text_are_predicted_keep_their_ids_and_are_counted(model_dir, tmp_path, caplog):
+    data = tmp_path / "in.jsonl"
+    rows = [{"id": "a", "body": "good movie"}, {"id": "b", "body": ""}, {"id": "c", "body": "   "},
+            {"id": "d", "body": None}, {"id": "e"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    with caplog.at_level("WARNING"):
+        assert predict_cli(model_dir, data, out) == 0
+    assert [r["id"] for r in read_jsonl(out)] == ["a", "b", "c", "d", "e"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "4 of 5 rows have no text in column 'body'" in warnings[0]
+
+
+def test_a_first_row_over_128_kb_is_predicted(model_dir, tmp_path):
+    """The CSV header check once died on a first data row holding a field over 128 KB (a 20k-word document)."""
+    data = write_csv(tmp_path / "long.csv", ["body"], [[" ".join(["good"] * 30_000)], ["bad plot"]])
+    out = tmp_path / "out.jsonl"
+    assert predict_cli(model_dir, data, out) == 0
+    assert len(read_jsonl(out)) == 2
+
+
+def test_int8_predictions_match_fp32_labels(model_dir, data, tmp_path):
+    assert predict_cli(model_dir, data, tmp_path / "fp32.jsonl", "--policy", "pabee", "--threshold", "1") == 0
+    assert predict_cli(model_dir, data, tmp_path / "int8.jsonl", "--policy", "pabee", "--threshold", "1",
+                       "--precision", "int8") == 0
+    fp32, int8 = read_jsonl(tmp_path / "fp32.jsonl"), read_jsonl(tmp_path / "int8.jsonl")
+    assert [r["id"] for r in int8] == [r["id"] for r in fp32]
+    assert sum(a["prediction"] == b["prediction"] for a, b in zip(fp32, int8)) >= len(fp32) - 1

@@ -10,7 +10,7 @@ import pytest
 from geep.cli.main import main
 from geep.cli.train import split_rows
 from geep.data import ColumnData
-from tests.helpers import save_tiny_encoder, synthetic
+from tests.helpers import save_tiny_encoder, sentence_transformers_files, synthetic
 
 FAST = ["--max-length", "16", "--epochs", "1", "--batch-size", "16", "--no-progress"]
 
@@ -98,6 +98,29 @@ def test_default_geep_recipe_and_other_objectives_record_none(encoder_dir, tmp_p
         args = json.loads((out / "training_args.json").read_text())
         assert (args["recipe"] or {}).get("name") == recipe
         assert json.loads((out / "config.json").read_text())["geep"]["recipe"] == recipe
+
+
+def test_pooling_and_max_length_left_to_geep_fit_the_backbone(tmp_path, capsys):
+    """A sentence-transformers backbone (mean pooling, 64 positions) trained with neither --pooling nor
+    --max-length: mean pooling and 64 tokens, and the config, training_args.json, info and the card say why."""
+    encoder = save_tiny_encoder(tmp_path / "st-encoder")
+    sentence_transformers_files(encoder, {"mean_tokens": True, "cls_token": False})
+    data = write_csv(tmp_path / "train.csv", n=40)
+    out = tmp_path / "model"
+    rc, _, err = cli(["train", "--model", str(encoder), "--train", str(data), "--output", str(out), "--epochs", "1",
+                      "--batch-size", "16", "--no-progress"], capsys)
+    assert rc == 0, err
+    geep_config = json.loads((out / "config.json").read_text())["geep"]
+    assert geep_config["pooling"] == "mean" and geep_config["max_length"] == 64
+    assert "sentence-transformers model trained with mean pooling" in geep_config["auto_settings"]["pooling"]
+    resolved = json.loads((out / "training_args.json").read_text())["resolved"]
+    assert resolved["pooling"] == "mean" and resolved["why"] == geep_config["auto_settings"]
+    card = (out / "README.md").read_text()
+    assert "**Pooling chosen by geep**: mean: the backbone is a sentence-transformers model" in card
+    assert "the model's 64 positions" in card
+    rc, stdout, _ = cli(["info", str(out)], capsys)
+    assert rc == 0 and "(chosen by geep: mean: the backbone is a sentence-transformers" in stdout
+    assert "max length:     64\n                (chosen by geep: 64: the smallest of" in stdout
 
 
 def test_sentence_pairs_table_data_and_dev(encoder_dir, tmp_path, capsys):
@@ -206,6 +229,19 @@ def test_bad_model_and_output(encoder_dir, tmp_path, capsys):
     (busy / "x").write_text("")
     rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(good), "--output", str(busy)], capsys)
     assert rc == 2 and "--overwrite" in err and err.count("\n") == 1
+
+
+def test_output_is_never_the_model_nor_a_directory_holding_the_data(encoder_dir, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    good = write_csv(data_dir / "good.csv", n=20)
+    encoder_files = sorted(p.name for p in encoder_dir.iterdir())
+    for out, expected in ((encoder_dir, "inside the model directory"), (data_dir, "holds the input")):
+        rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(good), "--output", str(out),
+                          "--overwrite", *FAST], capsys)
+        assert rc == 2 and expected in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in encoder_dir.iterdir()) == encoder_files
+    assert sorted(p.name for p in data_dir.iterdir()) == ["good.csv"]
 
 
 def test_fine_tuned_model_labels_must_match(tmp_path, capsys):

@@ -81,12 +81,26 @@ def test_directory_that_is_not_a_saved_dataset(tmp_path: Path) -> None:
         load_dataset_spec(str(tmp_path))
 
 
-@pytest.mark.parametrize("content", ["", "text,label\n"])
+@pytest.mark.parametrize("content", ["", "text,label\n", "text,label\n\n\r\n"])
 def test_empty_csv_has_no_rows(tmp_path: Path, content: str) -> None:
     path = tmp_path / "empty.csv"
     path.write_text(content)
     with pytest.raises(GeepError, match="empty.csv has no rows"):
         load_dataset_spec(str(path))
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+@pytest.mark.parametrize("first", [True, False])
+def test_a_field_over_128_kb_loads_in_any_row(tmp_path: Path, suffix: str, sep: str, first: bool) -> None:
+    """The csv module refuses fields over 131072 characters; a 20k-word document in the FIRST row must load too."""
+    document = " ".join(["word"] * 30_000)  # 150 KB
+    rows = [(document, "a"), ("short", "b")]
+    if not first:
+        rows.reverse()
+    path = tmp_path / f"long{suffix}"
+    path.write_text(f"text{sep}label\n" + "".join(f"{text}{sep}{label}\n" for text, label in rows))
+    cols = get_columns(load_dataset_spec(str(path)), "text", None, "label", source="d", require_labels=True)
+    assert cols.texts == [text for text, _ in rows] and cols.labels == [label for _, label in rows]
 
 
 def test_empty_jsonl_has_no_rows(tmp_path: Path) -> None:
@@ -102,6 +116,19 @@ def test_malformed_json_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(GeepError, match=r"could not read .*bad\.json") as info:
         load_dataset_spec(str(path))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, content, where", [
+    ("bad.jsonl", '{"text": "a"}\n{"text": "b"}\n\n{"text": "c" "label": 1}\n{"text": "d"}\n', "line 4, column 14"),
+    ("bad.jsonl", '{"text": "a"\n{"text": "b"}\n', "line 1, column 13"),
+    ("bad.json", '[\n {"text": "a"},\n {"text": "b" "label": 1}\n]\n', "line 3, column 15"),
+])
+def test_a_json_syntax_error_names_its_line(tmp_path: Path, name: str, content: str, where: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(GeepError) as info:
+        load_dataset_spec(str(path))
+    assert f"{name}: not valid JSON at {where}: Expecting ',' delimiter" in str(info.value)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
@@ -163,6 +190,25 @@ def test_empty_and_whitespace_texts_are_valid(tmp_path: Path) -> None:
     assert cols.texts == ["", "", "real"]
     ds = datasets.Dataset.from_dict({"text": [None, " \t", "x"]})
     assert get_columns(ds, "text", None, None, source="j", require_labels=False).texts == ["", "", "x"]
+
+
+def test_rows_without_text_are_kept_and_counted_in_one_warning(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "d.jsonl"
+    rows = [{"id": 1, "text": "", "pair": "p"}, {"id": 2, "text": "  \t"}, {"id": 3, "text": None, "pair": ""},
+            {"id": 4, "pair": "p"}, {"id": 5, "text": "real", "pair": "p"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level("WARNING", logger="geep.data.loading"):
+        cols = get_columns(load_dataset_spec(str(path)), "text", "pair", None, source="d.jsonl",
+                           require_labels=False, id_column="id")
+    assert cols.texts == ["", "", "", "", "real"] and cols.ids == [1, 2, 3, 4, 5]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["d.jsonl: 4 of 5 rows have no text in column 'text'; 2 of 5 rows have no text in column "
+                        "'pair' (empty, whitespace-only, null or missing); they are kept, read as empty texts"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="geep.data.loading"):
+        get_columns(datasets.Dataset.from_dict({"text": ["a", "b"]}), "text", None, None, source="x",
+                    require_labels=False)
+    assert not caplog.records
 
 
 def test_label_names_and_encoding() -> None:

@@ -128,3 +128,32 @@ def test_buckets_on_the_replay_backend_equal_what_ran(make_model):
         torch.testing.assert_close(r_probs, probs, atol=1e-5, rtol=0)
         assert replayed.layer_calls == counted.layer_calls and replayed.head_calls == counted.head_calls
         assert replayed.total == counted.total > 0
+
+
+@torch.inference_mode()
+def test_geep_verify_at_tau_0_gives_fastbert_s_exits_at_t(make_model):
+    """At tau = 0 every row starts at the first exit and continues under the fastbert rule at t: exactly
+    fastbert's exits and answers at t, at any batch size (so geep-verify's frontier contains FastBERT's); at batch
+    size 1 both count the same FLOPs too."""
+    from geep.evaluation import build_table
+    from geep.inference import run_policy
+
+    model = make_model(exit_layers=[1, 2, 3, 4])
+    helpers.make_decisive(model, random_texts(40, seed=6))
+    build_table(model, random_texts(30, seed=8), build_threshold=0.5)
+    encoded = model.tokenize(random_texts(45, seed=7))
+    ent = torch.stack([normalised_entropy(l) for l in all_exit_logits(model, encoded).logits.unbind(1)])
+    thresholds = [0.0, float(ent.quantile(0.25)), float(ent.median()), float(ent.quantile(0.75)), 1.0]
+    spread = set()
+    for t in thresholds:
+        near = ((ent - t).abs() < 1e-5).any(0)  # a decision exactly at t may flip by float noise
+        for batch_size in (1, 4, 16, 64):
+            fast = run_policy(model, encoded, "fastbert", t, batch_size=batch_size)
+            verify = run_policy(model, encoded, "geep-verify", VerifyKnob(0.0, t), batch_size=batch_size)
+            assert torch.equal(verify.exit_layer[~near], fast.exit_layer[~near]), (t, batch_size)
+            torch.testing.assert_close(verify.probabilities[~near], fast.probabilities[~near], atol=1e-5,
+                                       rtol=1e-5)
+            if batch_size == 1:
+                assert verify.flops.total == fast.flops.total
+            spread.add(tuple(fast.exit_layer.tolist()))
+    assert len(spread) >= 3  # the thresholds really moved the exits

@@ -132,8 +132,9 @@ def test_knob_defaults_and_grids_span_the_range():
             assert policy.resolve_knob(None, C, E) is None and grid == [None]
             continue
         assert spec.low <= resolved(policy, None) <= spec.high
+        assert all(policy.resolve_knob(k, C, E, build_threshold=0.3) == k for k in grid)  # every one is valid
+        grid = [k.tau if isinstance(k, VerifyKnob) else k for k in grid]  # geep-verify: (tau, t) pairs
         assert grid[0] == spec.low and grid[-1] == spec.high
-        assert all(resolved(policy, k) == k for k in grid)  # every grid point is a valid knob
         assert {spec.never, spec.first} <= set(grid)
     assert POLICIES["pabee"].grid(C, E) == [0, 1, 2, 3]
     assert POLICIES["pabee"].resolve_knob(2.0, C, E) == 2
@@ -163,3 +164,49 @@ def test_geep_verify_needs_the_table_s_and_continues_under_the_fastbert_rule():
     assert POLICIES["geep"].predict_layers(q, 0.0, [2, 4]).tolist() == [2, 2]
     with pytest.raises(TypeError, match="does not predict exit layers"):
         POLICIES["fastbert"].predict_layers(q, 0.5, [1, 2, 3, 4])
+
+
+def test_geep_verify_grid_is_tau_by_every_fastbert_threshold():
+    """(0, t) for every fastbert t (so geep-verify's frontier contains FastBERT's), a coarser tau, and one point
+    at tau = 1, where every row runs to L whatever t."""
+    verify, fastbert = POLICIES["geep-verify"], POLICIES["fastbert"]
+    for steps in (5, 21, 41):
+        grid = verify.grid(C, E, steps)
+        ts = fastbert.grid(C, E, steps)
+        taus = sorted({k.tau for k in grid})
+        assert taus[0] == 0.0 and taus[-1] == 1.0 and len(taus) == min(steps, 11)
+        assert [k.continue_threshold for k in grid if k.tau == 0.0] == ts
+        assert [k for k in grid if k.tau == 1.0] == [VerifyKnob(1.0, 0.0)]
+        assert len(grid) == len(set(grid)) == (len(taus) - 1) * len(ts) + 1
+
+
+def test_geep_verify_fills_what_the_caller_leaves_out():
+    """A number is tau; what is not given comes from the calibrated values, else tau 0.5 and t = S."""
+    verify = POLICIES["geep-verify"]
+    both = {"tau": 0.4, "continue_threshold": 0.2}
+
+    def run_with(knob, stored):
+        return verify.resolve_knob(verify.fill_knob(knob, stored), C, E, build_threshold=0.3)
+
+    assert run_with(None, both) == VerifyKnob(0.4, 0.2)
+    assert run_with(0.7, both) == VerifyKnob(0.7, 0.2)  # tau given, t calibrated
+    assert run_with({"continue_threshold": 0.6}, both) == VerifyKnob(0.4, 0.6)
+    assert run_with(VerifyKnob(None, 0.6), both) == VerifyKnob(0.4, 0.6)
+    assert run_with((0.1, 0.9), both) == VerifyKnob(0.1, 0.9)
+    assert run_with(None, {"tau": 0.4}) == VerifyKnob(0.4, 0.3)  # calibrated before t was a knob: t = S
+    assert run_with(0.7, None) == VerifyKnob(0.7, 0.3)
+    assert run_with({"continue_threshold": 0.6}, None) == VerifyKnob(0.5, 0.6)
+    assert run_with(None, None) == VerifyKnob(0.5, 0.3)
+    assert verify.knob_from_values(verify.knob_values(VerifyKnob(0.4, 0.2))) == VerifyKnob(0.4, 0.2)
+    with pytest.raises(GeepError, match=r"geep-verify continue threshold must be a number in \[0, 1\], got 1.5"):
+        run_with({"continue_threshold": 1.5}, None)
+    with pytest.raises(GeepError, match="has no knob 'threshold'; its knobs: tau, continue_threshold"):
+        run_with({"threshold": 0.5}, None)
+    with pytest.raises(GeepError, match=r"\(tau, continue_threshold\)"):
+        run_with((0.1, 0.2, 0.3), None)
+    with pytest.raises(GeepError, match="the fastbert policy has no knob 'continue_threshold'"):
+        POLICIES["fastbert"].fill_knob({"continue_threshold": 0.5}, None)
+    with pytest.raises(GeepError, match="the full policy takes no threshold"):
+        POLICIES["full"].fill_knob({"threshold": 0.5}, None)
+    assert POLICIES["fastbert"].fill_knob({"threshold": 0.5}, {"threshold": 0.2}) == 0.5
+    assert POLICIES["fastbert"].fill_knob(None, {"threshold": 0.2}) == 0.2

@@ -6,26 +6,34 @@ from pathlib import Path
 from typing import Any
 
 from geep.bench.result import BenchResult, by_policy
+from geep.evaluation.metrics import pareto_frontier
 from geep.io import atomic_path
 
 _POLICY_COLOURS = {"fastbert": "tab:blue", "deebert": "tab:orange", "confidence": "tab:green", "pabee": "tab:purple",
                    "geep": "tab:red", "geep-verify": "tab:brown", "oracle": "gold", "full": "black"}
 _LINESTYLES = ["-", "--", ":", "-."]
 _FULL_MARKERS = ["o", "s", "D", "^"]
+_PRECISION_MARKERS = {"fp32": "o", "int8": "s", "bf16": "^", "fp16": "D"}
 _NICE_TICKS = [0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64]
 
 
 def plot_curves(result: BenchResult, path: str | Path) -> None:
     """``curves.png``: a row per batch size, two panels -- accuracy vs wall speed-up (timed points) and accuracy
-    vs FLOPs speed-up (every grid point) -- a line per (model, policy): colour = policy, line style = model.
-    ``full`` is a black marker at (1, its accuracy); the oracle a star; log-scale x; one legend below."""
+    vs FLOPs speed-up (each policy's frontier as a line, the rest of its grid as faint dots: geep-verify's grid of
+    (tau, t) pairs is no curve) -- a line per (model, policy): colour = policy, line style = model.
+    ``full`` is a black marker at (1, its accuracy); the oracle a star; log-scale x; one legend below.
+    With several precisions each has its own marker and its lines are labelled with it, and the wall-clock panel
+    puts every point against ``full`` at fp32 (``full`` at int8 is then a black square right of 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
-    records = result.records
+    records = [dict(r, precision=r.get("precision") or "fp32") for r in result.records]
+    precisions = list(dict.fromkeys(r["precision"] for r in records))
+    several = len(precisions) > 1
+    wall_key = "wall_speedup_fp32" if several and "fp32" in precisions else "wall_speedup"
     batch_sizes = sorted({r["batch_size"] for r in records})
     models = list(dict.fromkeys(r["model"] for r in records))
     objectives = {m: next(r["objective"] for r in records if r["model"] == m) for m in models}
@@ -40,29 +48,37 @@ def plot_curves(result: BenchResult, path: str | Path) -> None:
                              layout="constrained")
     handles: dict[str, Any] = {}
     for row, batch_size in enumerate(batch_sizes):
-        for col, (xkey, title) in enumerate((("wall_speedup", "wall-clock"), ("flops_speedup", "FLOPs"))):
+        for col, (xkey, title) in enumerate(((wall_key, "wall-clock"), ("flops_speedup", "FLOPs"))):
             ax = axes[row][col]
             xs_all = []
             for mi, m in enumerate(models):
                 style = _LINESTYLES[mi % len(_LINESTYLES)]
                 pts = [r for r in records if r["model"] == m and r["batch_size"] == batch_size
                        and r[xkey] is not None]
-                for policy, group in by_policy(pts).items():
+                for (policy, precision), group in _by_policy_and_precision(pts).items():
                     group = sorted(group, key=lambda r: r[xkey])
                     xs = [r[xkey] for r in group]
                     ys = [100 * r["accuracy"] for r in group]
                     xs_all += xs
-                    label = f"{policy}{model_label(m)}"
+                    label = f"{policy}{' ' + precision if several else ''}{model_label(m)}"
+                    marker = _PRECISION_MARKERS.get(precision, "o") if several else "o"
                     if policy == "full":
-                        h = ax.scatter(xs, ys, marker=_FULL_MARKERS[mi % len(_FULL_MARKERS)], s=70, c="black",
-                                       zorder=5, label=label)
+                        full_marker = marker if several else _FULL_MARKERS[mi % len(_FULL_MARKERS)]
+                        h = ax.scatter(xs, ys, marker=full_marker, s=70, c="black", zorder=5, label=label)
                     elif policy == "oracle":
                         h = ax.scatter(xs, ys, marker="*", s=260, c=_POLICY_COLOURS["oracle"], edgecolors="black",
                                        linewidths=0.8 if mi == 0 else 1.6, zorder=6, label=label + " (labels)")
                     else:
                         colour = _POLICY_COLOURS.get(policy)
-                        (h,) = ax.plot(xs, ys, linestyle=style, marker="o", markersize=4 if col else 5,
-                                       color=colour, label=label, alpha=0.9)
+                        if col:  # FLOPs: the frontier as the line, the grid's other points as faint dots
+                            line = pareto_frontier(group, xkey, "accuracy")
+                            rest = [r for r in group if all(r is not f for f in line)]
+                            ax.scatter([r[xkey] for r in rest], [100 * r["accuracy"] for r in rest], s=6,
+                                       color=colour, alpha=0.25, linewidths=0, zorder=1)
+                            xs, ys = [r[xkey] for r in line], [100 * r["accuracy"] for r in line]
+                        (h,) = ax.plot(xs, ys, linestyle=style, marker=marker, markersize=4 if col else 5,
+                                       color=colour, label=label, alpha=0.9 if precision == precisions[0] else 0.6,
+                                       markerfacecolor="none" if several and precision != precisions[0] else colour)
                     handles.setdefault(h.get_label(), h)
             ax.set_xscale("log")
             if xs_all:
@@ -75,9 +91,10 @@ def plot_curves(result: BenchResult, path: str | Path) -> None:
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.axvline(1.0, color="grey", linewidth=0.6, zorder=0)
             ax.grid(True, which="major", alpha=0.3)
-            ax.set_xlabel(f"{title} speed-up vs full (log scale)")
+            versus = "full fp32" if col == 0 and wall_key == "wall_speedup_fp32" else "full"
+            ax.set_xlabel(f"{title} speed-up vs {versus} (log scale)")
             ax.set_ylabel("accuracy (%)")
-            what = "timed points" if col == 0 else "every grid point"
+            what = "timed points" if col == 0 else "frontier of the grid"
             ax.set_title(f"batch {batch_size}: accuracy vs {title} speed-up ({what})", fontsize=10)
     device = result.header.get("device", "")
     fig.suptitle(f"geep bench: {result.header.get('data')} (N = {result.header.get('n')}), {device}", fontsize=11)
@@ -87,3 +104,11 @@ def plot_curves(result: BenchResult, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def _by_policy_and_precision(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for policy, group in by_policy(records).items():
+        for r in group:
+            out.setdefault((policy, r["precision"]), []).append(r)
+    return out

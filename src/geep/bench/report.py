@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from geep.bench.frontier import budget_point, frontier_indices, record_exits_early
 from geep.bench.plots import plot_curves
 from geep.bench.result import BenchResult, by_policy, group_records
 from geep.evaluation.metrics import pareto_frontier
@@ -24,37 +25,69 @@ def write_outputs(result: BenchResult, directory: str | Path) -> dict[str, Path]
     return paths
 
 
+def precision_of(record: Mapping[str, Any]) -> str:
+    """The precision a record ran at (records written before precisions existed ran at fp32)."""
+    return record.get("precision") or "fp32"
+
+
+def reference_full(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The ``full`` record every point is measured against: fp32's, else the first precision's."""
+    fulls = [r for r in records if r["policy"] == "full"]
+    return next((r for r in fulls if precision_of(r) == "fp32"), fulls[0])
+
+
+def overall_speedup(record: Mapping[str, Any]) -> float | None:
+    """A point's wall speed-up over ``full`` at fp32 where fp32 was benched, else over ``full`` at its precision."""
+    value = record.get("wall_speedup_fp32")
+    return record["wall_speedup"] if value is None else value
+
+
 def summary_rows(result: BenchResult, max_drop: float = 1.0) -> list[dict[str, Any]]:
-    """Per (model, batch size, policy): the fastest timed point whose accuracy is at most ``max_drop`` points
-    below ``full``'s (the record, or None where no timed point is that accurate), with ``full``'s record."""
+    """Per (model, batch size, precision, policy): the point "fastest within ``max_drop`` points of ``full`` at fp32"
+    is read from: the fastest point of the policy's FLOPs frontier (over the knobs that can be timed) whose accuracy
+    is at most ``max_drop`` points below ``full``'s, which the bench times (``geep.bench.frontier``); for a result
+    written before the bench timed the frontier, where that point was not timed, the fastest timed point within the
+    budget. ``best`` is the record, or None where no point is that accurate; ``full`` is the reference record.
+    Speed is over ``full`` at fp32 (:func:`overall_speedup`)."""
     rows = []
     for (name, batch_size), records in group_records(result.records).items():
-        full = next(r for r in records if r["policy"] == "full")
-        floor = full["accuracy"] - max_drop / 100.0 - 1e-12
+        full = reference_full(records)
+        floor = full["accuracy"] - max_drop / 100.0
         for policy, pts in by_policy(records).items():
-            ok = [p for p in pts if p["timed"] and p["accuracy"] >= floor]
-            best = max(ok, key=lambda p: (p["wall_speedup"], p["accuracy"])) if ok else None
-            rows.append({"model": name, "objective": full["objective"], "batch_size": batch_size, "policy": policy,
-                         "full": full, "best": best})
+            for precision in dict.fromkeys(precision_of(p) for p in pts):
+                mine = [p for p in pts if precision_of(p) == precision]
+                frontier = frontier_indices(mine, lambda i: record_exits_early(mine[i]))
+                j = budget_point(mine, frontier, floor)
+                best = None if j is None else mine[frontier[j]]
+                if best is None or not best["timed"]:
+                    ok = [p for p in mine if p["timed"] and p["accuracy"] >= floor - 1e-12]
+                    best = max(ok, key=lambda p: (overall_speedup(p), p["accuracy"])) if ok else None
+                rows.append({"model": name, "objective": full["objective"], "batch_size": batch_size,
+                             "policy": policy, "precision": precision, "full": full, "best": best})
     return rows
 
 
-def format_summary(result: BenchResult, max_drop: float = 1.0) -> str:
-    """A short plain-text table of :func:`summary_rows`, for the terminal."""
-    lines = [f"fastest timed point within {max_drop:g} point(s) of full ({result.header['device']}, "
-             f"N = {result.header['n']}):"]
-    head = f"{'model':<24} {'batch':>5}  {'policy':<12} {'knob':>7} {'accuracy':>9} {'wall':>7} {'FLOPs':>7} " \
-           f"{'samples/s':>10}"
+def format_summary(result: BenchResult, max_drop: float | None = None) -> str:
+    """A short plain-text table of :func:`summary_rows` (``max_drop`` default: the bench's accuracy budget), for the
+    terminal: each wall speed-up with its runs' spread, and how many interleaved runs its median is of."""
+    h = result.header
+    max_drop = h.get("accuracy_budget", 1.0) if max_drop is None else max_drop
+    several = len({precision_of(r) for r in result.records}) > 1
+    lines = [f"fastest point of each policy's FLOPs frontier within {max_drop:g} point(s) of full"
+             f"{' at fp32' if several else ''} ({h['device']}, N = {h['n']}; wall: median of {h['repeats']} "
+             "interleaved runs, spread = half their range over the median):"]
+    head = f"{'model':<24} {'batch':>5}  {'prec':<4} {'policy':<12} {'knob':>12} {'accuracy':>9} {'wall':>7} " \
+           f"{'spread':>6} {'FLOPs':>7} {'samples/s':>10}"
     lines.append(head)
     for row in summary_rows(result, max_drop):
         b = row["best"]
         label = f"{row['model']} ({row['objective']})"[:24]
+        start = f"{label:<24} {row['batch_size']:>5}  {row['precision']:<4} {row['policy']:<12}"
         if b is None:
-            lines.append(f"{label:<24} {row['batch_size']:>5}  {row['policy']:<12} {'(none timed that accurate)':>33}")
+            lines.append(f"{start} {'(none timed that accurate)':>38}")
             continue
-        lines.append(f"{label:<24} {row['batch_size']:>5}  {row['policy']:<12} {_fmt_knob(b['knob']):>7} "
-                     f"{100 * b['accuracy']:>8.2f}% {b['wall_speedup']:>6.2f}x {b['flops_speedup']:>6.2f}x "
-                     f"{b['samples_per_s']:>10.1f}")
+        lines.append(f"{start} {knob_text(b):>12} {100 * b['accuracy']:>8.2f}% {overall_speedup(b):>6.2f}x "
+                     f"{_spread(b.get('wall_runs')):>6} {b['flops_speedup']:>6.2f}x {b['samples_per_s']:>10.1f}")
     return "\n".join(lines)
 
 
@@ -64,6 +97,12 @@ def _fmt_knob(knob: Any) -> str:
     if isinstance(knob, int) or float(knob).is_integer():
         return str(int(knob))
     return f"{knob:.3g}"
+
+
+def knob_text(record: Mapping[str, Any]) -> str:
+    """A record's knob: the number, or geep-verify's ``tau/t`` (knob = tau, then its continuation threshold)."""
+    t = record.get("continue_threshold")
+    return _fmt_knob(record["knob"]) + ("" if t is None else f"/{_fmt_knob(t)}")
 
 
 def _spread(runs: Sequence[float] | None) -> str:
@@ -85,11 +124,20 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
     commit = h.get("git_commit")
     lines = ["# geep bench", ""]
     lines.append(f"- data: `{h.get('data')}`, N = {h['n']}, sha256 `{h['data_sha256'][:16]}...`")
+    budget = h.get("accuracy_budget", 1.0)
     lines.append(f"- device: {h['device']}; batch sizes {', '.join(map(str, h['batch_sizes']))}; median of "
                  f"{h['repeats']} interleaved repeats after {h['warmup']} warm-up run(s)")
+    lines.append(f"- accuracy and FLOPs: {h.get('grid_points')} knobs per policy (geep-verify: tau x t pairs); timed: "
+                 f"up to {h.get('timed_points')} knobs per policy along its FLOPs frontier, from the fastest within "
+                 f"{budget:g} point(s) of `full` and its neighbours outwards")
     commit_text = "unknown" if not commit else commit[:10] + ("+dirty" if h.get("git_dirty") else "")
     lines.append(f"- geep {v.get('geep')} (commit {commit_text}), "
                  f"torch {v.get('torch')}, transformers {v.get('transformers')}, python {v.get('python')}")
+    if len(h.get("precisions") or []) > 1:
+        lines.append(f"- precisions {', '.join(h['precisions'])}, timed in the same rounds; full accuracy by precision: "
+                     + "; ".join(f"`{name}` " + ", ".join(f"{p} {100 * a:.2f}%" for p, a in
+                                                         m.get("full_accuracy_by_precision", {}).items())
+                                 for name, m in h["models"].items()))
     for name, m in h["models"].items():
         skipped = f"; skipped (no exit table): {', '.join(m['skipped_policies'])}" if m["skipped_policies"] else ""
         lines.append(f"- model `{name}` (objective {m['objective']}, exits {m['exit_layers']}): full accuracy "
@@ -100,12 +148,17 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
     lines.append("Speed-ups are against `full` at the same batch size; wall speed-ups come from the same timing "
                  "rounds. `wall/FLOPs` is wall speed-up over FLOPs speed-up: below 1, the saving in arithmetic is "
                  "not all turned into time. `run spread`: half the range of a point's timed runs over their "
-                 "median. `oracle` reads the true labels (reporting only).")
+                 "median. `oracle` reads the true labels (reporting only). geep-verify's knob is written tau/t "
+                 "(t: the fastbert threshold rows continue under).")
     if curves:
         lines += ["", f"![accuracy vs speed-up]({curves})"]
     for (name, batch_size), records in group_records(result.records).items():
         objective = records[0]["objective"]
         lines += ["", f"## `{name}` ({objective}), batch size {batch_size}", ""]
+        lines += _budget_table(result, name, batch_size, budget)
+        if len({precision_of(r) for r in records}) > 1:
+            lines += _precision_tables(records)
+            continue
         lines.append("| policy | knob | accuracy | macro-F1 | mean layer | FLOPs speed-up | wall speed-up | "
                      "samples/s | wall/FLOPs | run spread |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -114,7 +167,7 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
                 continue
             ratio = r["wall_speedup"] / r["flops_speedup"] if r["flops_speedup"] else None
             note = " (reads labels)" if r["reporting_only"] else ""
-            lines.append(f"| {r['policy']}{note} | {_fmt_knob(r['knob'])} | {100 * r['accuracy']:.2f}% | "
+            lines.append(f"| {r['policy']}{note} | {knob_text(r)} | {100 * r['accuracy']:.2f}% | "
                          f"{100 * r['macro_f1']:.2f} | {r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
                          f"{_fmt(r['wall_speedup'], '.2f', 'x')} | {_fmt(r['samples_per_s'], '.0f')} | "
                          f"{_fmt(ratio, '.2f')} | {_spread(r.get('wall_runs'))} |")
@@ -125,7 +178,66 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
             wall = pareto_frontier([p for p in pts if p["timed"]], "wall_speedup", "accuracy")
             flops = pareto_frontier(pts, "flops_speedup", "accuracy")
             lines.append(f"- `{policy}` wall: " + ", ".join(
-                f"{_fmt_knob(p['knob'])} ({100 * p['accuracy']:.1f}%, {p['wall_speedup']:.2f}x)" for p in wall))
-            lines.append(f"  FLOPs ({len(flops)} of {len(pts)} grid points): " + ", ".join(
-                f"{_fmt_knob(p['knob'])} ({100 * p['accuracy']:.1f}%, {p['flops_speedup']:.2f}x)" for p in flops))
+                f"{knob_text(p)} ({100 * p['accuracy']:.1f}%, {p['wall_speedup']:.2f}x)" for p in wall))
+            lines.append(_flops_frontier_line(pts))
     return "\n".join(lines) + "\n"
+
+
+def _precision_tables(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The table and frontiers of one (model, batch size) benched at several precisions: each timed point's
+    accuracy against ``full`` at fp32 and its wall speed-up over ``full`` at fp32 and at its own precision."""
+    full = reference_full(records)
+    ref = precision_of(full)
+    lines = [f"Every point against `full` at {ref} (accuracy {100 * full['accuracy']:.2f}%) and against `full` at its "
+             "own precision (`full` at int8 is the user's alternative to early exit).", "",
+             f"| precision | policy | knob | accuracy | vs full {ref} (points) | mean layer | FLOPs speed-up | "
+             f"wall vs full {ref} | wall vs full (same precision) | samples/s | run spread |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        if not r["timed"]:
+            continue
+        note = " (reads labels)" if r["reporting_only"] else ""
+        lines.append(f"| {precision_of(r)} | {r['policy']}{note} | {knob_text(r)} | "
+                     f"{100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - full['accuracy']):+.2f} | "
+                     f"{r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
+                     f"{_fmt(r.get('wall_speedup_fp32'), '.2f', 'x')} | {_fmt(r['wall_speedup'], '.2f', 'x')} | "
+                     f"{_fmt(r['samples_per_s'], '.0f')} | {_spread(r.get('wall_runs'))} |")
+    lines += ["", f"Pareto frontiers, slowest to fastest, as knob (accuracy, wall speed-up over `full` at {ref}):", ""]
+    for policy, pts in by_policy(records).items():
+        for precision in dict.fromkeys(precision_of(p) for p in pts):
+            grid = [p for p in pts if precision_of(p) == precision]
+            mine = [p for p in grid if p["timed"]]
+            if len(grid) == 1 or not mine:
+                continue  # full, oracle: one point, in the table above
+            wall = pareto_frontier([dict(p, overall=overall_speedup(p)) for p in mine], "overall", "accuracy")
+            lines.append(f"- `{policy}` at {precision}: " + ", ".join(
+                f"{knob_text(p)} ({100 * p['accuracy']:.1f}%, {p['overall']:.2f}x)" for p in wall))
+            lines.append(_flops_frontier_line(grid))
+    return lines
+
+
+def _flops_frontier_line(points: Sequence[Mapping[str, Any]]) -> str:
+    """One policy's FLOPs frontier over its whole grid, slowest to fastest; timed points marked with *."""
+    flops = pareto_frontier(points, "flops_speedup", "accuracy")
+    return f"  FLOPs ({len(flops)} of {len(points)} grid points; * timed): " + ", ".join(
+        f"{knob_text(p)}{'*' if p['timed'] else ''} ({100 * p['accuracy']:.1f}%, {p['flops_speedup']:.2f}x)"
+        for p in flops)
+
+
+def _budget_table(result: BenchResult, name: str, batch_size: int, budget: float) -> list[str]:
+    """The summary of one (model, batch size): each policy's fastest frontier point within the budget."""
+    rows = [row for row in summary_rows(result, budget) if row["model"] == name and row["batch_size"] == batch_size]
+    several = len({row["precision"] for row in rows}) > 1
+    lines = [f"Fastest within {budget:g} point(s) of `full`{' at fp32' if several else ''}, read from each policy's "
+             "FLOPs frontier (wall: the median of the interleaved runs, spread: half their range over the median):",
+             "", "| precision | policy | knob | accuracy | FLOPs speed-up | wall speed-up | run spread |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        b = row["best"]
+        if b is None:
+            lines.append(f"| {row['precision']} | {row['policy']} | - | none that accurate | | | |")
+            continue
+        lines.append(f"| {row['precision']} | {row['policy']} | {knob_text(b)} | {100 * b['accuracy']:.2f}% | "
+                     f"{b['flops_speedup']:.2f}x | {_fmt(overall_speedup(b), '.2f', 'x')} | "
+                     f"{_spread(b.get('wall_runs'))} |")
+    return lines + [""]

@@ -11,10 +11,14 @@ from typing import Any
 # Every record has exactly these keys. ``knob`` is None for full and oracle; ``exit_histogram`` maps each exit
 # layer (a string key in JSON) to its row count; wall_speedup, samples_per_s, wall_seconds (the median) and
 # wall_runs (every timed run's seconds, in round order) are None where the point was not timed; ``reporting_only``
-# marks policies that read the true labels (oracle).
+# marks policies that read the true labels (oracle). ``precision`` (fp32, int8, ...) is the backend the point ran
+# on; ``wall_speedup`` is over ``full`` at the same precision, ``wall_speedup_fp32`` over ``full`` at fp32 (None where
+# the point was not timed or fp32 was not benched); ``flops_speedup`` does not depend on the precision.
+# geep-verify's knob is a pair: ``knob`` is its tau and ``continue_threshold`` its t (None for the other policies;
+# absent from records written before it existed).
 RECORD_FIELDS = ("model", "objective", "policy", "knob", "batch_size", "accuracy", "macro_f1", "mean_exit_layer",
                  "exit_histogram", "flops_speedup", "wall_speedup", "samples_per_s", "wall_seconds", "wall_runs", "timed",
-                 "reporting_only", "device")
+                 "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold")
 
 
 @dataclass

@@ -6,17 +6,23 @@ For each model (several are benched together, labelled by name and training obje
    pass (``geep.inference.all_exit_logits``), each knob run by the real scheduler on those logits
    (``geep.evaluation.sweep``); the same logits serve every batch size (logits do not depend on the batch, FLOPs
    do).
-2. **Wall-clock on a few knobs per policy** (:func:`timed_knobs`: ``timed_points`` spread evenly over the grid, both
-   ends included; ``full`` and ``oracle`` have one point). A knob at which no row exits early (every row at the
-   last layer: each policy's slow end) is not timed: it does ``full``'s work plus the policy's heads, ``full`` is
-   timed beside it and the heads' cost is in its FLOPs speed-up; on a CPU those were the slowest runs of a bench
-   and said the least. Every point runs from token ids through
+2. **Wall-clock along each policy's FLOPs frontier** (``geep.bench.frontier.frontier_knobs``: ``timed_points``
+   knobs of the frontier: the fastest within ``accuracy_budget`` points of ``full`` at fp32, its neighbours on both
+   sides, then points spread over the rest; ``full`` and ``oracle`` have one point). A knob at which no row exits
+   early (every row at the last layer: each policy's slow end) is not timed: it does ``full``'s work plus the
+   policy's heads, ``full`` is timed beside it and the heads' cost is in its FLOPs speed-up; on a CPU those were the
+   slowest runs of a bench and said the least. Every point runs from token ids through
    ``geep.inference.run_policy`` (the same length-sorted batching for every policy), under ``torch.inference_mode()``.
    :func:`time_interleaved` warms each point up, then times ``repeats`` rounds round-robin over all the points of
    a (model, batch size), so machine drift hits every point alike; ``torch.cuda.synchronize()`` brackets each run
    on a GPU; the clock is ``time.perf_counter``; each point keeps its median. ``full`` is timed in the same rounds
    and ``wall_speedup = median(full) / median(point)`` (``full``'s own is 1.0 exactly); ``samples_per_s =
    N / median``. Tokenising is timed separately (median of as many runs) and reported in the header.
+
+3. **Precisions side by side** (``precisions``, e.g. fp32 and int8): each precision has its own all-exits pass
+   and sweep (int8 confidences differ from fp32's; FLOPs do not), and every precision's timed points run in the
+   same interleaved rounds, so ``full`` at int8 (the user's alternative to early exit) and every policy at int8 are
+   measured against ``full`` at fp32 and against each other in one run.
 
 Outputs (``geep.bench.report.write_outputs``): ``bench.json`` (``{"header": ..., "records": [...]}``, one record
 per grid point per policy per batch size, fields ``geep.bench.result.RECORD_FIELDS``), ``report.md`` and
@@ -35,6 +41,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from geep.bench.frontier import frontier_knobs
 from geep.bench.provenance import data_hash, environment
 from geep.bench.result import BenchResult
 from geep.bench.timing import describe_device, median_seconds, time_interleaved
@@ -42,13 +49,14 @@ from geep.errors import GeepError
 from geep.evaluation.sweep import sweep
 from geep.inference.predictor import all_exit_logits, label_ids, resolve_device, run_policy
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import POLICIES, get_policy
+from geep.policies import POLICIES, VerifyKnob, get_policy
+from geep.runtime.precision import check_precision
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICIES = ("full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle")
-MIN_REPEATS = 3
-MIN_TIMED_POINTS = 2
+MIN_REPEATS = 5  # a wall-clock comparison is a median of at least 5 interleaved runs
+MIN_TIMED_POINTS = 1
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -82,15 +90,17 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 
 def check_settings(*, batch_sizes: Sequence[int], grid_points: int, timed_points: int, repeats: int,
-                   warmup: int) -> None:
+                   warmup: int, accuracy_budget: float = 1.0) -> None:
     """GeepError (one line) for settings the benchmark cannot honour."""
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise GeepError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     if repeats < MIN_REPEATS:
         raise GeepError(f"--repeats must be at least {MIN_REPEATS} (a median needs several runs), got {repeats}")
     if timed_points < MIN_TIMED_POINTS:
-        raise GeepError(f"--timed-points must be at least {MIN_TIMED_POINTS} (both ends of each range), "
-                        f"got {timed_points}")
+        raise GeepError(f"--timed-points must be at least {MIN_TIMED_POINTS} (the fastest point within the "
+                        f"accuracy budget), got {timed_points}")
+    if not (math.isfinite(accuracy_budget) and 0 <= accuracy_budget <= 100):
+        raise GeepError(f"--accuracy-budget must be in [0, 100] points, got {accuracy_budget}")
     if grid_points < 2:
         raise GeepError(f"--grid-points must be at least 2, got {grid_points}")
     if warmup < 1:
@@ -98,26 +108,12 @@ def check_settings(*, batch_sizes: Sequence[int], grid_points: int, timed_points
 
 
 # ------------------------------------------------------------------------------------------------- timing
-def timed_knobs(grid: Sequence[Any], n: int, speedups: Sequence[float] | None = None) -> list[int]:
-    """Indices into ``grid`` of (at most) ``n`` knobs to time, both ends of the grid always included.
-
-    Without ``speedups``, spread evenly over the grid's positions. With the grid's FLOPs speed-ups, spread evenly
-    over the speed-up they realise (log scale), each target taking the first grid point nearest to it: a knob's
-    useful range is often a small part of its scale (FastBERT's t in 0.05..0.3 on bbc), and timing points that
-    all realise the same speed-up says nothing. All of a grid no longer than ``n``; the one point of a grid of one.
-    """
-    g = len(grid)
-    if g <= n:
-        return list(range(g))
-    if speedups is None:
-        return sorted({round(i * (g - 1) / (n - 1)) for i in range(n)})
-    logs = [math.log(max(s, 1e-12)) for s in speedups]
-    lo, hi = min(logs), max(logs)
-    chosen = {0, g - 1}
-    for i in range(1, n - 1):
-        target = lo + (hi - lo) * i / (n - 1)
-        chosen.add(min(range(g), key=lambda j: (abs(logs[j] - target), j)))
-    return sorted(chosen)
+def split_knob(knob: Any) -> tuple[Any, float | None]:
+    """A grid point's knob as a record stores it: (``knob``, ``continue_threshold``); geep-verify's pair is
+    (tau, t), every other knob (knob, None)."""
+    if isinstance(knob, VerifyKnob):
+        return knob.tau, knob.continue_threshold
+    return knob, None
 
 
 def exits_early(exit_histogram: Mapping[int, int], last_layer: int) -> bool:
@@ -131,17 +127,22 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
           policies: Sequence[str] = DEFAULT_POLICIES, grid_points: int = 21, timed_points: int = 5,
           repeats: int = 5, warmup: int = 1, device: str | torch.device | None = None,
           data_spec: str | None = None, show_progress: bool = False,
-          extra_header: Mapping[str, Any] | None = None) -> BenchResult:
+          extra_header: Mapping[str, Any] | None = None, precisions: Sequence[str] = ("fp32",),
+          accuracy_budget: float = 1.0) -> BenchResult:
     """Benches every policy of ``policies`` on every model of ``models`` ({name: model}) over labelled texts.
 
     ``labels`` are label names (each model maps them to its own class ids; an unseen one is a GeepError).
     ``device`` moves every model there first (None: where each already is). Policies that need an exit table are
     skipped, with a logged note and a ``skipped_policies`` entry in the header, on models without one.
+    ``precisions`` (``fp32``, ``int8``, ...) are benched side by side, timed in the same rounds: each record has its
+    ``precision``, its ``wall_speedup`` over ``full`` at that precision and ``wall_speedup_fp32`` over ``full`` at
+    fp32 (when fp32 is benched). ``accuracy_budget`` (points below ``full`` at fp32) places the timed knobs: each
+    policy's fastest frontier point within it is timed, with its neighbours (``geep.bench.frontier``).
     """
     policies = check_policies(policies)
     batch_sizes = [int(b) for b in batch_sizes]
     check_settings(batch_sizes=batch_sizes, grid_points=grid_points, timed_points=timed_points, repeats=repeats,
-                   warmup=warmup)
+                   warmup=warmup, accuracy_budget=accuracy_budget)
     if not models:
         raise GeepError("nothing to bench: no model")
     texts = list(texts)
@@ -162,6 +163,11 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
     if len(devices) > 1:
         raise GeepError(f"the models are on different devices ({', '.join(map(str, devices))}); pass a device")
     (run_device,) = devices
+    precisions = list(dict.fromkeys(precisions))
+    if not precisions:
+        raise GeepError("nothing to bench: no precision")
+    for precision in precisions:
+        check_precision(precision, run_device)
     device_name = describe_device(run_device)
     header: dict[str, Any] = {
         **environment(),
@@ -173,8 +179,10 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
         "torch_threads": torch.get_num_threads(),
         "batch_sizes": batch_sizes,
         "policies": policies,
+        "precisions": precisions,
         "grid_points": grid_points,
         "timed_points": timed_points,
+        "accuracy_budget": accuracy_budget,
         "repeats": repeats,
         "warmup": warmup,
         **dict(extra_header or {}),
@@ -185,7 +193,8 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
         info, model_records = bench_model(
             model, name, texts, labels, text_pairs, batch_sizes=batch_sizes, policies=policies,
             grid_points=grid_points, timed_points=timed_points, repeats=repeats, warmup=warmup,
-            device_name=device_name, show_progress=show_progress)
+            device_name=device_name, show_progress=show_progress, precisions=precisions,
+            accuracy_budget=accuracy_budget)
         header["models"][name] = info
         records.extend(model_records)
     return BenchResult(header, records)
@@ -194,7 +203,8 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
 def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels: list[str],
                 text_pairs: Sequence[str] | None, *, batch_sizes: Sequence[int], policies: Sequence[str],
                 grid_points: int, timed_points: int, repeats: int, warmup: int, device_name: str,
-                show_progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                show_progress: bool = False, precisions: Sequence[str] = ("fp32",), accuracy_budget: float = 1.0
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One model's header entry and records (see :func:`bench`)."""
     objective = model.config.objective
     y = label_ids(model, labels)  # (N,) class ids
@@ -206,49 +216,66 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
     encoded, tokenize_seconds = median_seconds(lambda: model.tokenize(texts, pairs), repeats)
     n = len(texts)
     logger.info("%s (%s): %d rows tokenised in %.3f s; all-exits pass", name, objective, n, tokenize_seconds)
+    exit_logits = {}
     with torch.inference_mode():
-        exit_logits = all_exit_logits(model, encoded, batch_size=max(batch_sizes),
-                                      show_progress=show_progress).logits  # (N, |E|, C)
+        for precision in precisions:  # (N, |E|, C) at each precision: int8 confidences differ from fp32's
+            exit_logits[precision] = all_exit_logits(model, encoded, batch_size=max(batch_sizes),
+                                                     show_progress=show_progress, precision=precision).logits
     records: list[dict[str, Any]] = []
-    full_point = None
+    full_points = {}
     for batch_size in batch_sizes:
-        result = sweep(model, encoded, y, policies=active, batch_size=batch_size, grid_points=grid_points,
-                       exit_logits=exit_logits)
-        full_point = result.full
-        walls = _time_points(model, name, encoded, y, result.points, batch_size=batch_size,
-                             timed_points=timed_points, repeats=repeats, warmup=warmup, show_progress=show_progress)
-        full_median = statistics.median(walls[("full", 0)])
-        for policy in active:
-            needs_labels = get_policy(policy).needs_labels
-            for i, point in enumerate(result.points[policy]):
-                runs = walls.get((policy, i))
-                median = None if runs is None else statistics.median(runs)
-                records.append({
-                    "model": name,
-                    "objective": objective,
-                    "policy": policy,
-                    "knob": point.knob,
-                    "batch_size": batch_size,
-                    "accuracy": point.accuracy,
-                    "macro_f1": point.macro_f1,
-                    "mean_exit_layer": point.mean_exit_layer,
-                    "exit_histogram": {str(k): v for k, v in point.exit_histogram.items()},
-                    "flops_speedup": point.flops_speedup,
-                    "wall_speedup": None if median is None else (1.0 if policy == "full" else full_median / median),
-                    "samples_per_s": None if median is None else n / median,
-                    "wall_seconds": median,
-                    "wall_runs": runs,
-                    "timed": median is not None,
-                    "reporting_only": needs_labels,
-                    "device": device_name,
-                })
+        points = {}
+        for precision in precisions:
+            result = sweep(model, encoded, y, policies=active, batch_size=batch_size, grid_points=grid_points,
+                           exit_logits=exit_logits[precision])
+            full_points[precision] = result.full
+            points[precision] = result.points
+        reference = full_points.get("fp32", full_points[precisions[0]])  # the budget is against full at fp32
+        walls = _time_points(model, name, encoded, y, points, batch_size=batch_size, timed_points=timed_points,
+                             repeats=repeats, warmup=warmup, show_progress=show_progress,
+                             floor=reference.accuracy - accuracy_budget / 100.0)
+        full_median = {precision: statistics.median(walls[(precision, "full", 0)]) for precision in precisions}
+        fp32_median = full_median.get("fp32")
+        for precision in precisions:
+            for policy in active:
+                needs_labels = get_policy(policy).needs_labels
+                for i, point in enumerate(points[precision][policy]):
+                    runs = walls.get((precision, policy, i))
+                    median = None if runs is None else statistics.median(runs)
+                    own = policy == "full"
+                    knob, continue_threshold = split_knob(point.knob)
+                    records.append({
+                        "model": name,
+                        "objective": objective,
+                        "policy": policy,
+                        "knob": knob,
+                        "batch_size": batch_size,
+                        "accuracy": point.accuracy,
+                        "macro_f1": point.macro_f1,
+                        "mean_exit_layer": point.mean_exit_layer,
+                        "exit_histogram": {str(k): v for k, v in point.exit_histogram.items()},
+                        "flops_speedup": point.flops_speedup,
+                        "wall_speedup": None if median is None else (1.0 if own else full_median[precision] / median),
+                        "samples_per_s": None if median is None else n / median,
+                        "wall_seconds": median,
+                        "wall_runs": runs,
+                        "timed": median is not None,
+                        "reporting_only": needs_labels,
+                        "device": device_name,
+                        "precision": precision,
+                        "wall_speedup_fp32": None if median is None or fp32_median is None else (
+                            1.0 if own and precision == "fp32" else fp32_median / median),
+                        "continue_threshold": continue_threshold,
+                    })
+    first = full_points[precisions[0]]
     info = {
         "objective": objective,
         "num_layers": model.num_layers,
         "exit_layers": list(model.exit_layers),
         "exit_table": model.exit_table is not None,
-        "full_accuracy": full_point.accuracy,
-        "full_macro_f1": full_point.macro_f1,
+        "full_accuracy": first.accuracy,
+        "full_macro_f1": first.macro_f1,
+        "full_accuracy_by_precision": {p: point.accuracy for p, point in full_points.items()},
         "tokenize_seconds": tokenize_seconds,
         "tokenize_samples_per_s": n / tokenize_seconds if tokenize_seconds > 0 else None,
         "skipped_policies": skipped,
@@ -257,20 +284,25 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
 
 
 def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: torch.Tensor,
-                 points: Mapping[str, Sequence[Any]], *, batch_size: int, timed_points: int, repeats: int,
-                 warmup: int, show_progress: bool) -> dict[tuple[str, int], list[float]]:
-    """Every timed run's wall seconds of the timed points, keyed by (policy, index into its grid)."""
-    keys: list[tuple[str, int]] = []
+                 points: Mapping[str, Mapping[str, Sequence[Any]]], *, batch_size: int, timed_points: int,
+                 repeats: int, warmup: int, show_progress: bool, floor: float
+                 ) -> dict[tuple[str, str, int], list[float]]:
+    """Every timed run's wall seconds of the timed points ({precision: {policy: scored grid}}), keyed by
+    (precision, policy, index into its grid): every precision's points in the same interleaved rounds. The knobs
+    are :func:`geep.bench.frontier.frontier_knobs` of each grid around ``floor`` (an accuracy in [0, 1])."""
+    keys: list[tuple[str, str, int]] = []
     runs: list[Callable[[], Any]] = []
-    for policy, scored in points.items():
-        for i in timed_knobs(scored, timed_points, [p.flops_speedup for p in scored]):
-            if policy != "full" and not exits_early(scored[i].exit_histogram, model.num_layers):
-                continue  # full's work (see the module docstring)
-            knob = scored[i].knob
-            run_labels = labels if get_policy(policy).needs_labels else None
-            keys.append((policy, i))
-            runs.append(lambda p=policy, k=knob, y=run_labels: run_policy(model, encoded, p, k, batch_size=batch_size,
-                                                                          labels=y))
+    for precision, per_policy in points.items():
+        for policy, scored in per_policy.items():
+            def timeable(i: int, policy: str = policy, scored: Sequence[Any] = scored) -> bool:
+                return policy == "full" or exits_early(scored[i].exit_histogram, model.num_layers)  # see above
+
+            for i in frontier_knobs(scored, timed_points, floor, timeable):
+                knob = scored[i].knob
+                run_labels = labels if get_policy(policy).needs_labels else None
+                keys.append((precision, policy, i))
+                runs.append(lambda p=policy, k=knob, y=run_labels, pr=precision: run_policy(
+                    model, encoded, p, k, batch_size=batch_size, labels=y, precision=pr))
     sync = torch.cuda.synchronize if model.device.type == "cuda" else None
     logger.info("%s, batch %d: timing %d points x %d repeats (+%d warm-up)", name, batch_size, len(runs), repeats,
                 warmup)
@@ -281,8 +313,9 @@ def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: t
             outputs, seconds = time_interleaved(runs, repeats=repeats, warmup=warmup, sync=sync, on_run=bar.update)
     finally:
         bar.close()
-    for (policy, i), out in zip(keys, outputs):
-        _check_against_sweep(name, policy, points[policy][i], out, labels, batch_size, model.num_layers)
+    for (precision, policy, i), out in zip(keys, outputs):
+        _check_against_sweep(f"{name} {precision}", policy, points[precision][policy][i], out, labels, batch_size,
+                             model.num_layers)
     return dict(zip(keys, seconds))
 
 

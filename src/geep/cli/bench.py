@@ -2,7 +2,8 @@
 
 Everything the user can get wrong (settings, policies, device, output, models, data, columns, labels) is checked
 before the first timed run. Writes ``bench.json``, ``report.md`` and ``curves.png`` into ``--output``, then
-prints a short summary: per model and batch size, each policy's fastest timed point within 1 point of ``full``.
+prints a short summary: per model and batch size, each policy's fastest point on its FLOPs frontier within the
+accuracy budget (1 point of ``full`` by default), its wall-clock speed-up and the runs' spread.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="DATA", help="labelled FILE (.csv .tsv .json .jsonl .parquet, "
                    "a saved datasets dir) or a packaged NAME[:split], e.g. bbc:test")
     p.add_argument("--output", required=True, metavar="DIR", help="where bench.json, report.md, curves.png go")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output")
     p.add_argument("--batch-sizes", default="1,32", metavar="B,B,..", help="default: 1,32")
     p.add_argument("--policies", default=",".join(DEFAULT_POLICIES), metavar="P,P,..",
                    help="default: all (geep and geep-verify are skipped on a model without an exit table; full is "
@@ -36,14 +38,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-points", type=int, default=21, metavar="N",
                    help="knobs per policy for accuracy and FLOPs (pabee: every integer patience) (default: 21)")
     p.add_argument("--timed-points", type=int, default=5, metavar="N",
-                   help="knobs per policy timed, spread over the grid, both ends included, except a knob at which "
-                   "no row exits early (full's work; full is timed beside it) (default: 5)")
-    p.add_argument("--repeats", type=int, default=5, metavar="R", help="timed runs per point, >= 3 (default: 5)")
+                   help="knobs per policy timed, along its FLOPs frontier: the fastest within --accuracy-budget, "
+                   "its neighbours on both sides, the rest spread over the frontier; never a knob at which no row "
+                   "exits early (full's work; full is timed beside it) (default: 5)")
+    p.add_argument("--accuracy-budget", type=float, default=1.0, metavar="D",
+                   help="points below full (at fp32) that the timed knobs and the summary centre on (default: 1)")
+    p.add_argument("--repeats", type=int, default=5, metavar="R",
+                   help="timed runs per point, interleaved, >= 5; each point keeps the median (default: 5)")
     p.add_argument("--warmup", type=int, default=1, metavar="W", help="untimed runs per point first (default: 1)")
     p.add_argument("--max-samples", type=int, default=None, metavar="N",
                    help="bench a seeded stratified subset of N rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-samples subset (default: 0)")
     p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
+    p.add_argument("--precision", default="fp32", metavar="P,P,..",
+                   help="precisions benched side by side, timed in the same rounds: fp32, int8 (CPU), fp16 (CUDA), "
+                   "bf16 (default: fp32); e.g. fp32,int8 compares early exit at int8 with full at fp32 and int8")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: torch's own); fewer than the cores where others share them")
     p.add_argument("--text-column", default=None, help="default: the model's (from training)")
@@ -63,32 +72,38 @@ def model_names(dirs: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from geep.bench import bench, check_policies, check_settings, format_summary, parse_batch_sizes, \
         write_outputs
+    from geep.cli.columns import pair_column
+    from geep.cli.outputs import check_output_dir
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
     from geep.inference.predictor import resolve_device
     from geep.modeling.model import MultiExitClassifier
+    from geep.runtime import check_precision, parse_precisions
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
+    precisions = parse_precisions(args.precision)
     check_settings(batch_sizes=batch_sizes, grid_points=args.grid_points, timed_points=args.timed_points,
-                   repeats=args.repeats, warmup=args.warmup)
+                   repeats=args.repeats, warmup=args.warmup, accuracy_budget=args.accuracy_budget)
     policies = check_policies([p.strip() for p in args.policies.split(",") if p.strip()])
     if args.max_samples is not None and args.max_samples < 1:
         raise GeepError(f"--max-samples must be at least 1, got {args.max_samples}")
     device = resolve_device(args.device)
+    for precision in precisions:
+        check_precision(precision, device or "cpu")
     if args.threads is not None:
         if args.threads < 1:
             raise GeepError(f"--threads must be at least 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise GeepError(f"--output {args.output} exists and is not a directory")
+    output = check_output_dir(args.output, overwrite=args.overwrite, inputs=(args.data,), models=args.model)
     if len(set(args.model)) != len(args.model):
         raise GeepError("the same --model is given twice")
 
     models = {name: MultiExitClassifier.from_pretrained(d)
               for name, d in zip(model_names(args.model), args.model)}
     configs = [m.config for m in models.values()]
+    for name, config in zip(models, configs):
+        pair_column(args.text_pair_column, config, name)
     columns = []
     for flag, attr in (("text_column", "text_column"), ("text_pair_column", "text_pair_column"),
                        ("label_column", "label_column")):
@@ -115,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
     result = bench(models, texts, labels, pairs, batch_sizes=batch_sizes, policies=policies,
                    grid_points=args.grid_points, timed_points=args.timed_points, repeats=args.repeats,
                    warmup=args.warmup, device=device, data_spec=args.data, show_progress=not args.no_progress,
+                   precisions=precisions, accuracy_budget=args.accuracy_budget,
                    extra_header={"max_samples": args.max_samples, "seed": args.seed,
                                  "model_dirs": {n: str(d) for n, d in zip(models, args.model)}})
     paths = write_outputs(result, output)
-    print(format_summary(result))
+    print(format_summary(result, args.accuracy_budget))
     print(f"wrote {paths['json']}, {paths['report']} and {paths['curves']}")
     return 0

@@ -18,8 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "build-table", help="build a model's token exit table",
         description="Build the token exit table GEEP predicts exit layers from. Each row's exit layer is the "
-                    "one the fastbert rule at --build-threshold gives it.")
-    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (updated in place)")
+                    "one the fastbert rule at --build-threshold gives it. DIR is updated in place, by design (no "
+                    "--output): its exit_table.safetensors and config.json are rewritten.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (updated in place; it "
+                   "must be writable)")
     p.add_argument("--data", metavar="DATA", default=None,
                    help=f"held-out rows (default: the model's own {TABLE_DATA_NAME}, saved by `geep train`)")
     add_table_options(p)
@@ -74,6 +76,7 @@ def build_from_spec(model, spec: str, args: argparse.Namespace, text_column: str
 
 def threshold_from_dev(model, args: argparse.Namespace) -> float:
     """S chosen on --dev, or the fixed default (logged) without dev data."""
+    from geep.cli.columns import pair_column
     from geep.data import get_columns, load_dataset_spec
     from geep.evaluation.build_table import DEFAULT_BUILD_THRESHOLD, auto_build_threshold
 
@@ -82,18 +85,21 @@ def threshold_from_dev(model, args: argparse.Namespace) -> float:
         return DEFAULT_BUILD_THRESHOLD
     cfg = model.config
     cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
-                       args.text_pair_column or cfg.text_pair_column, args.label_column or cfg.label_column,
+                       pair_column(args.text_pair_column, cfg, args.model), args.label_column or cfg.label_column,
                        source=args.dev, require_labels=True)
     return auto_build_threshold(model, cols.texts, cols.labels, cols.text_pairs)
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.columns import pair_column as checked_pair_column
+    from geep.cli.outputs import check_writable
     from geep.inference.predictor import resolve_device
     from geep.modeling.model import MultiExitClassifier
 
     check_table_options(args)
     directory = Path(args.model)
     model = MultiExitClassifier.from_pretrained(directory, device=resolve_device(args.device))
+    check_writable(directory, "--model")  # before any pass over the data
     if args.data is None:
         spec = directory / TABLE_DATA_NAME
         if not spec.is_file():
@@ -104,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         spec, source = args.data, args.data
         text_column = args.text_column or model.config.text_column
-        pair_column = args.text_pair_column or model.config.text_pair_column
+        pair_column = checked_pair_column(args.text_pair_column, model.config, str(directory))
     if args.build_threshold is None:
         args.build_threshold = threshold_from_dev(model, args)
     table = build_from_spec(model, spec, args, text_column, pair_column, source)

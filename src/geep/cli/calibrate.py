@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geep.cli.argtypes import finite_float
 from geep.errors import GeepError
 
 
@@ -12,13 +13,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate", help="choose each policy's default knob on dev",
         description="Score every knob of every policy on dev from one all-exits pass and store, per policy, the "
-                    "knob that meets the target as the model's default (used by predict).")
-    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (updated in place)")
+                    "knob that meets the target as the model's default (used by predict). DIR is updated in place, "
+                    "by design (no --output): only its config.json is rewritten, and only when the target is met.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (its config.json is "
+                   "updated in place; it must be writable)")
     p.add_argument("--dev", required=True, metavar="DATA", help="labelled dev data (FILE or NAME[:split])")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-speedup", type=float, metavar="X",
+    target.add_argument("--target-speedup", type=finite_float, metavar="X",
                         help="the most accurate knob whose FLOPs speed-up vs full is at least X")
-    target.add_argument("--max-accuracy-drop", type=float, metavar="D",
+    target.add_argument("--max-accuracy-drop", type=finite_float, metavar="D",
                         help="the fastest knob whose dev accuracy is at least full's minus D points")
     p.add_argument("--policies", default=None,
                    help="comma-separated (default: fastbert,deebert,confidence,pabee and, with a table, geep,geep-verify)")
@@ -29,15 +32,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-column", default=None)
     p.add_argument("--encoding", default=None)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--precision", default="fp32", metavar="P",
+                   help="calibrate the knobs used at this precision: fp32 (default), int8 (CPU), fp16 (CUDA), bf16; "
+                   "the other precisions' knobs stay")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.columns import pair_column
+    from geep.cli.outputs import check_writable
     from geep.evaluation.calibrate import CALIBRATED_POLICIES, calibrate
     from geep.data import get_columns, load_dataset_spec
     from geep.inference.predictor import resolve_device
     from geep.modeling.model import MultiExitClassifier
     from geep.policies import get_policy
+    from geep.runtime import check_precision
 
     if args.target_speedup is not None and args.target_speedup <= 0:
         raise GeepError(f"--target-speedup must be positive, got {args.target_speedup}")
@@ -46,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if args.grid_points < 2:
         raise GeepError(f"--grid-points must be at least 2, got {args.grid_points}")
     directory = Path(args.model)
-    model = MultiExitClassifier.from_pretrained(directory, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    check_precision(args.precision, device or "cpu")
+    model = MultiExitClassifier.from_pretrained(directory, device=device)
+    check_writable(directory, "--model")  # before the dev pass, not after it
     policies = None
     if args.policies:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -58,18 +70,31 @@ def run(args: argparse.Namespace) -> int:
                 raise GeepError(f"{name} needs an exit table; build one with `geep build-table --model {directory}`")
     cfg = model.config
     cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
-                       args.text_pair_column or cfg.text_pair_column, args.label_column or cfg.label_column,
+                       pair_column(args.text_pair_column, cfg, str(directory)), args.label_column or cfg.label_column,
                        source=args.dev, require_labels=True)
     chosen = calibrate(model, cols.texts, cols.labels, cols.text_pairs, target_speedup=args.target_speedup,
                        max_accuracy_drop=args.max_accuracy_drop, policies=policies, batch_size=args.batch_size,
-                       grid_points=args.grid_points)
+                       grid_points=args.grid_points, precision=args.precision)
     model.save_config(directory)
     target = (f"FLOPs speed-up >= {args.target_speedup:g}x" if args.target_speedup is not None
               else f"accuracy drop <= {args.max_accuracy_drop:g} points")
-    print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) for {target}; stored as defaults:")
-    print(f"| {'policy':<12} | {'knob':>8} | {'dev acc':>7} | {'FLOPs x':>7} | {'mean layer':>10} |")
-    print(f"|{'-' * 14}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
+    print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) at {args.precision} for {target}; "
+          "stored as defaults:")
+    print(f"| {'policy':<12} | {'knob':>16} | {'dev acc':>7} | {'FLOPs x':>7} | {'mean layer':>10} |")
+    print(f"|{'-' * 14}|{'-' * 18}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
     for name, point in chosen.items():
-        print(f"| {name:<12} | {point.knob:>8.4g} | {100 * point.accuracy:>6.2f}% | {point.flops_speedup:>6.2f}x "
-              f"| {point.mean_exit_layer:>10.2f} |")
+        print(f"| {name:<12} | {knob_text(get_policy(name).knob_values(point.knob)):>16} | "
+              f"{100 * point.accuracy:>6.2f}% | {point.flops_speedup:>6.2f}x | {point.mean_exit_layer:>10.2f} |")
+    default = model.config.stored_policy(args.precision)
+    print(f"default policy at {args.precision}: {default} ("
+          + ("the fastest" if args.max_accuracy_drop is not None else "the most accurate")
+          + " that met the target; predict and serve run it when no policy is named)")
     return 0
+
+
+def knob_text(values: dict[str, float]) -> str:
+    """A knob's named values for a table cell: ``0.3`` for one value, ``tau 0.3, t 0.25`` for geep-verify's pair."""
+    if len(values) == 1:
+        return f"{next(iter(values.values())):.4g}"
+    short = {"continue_threshold": "t"}
+    return ", ".join(f"{short.get(name, name)} {value:.3g}" for name, value in values.items())

@@ -38,7 +38,9 @@ def read_model_info(directory: str | Path) -> tuple[GeepConfig, dict, dict | Non
     if args_path.is_file():
         try:
             training = json.loads(args_path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            training = None
+        if not isinstance(training, dict):  # damaged: info still shows the config
             training = None
     return config, raw, training
 
@@ -53,10 +55,10 @@ def format_info(directory: str | Path) -> str:
         f"vocab {backbone.get('vocab_size', '?')}",
         f"exits:          {', '.join(map(str, config.exit_layers))} (teacher: exit {config.num_layers})",
         f"exit heads:     {config.head}, {config.pooling} pooling, width {config.head_width}; "
-        f"teacher: {teacher_kind}, {teacher_pooling} pooling",
+        f"teacher: {teacher_kind}, {teacher_pooling} pooling" + _why(config, "pooling"),
         f"labels ({config.num_labels}):    {', '.join(config.label_names)}",
         f"objective:      {config.objective}" + (f" (recipe {config.recipe})" if config.recipe else ""),
-        f"max length:     {config.max_length}",
+        f"max length:     {config.max_length}" + _why(config, "max_length"),
         f"columns:        text={config.text_column}"
         + (f", pair={config.text_pair_column}" if config.text_pair_column else "")
         + f", label={config.label_column}",
@@ -76,6 +78,12 @@ def format_info(directory: str | Path) -> str:
 def run(args: argparse.Namespace) -> int:
     print(format_info(args.model))
     return 0
+
+
+def _why(config: GeepConfig, setting: str) -> str:
+    """How geep chose ``setting`` from the backbone (pooling auto, max length not given), on its own line."""
+    reason = config.auto_settings.get(setting)
+    return f"\n                (chosen by geep: {reason})" if reason else ""
 
 
 def _describe_table(table: dict) -> str:

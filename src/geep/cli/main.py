@@ -12,7 +12,7 @@ import sys
 from geep.errors import GeepError
 
 # Subcommand modules under geep.cli, in the order `geep --help` lists them.
-COMMANDS = ("train", "build_table", "calibrate", "predict", "bench", "info")
+COMMANDS = ("train", "build_table", "calibrate", "predict", "bench", "info", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +42,19 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns its exit status (2: bad input, one line on stderr; 130: interrupted).
+
+    Ctrl-C is caught from the first import on: building the parser imports every subcommand (torch, transformers,
+    datasets), which takes seconds, and an interrupt there exits 130 with one line, as one during a run does.
+    """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -57,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     except GeepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ import argparse
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from geep.cli.predict_ray import add_ray_arguments, run_ray
 from geep.errors import GeepError
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="a directory written by `geep train`")
     p.add_argument("--input", required=True, metavar="DATA", help="FILE (.csv .tsv .json .jsonl .parquet, a "
                    "saved datasets dir) or a packaged NAME[:split]")
-    p.add_argument("--output", required=True, metavar="FILE", help="where to write: .jsonl or .csv")
+    p.add_argument("--output", required=True, metavar="FILE", help="where to write: .jsonl or .csv (with --ray: a "
+                   "directory)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--text-column", default=None, help="default: the model's (from training)")
     p.add_argument("--text-pair-column", default=None, help="default: the model's (from training)")
     p.add_argument("--id-column", default=None,
@@ -52,10 +54,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "(0: never, ln C: first); confidence in [0, 1] (1: never, 0: first); pabee an integer in "
                    "[0, |E|-1] (|E|-1: never, 0: first); geep and geep-verify: tau in [0, 1], the quantile "
                    "of each row's predicted exit distribution (1: never, 0: first); full and oracle take none")
+    p.add_argument("--continue-threshold", default=None, metavar="T", type=_number,
+                   help="geep-verify only: the fastbert threshold t in [0, 1] rows continue under after their "
+                   "predicted layer (default: the model's calibrated one, else the exit table's build threshold S)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
+    p.add_argument("--precision", default="fp32", metavar="P",
+                   help="fp32 (default), int8 (CPU), fp16 (CUDA) or bf16; the knob defaults to the one calibrated "
+                   "at that precision (`geep calibrate --precision`)")
     p.add_argument("--encoding", default=None, help="encoding of CSV/TSV/JSON input (default UTF-8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -66,33 +75,40 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def check_output(path: str) -> Path:
-    """The output path, checked: a .jsonl or .csv file in an existing directory, not a directory itself."""
-    out = Path(path)
-    if out.suffix.lower() not in OUTPUT_FORMATS:
-        raise GeepError(f"--output must end in {' or '.join(OUTPUT_FORMATS)}, got {path}")
-    if out.is_dir():
-        raise GeepError(f"--output {path} is a directory")
-    if not out.parent.is_dir():
-        raise GeepError(f"the directory of --output {path} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise GeepError(f"cannot write into the directory of --output {path}")
-    return out
+def check_output(path: str, *, overwrite: bool = False, inputs: tuple = (), models: tuple = ()) -> Path:
+    """The output path, checked (geep.cli.outputs): a .jsonl or .csv file in an existing writable directory, not
+    an existing file without ``overwrite``, neither an input nor inside a model directory."""
+    from geep.cli.outputs import check_output_file
+
+    return check_output_file(path, overwrite=overwrite, suffixes=OUTPUT_FORMATS, inputs=inputs, models=models)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray:
+        return run_ray(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise GeepError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from geep.cli.columns import pair_column
     from geep.data import encode_labels, get_columns, load_dataset_spec
+    from geep.inference.inputs import knob_from
     from geep.inference.predictor import predict, resolve_device, resolve_knob
     from geep.modeling.model import MultiExitClassifier
     from geep.policies import get_policy
+    from geep.runtime import check_precision
 
-    output = check_output(args.output)
+    output = check_output(args.output, overwrite=args.overwrite, inputs=(args.input,), models=(args.model,))
     if args.batch_size < 1:
         raise GeepError(f"--batch-size must be at least 1, got {args.batch_size}")
     policy = get_policy(args.policy)
     device = resolve_device(args.device)
+    check_precision(args.precision, device or "cpu")
     model = MultiExitClassifier.from_pretrained(args.model)
-    knob = resolve_knob(model, policy, args.threshold)
+    knob = resolve_knob(model, policy, knob_from(policy, args.threshold, args.continue_threshold),
+                        precision=args.precision)
     config = model.config
     ds = load_dataset_spec(args.input, encoding=args.encoding)
     id_column = args.id_column
@@ -100,13 +116,13 @@ def run(args: argparse.Namespace) -> int:
         id_column = "id"
     label_column = (args.label_column or config.label_column) if policy.needs_labels else None
     data = get_columns(ds, args.text_column or config.text_column,
-                       args.text_pair_column or config.text_pair_column, label_column, source=args.input,
+                       pair_column(args.text_pair_column, config, args.model), label_column, source=args.input,
                        require_labels=policy.needs_labels, id_column=id_column)
     labels = None
     if policy.needs_labels:
         labels = encode_labels(data.labels, config.label_names, source=args.input)
     out = predict(model, data.texts, data.text_pairs, policy=policy, knob=knob, batch_size=args.batch_size,
-                  labels=labels, show_progress=not args.no_progress, device=device)
+                  labels=labels, show_progress=not args.no_progress, device=device, precision=args.precision)
     write_predictions(output, out, config.label_names, data.ids)
     logger.info("wrote %d predictions to %s", len(out), output)
     return 0

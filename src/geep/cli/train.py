@@ -54,7 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"geep only: how its one-step loss is weighted and how long it trains (default "
                    f"{DEFAULT_RECIPE}): " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
     p.add_argument("--head", default="attention", choices=list(HEAD_KINDS), help="exit head kind")
-    p.add_argument("--pooling", default="first", choices=list(POOLINGS))
+    p.add_argument("--pooling", default="auto", choices=["auto", *POOLINGS],
+                   help="exit heads' pooling; auto (default): the backbone's sentence-transformers pooling "
+                   "(1_Pooling/config.json: mean tokens -> mean, CLS token -> first), else first")
     p.add_argument("--exit-layers", default=None, metavar="K,K,..",
                    help="layers with an exit (default: every layer; the last is always one)")
     p.add_argument("--epochs", type=int, default=2, help="epochs of the first stage (a geep recipe that matches "
@@ -64,7 +66,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=5e-5, help="backbone learning rate")
     p.add_argument("--head-lr", type=float, default=1e-3, help="exit heads' learning rate")
     p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text (pair) after truncation")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per text (pair) after truncation "
+                   "(default: the smallest of 128 and what the model, its tokenizer and a sentence-transformers "
+                   "max_seq_length allow)")
     p.add_argument("--max-train-samples", type=int, default=None,
                    help="train on a seeded stratified subset of this many rows of --train")
     p.add_argument("--max-dev-samples", type=int, default=None,
@@ -122,7 +126,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
         (args.lr >= 0 and args.head_lr >= 0, "--lr and --head-lr must be >= 0"),
         (0 <= args.warmup_ratio < 1, f"--warmup-ratio must lie in [0, 1), got {args.warmup_ratio}"),
-        (args.max_length >= 2, f"--max-length must be >= 2, got {args.max_length}"),
+        (args.max_length is None or args.max_length >= 2, f"--max-length must be >= 2, got {args.max_length}"),
         (args.max_train_samples is None or args.max_train_samples >= 2,
          f"--max-train-samples must be >= 2, got {args.max_train_samples}"),
         (args.max_dev_samples is None or args.max_dev_samples >= 1,
@@ -135,11 +139,6 @@ def _check_flags(args: argparse.Namespace) -> None:
     for ok, message in checks:
         if not ok:
             raise GeepError(message)
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise GeepError(f"--output {output} exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
-        raise GeepError(f"--output {output} is not empty; choose another directory or pass --overwrite")
 
 
 def _read(spec: str, flag: str, args: argparse.Namespace) -> ColumnData:
@@ -177,6 +176,7 @@ def split_rows(args: argparse.Namespace, train: ColumnData) -> tuple[Slice, Slic
 
 
 def run(args: argparse.Namespace) -> int:
+    from geep.cli.outputs import check_output_dir
     from geep.evaluation.build_table import auto_build_threshold, build_table
     from geep.modeling.model import MultiExitClassifier, resolve_model_path
     from geep.training.loop import EncodedData, TrainingArguments, describe_plan, train
@@ -195,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
         freeze_backbone=args.freeze_backbone, device=args.device, show_progress_bar=not args.no_progress,
     )
     model_path = resolve_model_path(args.model)
+    check_output_dir(args.output, overwrite=args.overwrite, models=(model_path,),
+                     inputs=[spec for spec in (args.train, args.dev, args.table_data) if spec is not None])
     train_cols = _read(args.train, "--train", args)
     data_labels = build_label_names(train_cols.labels)
     if len(data_labels) < 2:
@@ -212,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
                           [dev_slice.pairs[i] for i in rows], [dev_slice.labels[i] for i in rows],
                           f"{dev_slice.source}, {len(rows)} rows")
 
-    _check_max_length(model_path, args.max_length)
+    if args.max_length is not None:  # typed: too long is an error; left out, it is chosen to fit
+        _check_max_length(model_path, args.max_length)
     torch.manual_seed(args.seed)  # the exit heads' initialisation
     model = MultiExitClassifier.from_encoder(
         model_path, data_labels, head=args.head, pooling=args.pooling, exit_layers=exit_layers,
@@ -264,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
         "table_file": TABLE_DATA_NAME if table_slice is not None and len(table_slice) else None,
         "data_sizes": sizes, "label_names": names, "stages": plan,
         "recipe": recipe.to_dict() if recipe else None,
+        "resolved": {"pooling": model.config.pooling, "max_length": model.config.max_length,
+                     "why": model.config.auto_settings},
         "train_seconds": round(result.train_seconds, 3), "train_cpu_seconds": round(result.train_cpu_seconds, 3),
         "device": result.device,
         "mixed_precision": result.mixed_precision, "dev_accuracy": result.dev_accuracy,

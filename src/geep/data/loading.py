@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
@@ -91,8 +92,37 @@ def _load_path(path: Path, encoding: str | None) -> datasets.Dataset:
                 f"{path}: cannot decode its bytes as {encoding or 'UTF-8'}; "
                 "pass the file's encoding with --encoding (e.g. --encoding latin-1)"
             ) from e
+        where = _json_syntax_error(path, encoding) if suffix in (".json", ".jsonl") else None
+        if where is not None:  # pyarrow and pandas name a byte position, often of an earlier line
+            raise GeepError(f"could not read {path}: not valid JSON at {where}") from e
         raise GeepError(f"could not read {path}: {_root_message(e)}") from e
     return ds
+
+
+def _json_syntax_error(path: Path, encoding: str | None) -> str | None:
+    """'line N, column M: why' of the first JSON syntax error in a JSON or JSON Lines file, or None.
+
+    A ``.jsonl`` file, or a ``.json`` file that is not one JSON document but parses up to "Extra data", is JSON
+    Lines: its lines are parsed one by one to find the first bad one.
+    """
+    try:
+        text = path.read_text(encoding=encoding or "utf-8-sig")
+    except (OSError, ValueError):
+        return None
+    if path.suffix.lower() == ".json":
+        try:
+            json.loads(text)
+            return None
+        except json.JSONDecodeError as e:
+            if e.msg != "Extra data":
+                return f"line {e.lineno}, column {e.colno}: {e.msg}"
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"line {lineno}, column {e.colno}: {e.msg}"
+    return None
 
 
 def _read_csv(path: Path, encoding: str | None, cache_dir: str, delimiter: str = ",") -> datasets.Dataset:
@@ -108,10 +138,15 @@ def _read_csv(path: Path, encoding: str | None, cache_dir: str, delimiter: str =
 
 
 def _csv_header(path: Path, encoding: str | None, delimiter: str) -> list[str]:
+    """The column names; GeepError when there is no header or no data row.
+
+    Only the header goes through the csv module (its fields are names). Whether a data row follows is seen from the
+    raw lines, never parsed: the csv module refuses fields over 128 KB (a long document), which the reader that
+    loads the rows (pandas) reads whole.
+    """
     with open(path, encoding=encoding or "utf-8-sig", newline="") as f:
-        rows = (row for row in csv.reader(f, delimiter=delimiter) if row)
-        header = next(rows, None)
-        if header is None or next(rows, None) is None:
+        header = next((row for row in csv.reader(f, delimiter=delimiter) if row), None)
+        if header is None or not any(line.strip("\r\n") for line in f):  # csv skips only blank lines too
             raise GeepError(f"{path} has no rows")
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
@@ -211,7 +246,8 @@ def get_columns(
 ) -> ColumnData:
     """Pull the text (and optional pair, label and id) columns out of ``ds`` as plain lists.
 
-    Texts become strings; a missing or whitespace-only text becomes "" (valid input). Labels become stripped
+    Texts become strings; a missing or whitespace-only text becomes "" (valid input: the row is kept, and one
+    warning line says how many rows have no text). Labels become stripped
     strings (an int 1 or a float 1.0 becomes "1"). With ``require_labels`` every row needs a label; without
     it an absent label column gives ``labels=None`` and a missing label becomes "". ``source`` names the data
     in error messages.
@@ -221,6 +257,7 @@ def get_columns(
     if text_pair_column is not None:
         values = _column(ds, text_pair_column, source)
         pairs = [_as_text(v, row, text_pair_column, source) for row, v in enumerate(values, 1)]
+    _warn_empty_texts(source, (text_column, texts), (text_pair_column, pairs))
     labels = None
     if label_column is None:
         if require_labels:
@@ -247,6 +284,15 @@ def _as_text(value: Any, row: int, column: str, source: str) -> str:
         raise GeepError(f"{source}: row {row} of column '{column}' is not text: {str(value)[:60]}")
     text = value if isinstance(value, str) else str(value)
     return text if text.strip() else ""
+
+
+def _warn_empty_texts(source: str, *columns: tuple[str | None, list[str] | None]) -> None:
+    """One warning line counting the rows with no text (empty, whitespace-only, null or missing) per column."""
+    counts = [f"{sum(t == '' for t in texts)} of {len(texts)} rows have no text in column '{name}'"
+              for name, texts in columns if texts is not None and "" in texts]
+    if counts:
+        logger.warning("%s: %s (empty, whitespace-only, null or missing); they are kept, read as empty texts",
+                       source, "; ".join(counts))
 
 
 def _as_label(value: Any) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from geep.errors import GeepError
 from geep.evaluation.sweep import choose_knob, sweep
 from geep.exit_table import ExitTable
+from geep.inference.inputs import as_texts
 from geep.inference.predictor import label_ids, predict
 from geep.modeling.model import MultiExitClassifier
 from geep.tokens import pad_batch
@@ -21,6 +23,7 @@ logger = logging.getLogger(__name__)
 TABLE_FILE = "exit_table.safetensors"
 DEFAULT_BUILD_THRESHOLD = 0.2  # used only when there is no dev data to choose S on
 AUTO_MAX_ACCURACY_DROP = 0.0  # points: the automatic S costs fastbert no dev accuracy (see auto_build_threshold)
+NOISY_DEV_ROWS = 100  # fewer dev rows than this: one row is a point or more of accuracy, and S is chosen by noise
 
 
 def build_table(model: MultiExitClassifier, texts: Sequence[str], text_pairs: Sequence[str] | None = None, *,
@@ -32,8 +35,10 @@ def build_table(model: MultiExitClassifier, texts: Sequence[str], text_pairs: Se
 
     Each row's exit layer is the one the ``fastbert`` rule at ``build_threshold`` gives it.
     """
-    if not len(texts):
-        raise ValueError("an exit table needs at least one row")
+    texts = as_texts(texts)
+    text_pairs = None if text_pairs is None else as_texts(text_pairs, "text_pairs")
+    if not texts:
+        raise GeepError("an exit table needs at least one row")
     exits = predict(model, list(texts), None if text_pairs is None else list(text_pairs), policy="fastbert",
                     knob=build_threshold, batch_size=batch_size).exit_layer
     encoded = model.tokenize(texts, text_pairs)
@@ -68,7 +73,11 @@ def auto_build_threshold(model: MultiExitClassifier, texts: Sequence[str], label
     loss: an S allowed 1 point on bbc's 213 dev rows sent 167 of 169 table rows to layer 1, so the table
     predicted layer 1 for every row and lost 2.8 points on test; S is also geep-verify's threshold.
     """
-    encoded = model.tokenize(list(texts), None if text_pairs is None else list(text_pairs))
+    texts = as_texts(texts)
+    if len(texts) < NOISY_DEV_ROWS:
+        logger.warning("the build threshold S is chosen on only %d dev rows: below %d the choice is noise; pass "
+                       "more dev rows or --build-threshold", len(texts), NOISY_DEV_ROWS)
+    encoded = model.tokenize(texts, None if text_pairs is None else as_texts(text_pairs, "text_pairs"))
     result = sweep(model, encoded, label_ids(model, list(labels)), policies=["fastbert"], batch_size=batch_size,
                    grid_points=41)
     point = choose_knob(result.points["fastbert"], result.full.accuracy, max_accuracy_drop=max_accuracy_drop)

@@ -9,7 +9,7 @@ second copy of any schedule exists. :func:`choose_knob` picks the knob that meet
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,18 @@ def choose_knob(points: list[KnobPoint], full_accuracy: float, *, target_speedup
     return max(ok, key=lambda p: (p.flops_speedup, p.accuracy))
 
 
+def choose_policy(chosen: Mapping[str, KnobPoint], *, target_speedup: float | None = None,
+                  max_accuracy_drop: float | None = None) -> str:
+    """The policy to run by default, among policies each at the knob :func:`choose_knob` chose for the same
+    target: with ``max_accuracy_drop`` the fastest (FLOPs; ties: the more accurate), with ``target_speedup`` the most
+    accurate (ties: the faster); a tie in both keeps the first in ``chosen``'s order."""
+    if not chosen:
+        raise GeepError("nothing to choose from: no calibrated policy")
+    if max_accuracy_drop is not None:
+        return max(chosen, key=lambda name: (chosen[name].flops_speedup, chosen[name].accuracy))
+    return max(chosen, key=lambda name: (chosen[name].accuracy, chosen[name].flops_speedup))
+
+
 @dataclass
 class Sweep:
     """Every policy's knobs scored from one all-exits pass. ``full``: the full model's point."""
@@ -113,15 +125,18 @@ def replay(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, po
 
 
 def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, policies: Sequence[str],
-          batch_size: int = 32, grid_points: int = 21, exit_logits: Tensor | None = None) -> Sweep:
+          batch_size: int = 32, grid_points: int = 21, exit_logits: Tensor | None = None,
+          precision: str = "fp32", knobs: Mapping[str, Sequence[Any]] | None = None) -> Sweep:
     """Accuracy, macro-F1, mean exit layer, exit histogram and FLOPs speed-up of every knob of every policy.
 
-    One all-exits pass gives every exit's logits for every row (pass ``exit_logits`` (N, |E|, C) to reuse one);
-    each knob is then run by the real scheduler on those logits (:func:`replay`), at ``batch_size``.
+    One all-exits pass at ``precision`` gives every exit's logits for every row (pass ``exit_logits`` (N, |E|, C)
+    to reuse one); each knob is then run by the real scheduler on those logits (:func:`replay`), at ``batch_size``.
+    The knobs of a policy are its grid of ``grid_points`` (``Policy.grid``; geep-verify's: (tau, t) pairs), or
+    those ``knobs`` names for it.
     """
     E, C = model.exit_layers, model.config.num_labels
     if exit_logits is None:
-        exit_logits = all_exit_logits(model, encoded, batch_size=batch_size).logits  # (N, |E|, C)
+        exit_logits = all_exit_logits(model, encoded, batch_size=batch_size, precision=precision).logits
     exit_logits = exit_logits.cpu()
     labels = labels.long().cpu()
 
@@ -136,6 +151,8 @@ def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, polic
     distribution = None
     if any(get_policy(name).predicts_layers for name in policies):
         distribution = exit_distribution(require_table(model), encoded, model.pad_token_id).cpu()
-    points = {name: [score(name, knob, distribution) for knob in get_policy(name).grid(C, len(E), grid_points)]
+    knobs = knobs or {}
+    points = {name: [score(name, knob, distribution)
+                     for knob in knobs.get(name) or get_policy(name).grid(C, len(E), grid_points)]
               for name in policies}
     return Sweep(full, points, full_flops)

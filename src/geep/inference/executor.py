@@ -8,7 +8,8 @@ on the replay backend counts exactly what the same run on the model counts.
 
 Offline prediction, calibration (on the replay backend), the all-exits pass and the server all run this loop:
 ``geep.inference.offline.run_rows`` adds every row at time 0 and runs until the scheduler is empty; a server adds
-rows as requests arrive and calls :meth:`Executor.step`.
+rows as requests arrive and calls :meth:`Executor.step` (or plans with the scheduler and calls
+:meth:`Executor.run_step`), one step at a time from one thread.
 """
 
 from __future__ import annotations
@@ -60,12 +61,23 @@ class Executor:
         self.flops, self.on_head = flops, on_head
         self.groups: dict[int, _Group] = {}
 
-    def step(self) -> Finished | None:
-        """Runs the next step; returns the rows that left (possibly none), or None when nothing was scheduled."""
-        step = self.scheduler.schedule()
+    def step(self, now: float = 0.0) -> Finished | None:
+        """Runs the next step (``now``: the caller's clock, for a strategy that waits for fuller batches); returns
+        the rows that left (possibly none), or None when nothing was scheduled."""
+        step = self.scheduler.schedule(now)
         if step is None:
             return None
-        state, memory = self._assemble(step)
+        return self.run_step(step)
+
+    def run_step(self, step: Step) -> Finished:
+        """Runs a step the scheduler planned (:meth:`step` plans and runs; a server plans apart to know which rows
+        an exception in the step concerns). If the step raises, its rows are gone from the scheduler and their
+        stored states are forgotten; every other row's stay as they were."""
+        try:
+            state, memory = self._assemble(step)
+        except Exception:
+            self.release(step.rows)
+            raise
         state = self.backend.run_layers(state, step.end)
         logits = self.backend.read_head(state)  # (B, C)
         if self.flops is not None:
@@ -98,7 +110,8 @@ class Executor:
 
     # --------------------------------------------------------------------------------------------- internals
     def _assemble(self, step: Step) -> tuple[Any, Memory]:
-        """The step's rows as one state, in step order, with their policy memory."""
+        """The step's rows as one state, in step order, with their policy memory. The groups the rows came from
+        are marked consumed only once the state is built, so a failure here leaves them for :meth:`release`."""
         device = self.backend.device
         if step.start == 0:
             ids = [row.id for row in step.rows]
@@ -115,11 +128,13 @@ class Executor:
             ((gid, pairs),) = by_group.items()
             group = self.groups[gid]
             slots = [slot for _, slot in pairs]
-            self._consume(gid, len(slots))
             if len(slots) == group.size and slots == list(range(group.size)):
-                return group.state, group.memory  # the same rows in the same order: as they are
-            keep = torch.tensor(slots, dtype=torch.long, device=device)
-            return self.backend.select(group.state, keep), select_memory(group.memory, keep)
+                assembled = group.state, group.memory  # the same rows in the same order: as they are
+            else:
+                keep = torch.tensor(slots, dtype=torch.long, device=device)
+                assembled = self.backend.select(group.state, keep), select_memory(group.memory, keep)
+            self._consume(gid, len(slots))
+            return assembled
         parts, memories, positions = [], [], []
         for gid, pairs in by_group.items():
             group = self.groups[gid]
@@ -127,12 +142,14 @@ class Executor:
             parts.append((group.state, keep))
             memories.append(select_memory(group.memory, keep))
             positions += [i for i, _ in pairs]
-            self._consume(gid, len(pairs))
         order = torch.empty(len(positions), dtype=torch.long)
         order[torch.tensor(positions)] = torch.arange(len(positions))  # step position -> concatenated position
         order = order.to(device)
         memory = {name: torch.cat([m[name] for m in memories]).index_select(0, order) for name in memories[0]}
-        return self.backend.gather(parts, order), memory
+        state = self.backend.gather(parts, order)
+        for gid, pairs in by_group.items():
+            self._consume(gid, len(pairs))
+        return state, memory
 
     def _consume(self, gid: int, n: int) -> None:
         group = self.groups.get(gid)

@@ -75,6 +75,11 @@ class Backbone(nn.Module):
     def num_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def max_positions(self) -> int | None:
+        """Tokens a row may have (:func:`max_positions`)."""
+        return max_positions(self.encoder)
+
     def attention_mask_for(self, hidden: Tensor, attention_mask: Tensor) -> Tensor | None:
         """The mask the layers take, made by transformers for this model's attention implementation."""
         return create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
@@ -128,6 +133,16 @@ class Backbone(nn.Module):
             state.row_ids.index_select(0, keep),
             state.layer,
         )
+
+
+def max_positions(encoder: PreTrainedModel) -> int | None:
+    """Tokens a row may have in ``encoder``: its position embeddings, less RoBERTa's offset (its positions start
+    after the padding index); None when its config names no limit."""
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return None
+    padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+    return positions - (padding_idx + 1 if isinstance(padding_idx, int) else 0)
 
 
 def drop_rows(backbone: Backbone, state: State, leaving: Tensor) -> State:

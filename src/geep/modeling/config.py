@@ -48,13 +48,21 @@ class GeepConfig:
     # Filled by `geep calibrate`: {precision: {policy: {knob name: value}}}, e.g.
     # {"fp32": {"fastbert": {"threshold": 0.3}, "geep-verify": {"tau": 0.4, "continue_threshold": 0.25}}}.
     default_knobs: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Filled by `geep calibrate`: per precision, the calibrated policy that met the target fastest (with
+    # --target-speedup: the most accurate one that met it), e.g. {"fp32": "geep-verify"}; predict and serve run it
+    # when no policy is named. Absent in directories calibrated before it existed (then: {}).
+    default_policy: dict[str, str] = field(default_factory=dict)
     # Filled by `geep build-table`: file name and parameters of the token exit table, or None.
     exit_table: dict[str, Any] | None = None
     # Per-exit dev accuracy of the kept checkpoint, {str(k): accuracy}, written by training.
     dev_accuracy: dict[str, float] = field(default_factory=dict)
+    # Why each setting geep chose from the backbone got its value, {setting: reason}, e.g. {"pooling": "mean: ..."};
+    # filled by `MultiExitClassifier.from_encoder` for the settings left to it (geep.modeling.backbone_defaults).
+    auto_settings: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        _check_types(self)
         L = self.num_layers
         if not self.exit_layers:
             self.exit_layers = list(range(1, L + 1))
@@ -95,12 +103,22 @@ class GeepConfig:
         """Records ``policy``'s calibrated knob values at ``precision`` (the other precisions' stay)."""
         self.default_knobs.setdefault(precision, {})[policy] = {k: float(v) for k, v in values.items()}
 
+    def stored_policy(self, precision: str) -> str | None:
+        """The default policy calibrated at ``precision``, or None."""
+        return self.default_policy.get(precision)
+
+    def store_policy(self, precision: str, policy: str) -> None:
+        """Records ``policy`` as the default at ``precision`` (the other precisions' stay)."""
+        self.default_policy[precision] = policy
+
     def drop_knobs(self, policies: Any) -> list[str]:
-        """Forgets the stored knobs of ``policies`` at every precision; returns the policies that had one."""
+        """Forgets the stored knobs of ``policies`` at every precision, and any default policy among them; returns
+        the policies that had a knob."""
         dropped = set()
         for knobs in self.default_knobs.values():
             dropped |= {p for p in policies if knobs.pop(p, None) is not None}
         self.default_knobs = {precision: knobs for precision, knobs in self.default_knobs.items() if knobs}
+        self.default_policy = {precision: p for precision, p in self.default_policy.items() if p not in policies}
         return sorted(dropped)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +138,10 @@ class GeepConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise GeepError(f"unknown keys in the geep section of config.json: {', '.join(unknown)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in data
+                         and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        if missing:
+            raise GeepError(f"the geep section of config.json is damaged: it lacks {', '.join(missing)}")
         return cls(**data)
 
 
@@ -150,3 +172,52 @@ def _check_knobs(knobs: Any) -> None:
         for per_policy in knobs.values())
     if not ok:
         raise GeepError("default_knobs in config.json must map precision -> policy -> {knob name: number}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# What each field of a GeepConfig must hold, checked on construction so that a damaged config.json is one line
+# (not an AttributeError far away): (test, what it must be).
+_FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "num_layers": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "label_names": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+                    "a list of strings"),
+    "exit_layers": (lambda v: isinstance(v, (list, tuple, range)) and all(_is_int(x) for x in v),
+                    "a list of integers"),
+    "head": (lambda v: isinstance(v, str), "a string"),
+    "pooling": (lambda v: isinstance(v, str), "a string"),
+    "teacher_head": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "teacher_pooling": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "head_width": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "head_dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "objective": (lambda v: isinstance(v, str), "a string"),
+    "max_length": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    "text_column": (lambda v: isinstance(v, str), "a string"),
+    "text_pair_column": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "label_column": (lambda v: isinstance(v, str), "a string"),
+    "exit_table": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("file"), str)
+                                           and v["file"] not in ("", ".", "..") and "/" not in v["file"]
+                                           and "\\" not in v["file"] and _is_number(v.get("build_threshold"))),
+                   "null or an object with a file name and a build_threshold"),
+    "default_policy": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                       "an object of precision -> policy name"),
+    "dev_accuracy": (lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
+                     "an object of exit -> number"),
+    "auto_settings": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                      "an object of setting -> reason"),
+    "format_version": (_is_int, "an integer"),
+}
+
+
+def _check_types(config: GeepConfig) -> None:
+    """Every field holds what it must (default_knobs has its own check); GeepError naming the first that does not."""
+    for name, (ok, expected) in _FIELD_TYPES.items():
+        value = getattr(config, name)
+        if not ok(value):
+            raise GeepError(f"the geep section of config.json is damaged: {name} must be {expected}, got {value!r:.60}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
@@ -27,7 +28,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from geep.errors import GeepError
 from geep.exit_table import ExitTable
 from geep.io import atomic_path, write_text_atomic
-from geep.modeling.backbone import Backbone, State
+from geep.modeling.backbone import Backbone, State, max_positions
+from geep.modeling.backbone_defaults import Choice, auto_max_length, auto_pooling
 from geep.modeling.config import GeepConfig
 from geep.modeling.heads import build_head
 
@@ -172,13 +174,20 @@ class MultiExitClassifier(nn.Module):
         return MultiExitOutput(exit_logits, diverse_logits)
 
     # ------------------------------------------------------------------------------------------- inference
+    @property
+    def max_length(self) -> int:
+        """Tokens per row after truncation: the config's max_length, never more than the backbone's positions (a
+        geep 0.1.0 model could store 128 for a 64-position backbone)."""
+        positions = self.backbone.max_positions
+        return self.config.max_length if positions is None else min(self.config.max_length, positions)
+
     def tokenize(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> dict[str, list[list[int]]]:
-        """Token ids (unpadded lists) of each row, truncated to the config's max_length."""
+        """Token ids (unpadded lists) of each row, truncated to :attr:`max_length`."""
         if self.tokenizer is None:
             raise GeepError("this model has no tokenizer; save it with one or set model.tokenizer")
         texts = ["" if t is None else str(t) for t in texts]
         pairs = None if text_pairs is None else ["" if t is None else str(t) for t in text_pairs]
-        return self.tokenizer(texts, pairs, truncation=True, max_length=self.config.max_length)
+        return self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
 
     # ------------------------------------------------------------------------------------- construction
     @classmethod
@@ -187,9 +196,16 @@ class MultiExitClassifier(nn.Module):
         """A new multi-exit model on a pretrained encoder directory (or a packaged name such as ``minilm``).
 
         A fine-tuned ``*ForSequenceClassification`` directory keeps its classifier as the teacher (a ``linear``
-        head with first-token pooling) and its label names.
+        head with first-token pooling) and its label names. ``pooling`` ``auto`` (the default) and ``max_length``
+        None (the default) are read from the backbone's files (``geep.modeling.backbone_defaults``); the config
+        records why (``auto_settings``).
         """
         path = resolve_model_path(name_or_path)
+        config_kwargs = dict(config_kwargs)
+        auto = {}
+        if config_kwargs.get("pooling", "auto") == "auto":
+            auto["pooling"] = auto_pooling(path)
+            config_kwargs["pooling"] = auto["pooling"].value
         hf_config = AutoConfig.from_pretrained(path)
         architectures = getattr(hf_config, "architectures", None) or []
         fine_tuned = any(a.endswith("ForSequenceClassification") for a in architectures)
@@ -199,10 +215,12 @@ class MultiExitClassifier(nn.Module):
             names = [hf_config.id2label[i] for i in range(hf_config.num_labels)]
             if label_names is not None and sorted(label_names) != sorted(names):
                 raise GeepError(f"the data's labels {sorted(label_names)} differ from the model's {names}")
+            encoder = hf_model.base_model
+            config_kwargs = _with_max_length(config_kwargs, auto, path, max_positions(encoder), tokenizer)
             config = GeepConfig(num_layers=hf_config.num_hidden_layers, label_names=names,
                                 teacher_head="linear", teacher_pooling="first", **config_kwargs)
             dense, out = _classifier_weights(hf_model)  # before the backbone drops its pooler
-            model = cls(hf_model.base_model, config, tokenizer)
+            model = cls(encoder, config, tokenizer)
             with torch.no_grad():
                 model.teacher.dense.load_state_dict(dense)
                 model.teacher.classifier.load_state_dict(out)
@@ -210,6 +228,7 @@ class MultiExitClassifier(nn.Module):
         if label_names is None:
             raise GeepError("a new model needs label names (from the training data)")
         encoder = AutoModel.from_pretrained(path)
+        config_kwargs = _with_max_length(config_kwargs, auto, path, max_positions(encoder), tokenizer)
         config = GeepConfig(num_layers=encoder.config.num_hidden_layers, label_names=list(label_names),
                             **config_kwargs)
         return cls(encoder, config, tokenizer)
@@ -259,8 +278,10 @@ class MultiExitClassifier(nn.Module):
         try:
             config = GeepConfig.from_dict(geep_section)
             hf_config = AutoConfig.for_model(**raw)
-        except (TypeError, ValueError, KeyError) as e:
-            raise GeepError(f"{directory / CONFIG_NAME} is damaged: {str(e).splitlines()[0]}") from None
+        except (TypeError, ValueError, KeyError, StrictDataclassError) as e:  # the last: a field of the wrong type
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            why = lines[-1].strip() if isinstance(e, StrictDataclassError) else lines[0]  # its cause is last
+            raise GeepError(f"{directory / CONFIG_NAME} is damaged: {why}") from None
         model = cls(AutoModel.from_config(hf_config), config)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
@@ -270,6 +291,9 @@ class MultiExitClassifier(nn.Module):
         except Exception as e:  # safetensors raises its own error types for a truncated or foreign file
             raise GeepError(f"cannot read {weights}: {str(e).splitlines()[0]}") from None
         model.load_weights(state)
+        if model.max_length < config.max_length:
+            logger.warning("%s stores max_length %d, but its backbone has %d positions: texts are cut at %d tokens",
+                           directory, config.max_length, model.max_length, model.max_length)
         if any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
             model.tokenizer = AutoTokenizer.from_pretrained(directory)
         if config.exit_table:
@@ -294,6 +318,22 @@ class MultiExitClassifier(nn.Module):
         if bad:
             raise GeepError(f"weights have the wrong shape for: {', '.join(bad[:5])}")
         self.load_state_dict(state, strict=True)
+
+
+def _with_max_length(config_kwargs: dict[str, Any], auto: dict[str, Choice], path: Path, positions: int | None,
+                     tokenizer: Any) -> dict[str, Any]:
+    """``config_kwargs`` with max_length chosen from the backbone when not given (or checked against its positions
+    when given) and the reasons for every auto choice in ``auto_settings``."""
+    max_length = config_kwargs.get("max_length")
+    if max_length is None:
+        auto["max_length"] = auto_max_length(path, positions, tokenizer)
+        max_length = auto["max_length"].value
+    elif positions is not None and max_length > positions:
+        raise GeepError(f"max_length {max_length} is longer than the model's {positions} positions")
+    for name, choice in auto.items():
+        logger.info("%s %s", name.replace("_", " "), choice.reason)
+    return {**config_kwargs, "max_length": max_length,
+            "auto_settings": {name: choice.reason for name, choice in auto.items()}}
 
 
 def _load_table(path: Path) -> ExitTable | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -117,6 +117,23 @@ class Policy:
         if not values or not self.knob_names:
             return None
         return values.get(self.knob_names[0])
+
+    def fill_knob(self, knob: Any, stored: Mapping[str, float] | None) -> Any:
+        """The knob to resolve from what a caller gave: None takes ``stored`` (the model's calibrated named values,
+        or None); named values ``{name: value}`` override the stored ones one by one (a value left out keeps its
+        calibrated one, else the policy's default); anything else is the knob itself."""
+        if knob is None:
+            return self.knob_from_values(stored)
+        if isinstance(knob, Mapping):
+            for name, value in knob.items():
+                if name not in self.knob_names:
+                    if not self.knob_names:
+                        raise GeepError(f"the {self.name} policy takes no threshold (got {name}={value})")
+                    raise GeepError(f"the {self.name} policy has no knob {name!r}; its knobs: "
+                                    f"{', '.join(self.knob_names)}")
+            given = {name: value for name, value in knob.items() if value is not None}
+            return self.knob_from_values({**(stored or {}), **given})
+        return knob
 
     def grid(self, num_labels: int, num_exits: int, steps: int = 21) -> list[float | None]:
         """Knobs spanning the whole range, both ends included (``[None]`` for a policy without a knob)."""

@@ -5,10 +5,13 @@ reaches tau (see ``geep.exit_table``). tau = 1: every row is predicted L (never 
 predicted the first exit. Default 0.5, or the model's calibrated default.
 
 - ``geep``: sorted buckets: every row exits exactly at its predicted layer, one head call per row.
-- ``geep-verify``: as ``geep``, then a row whose normalised entropy at its predicted layer is above the build
-  threshold S continues, pooled with the other continuing rows, under the ``fastbert`` rule at S. tau = 1 is
-  still "never exit early"; at tau = 0 every row starts at the first exit and leaves where the ``fastbert`` rule
-  at S first holds (FastBERT at S with full, pooled batches), so "first exit" holds only for rows that pass.
+- ``geep-verify``: knob (tau, t), a :class:`VerifyKnob`. As ``geep`` at tau, then a row whose normalised entropy at
+  its predicted layer is above the continuation threshold t continues, pooled with the other continuing rows, under
+  the ``fastbert`` rule at t. t defaults to the exit table's build threshold S (models calibrated before t was a knob
+  store tau alone and run at t = S). tau = 1 is still "never exit early"; at tau = 0 every row starts at the first
+  exit and leaves where the ``fastbert`` rule at t first holds: exactly ``fastbert``'s exits at t (with pooled
+  batches), so geep-verify's frontier contains FastBERT's, and tau > 0 only lets rows predicted deep skip the heads
+  before their layer.
 
 The policies only predict layers and decide who leaves; the scheduler (``geep.scheduling``) runs no head of a
 row before its predicted layer and pools the rows that continue.
@@ -16,7 +19,7 @@ row before its predicted layer and pools the rows that continue.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor
@@ -26,12 +29,16 @@ from geep.exit_table import layers_from_distribution
 from geep.policies.base import KnobSpec, Memory, Policy, all_leave
 from geep.policies.fastbert import FastBertPolicy
 
+# tau values in geep-verify's grid (both ends included): the pair grid is tau x fastbert's t grid, so tau is coarser.
+TAU_POINTS = 11
+
 
 class VerifyKnob(NamedTuple):
-    """geep-verify's knobs: tau (predicted layers) and the fastbert threshold rows continue under."""
+    """geep-verify's knobs: tau (predicted layers) and the fastbert threshold rows continue under. Either may be None
+    before :meth:`GeepVerifyPolicy.resolve_knob` fills it in (tau: the default; t: the table's S)."""
 
-    tau: float
-    continue_threshold: float
+    tau: float | None
+    continue_threshold: float | None
 
 
 class GeepPolicy(Policy):
@@ -60,26 +67,53 @@ class GeepVerifyPolicy(GeepPolicy):
 
     def knob_values(self, knob: Any) -> dict[str, float]:
         if isinstance(knob, VerifyKnob):
-            return {"tau": float(knob.tau), "continue_threshold": float(knob.continue_threshold)}
+            return {name: float(value) for name, value in zip(self.knob_names, knob) if value is not None}
         return super().knob_values(knob)
 
-    def knob_from_values(self, values: dict[str, float] | None) -> Any:
+    def knob_from_values(self, values: Mapping[str, float] | None) -> Any:
         """tau, with the stored continuation threshold when there is one (else the table's S applies)."""
         if not values:
             return None
-        if "continue_threshold" in values:
+        if values.get("continue_threshold") is not None:
             return VerifyKnob(values.get("tau"), values["continue_threshold"])
         return values.get("tau")
 
-    def resolve_knob(self, knob: float | None, num_labels: int, num_exits: int, *,
-                     build_threshold: float | None = None) -> VerifyKnob:
-        """tau checked (or the default), with the exit table's build threshold S as the continuation threshold."""
-        continue_threshold = None
+    def fill_knob(self, knob: Any, stored: Mapping[str, float] | None) -> Any:
+        """A number is tau; a VerifyKnob or (tau, t) pair may leave either as None. What is left out comes from
+        ``stored`` (the calibrated values), else the defaults (tau 0.5, t = the table's S)."""
+        if isinstance(knob, tuple) and not isinstance(knob, VerifyKnob):
+            if len(knob) != 2:
+                raise GeepError(f"the geep-verify knob is (tau, continue_threshold), got {knob!r}")
+            knob = VerifyKnob(*knob)
         if isinstance(knob, VerifyKnob):
+            knob = {name: value for name, value in zip(self.knob_names, knob) if value is not None}
+        elif knob is not None and not isinstance(knob, Mapping):
+            knob = {"tau": knob}
+        return super().fill_knob(knob, stored)
+
+    def grid(self, num_labels: int, num_exits: int, steps: int = 21) -> list[VerifyKnob]:
+        """Pairs (tau, t): ``min(steps, TAU_POINTS)`` taus over [0, 1) times every knob of ``fastbert``'s grid of
+        ``steps`` (so (0, t) is in it for every fastbert t), then (1, 0): at tau = 1 every row runs to L whatever t."""
+        taus = super().grid(num_labels, num_exits, max(2, min(steps, TAU_POINTS)))
+        ts = self._rule.grid(num_labels, num_exits, steps)
+        return [VerifyKnob(tau, t) for tau in taus[:-1] for t in ts] + [VerifyKnob(taus[-1], 0.0)]
+
+    def resolve_knob(self, knob: Any, num_labels: int, num_exits: int, *,
+                     build_threshold: float | None = None) -> VerifyKnob:
+        """(tau, t) checked: tau (or the default), t given or else the exit table's build threshold S."""
+        continue_threshold = None
+        if isinstance(knob, tuple):
+            if len(knob) != 2:
+                raise GeepError(f"the geep-verify knob is (tau, continue_threshold), got {knob!r}")
             knob, continue_threshold = knob
         tau = super().resolve_knob(knob, num_labels, num_exits)
         if continue_threshold is not None:
-            t = self._rule.resolve_knob(continue_threshold, num_labels, num_exits)
+            try:
+                t = self._rule.resolve_knob(continue_threshold, num_labels, num_exits)
+            except GeepError:
+                spec = self._rule.knob_spec(num_labels, num_exits)
+                raise GeepError(f"the geep-verify continue threshold must be {spec.describe()}, "
+                                f"got {continue_threshold!r}") from None
             return VerifyKnob(tau, t)
         if build_threshold is None:
             raise GeepError("geep-verify continues rows under the exit table's build threshold; the model has "

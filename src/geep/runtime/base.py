@@ -13,7 +13,9 @@ A backend runs batches of rows ("states", opaque to the executor) from layer to 
 - ``row_ids(state)``: (B,) the caller's id of each row.
 
 Backends: ``TorchBackend`` (the PyTorch module) and ``ReplayBackend`` (recorded all-exit logits: calibration and
-the bench get exits and FLOPs by running the real scheduler on it).
+the bench get exits and FLOPs by running the real scheduler on it). Precisions other than fp32 run a prepared copy
+of the model (int8 Linears, or cast to fp16/bf16) on ``TorchBackend``; ``geep.runtime.precision.make_backend`` is
+the one place that chooses.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ class TorchBackend:
         return self.model.run_layers(state, to_layer)
 
     def read_head(self, state: State) -> Tensor:
-        return self.model.exit_logits(state)
+        """Logits (B, C) in fp32, whatever the model's dtype: policies decide on fp32 confidences."""
+        return self.model.exit_logits(state).float()
 
     def select(self, state: State, keep: Tensor) -> State:
         return self.model.select_rows(state, keep.to(state.hidden.device))

@@ -8,7 +8,9 @@ a backend, and the results come back to the scheduler.
 - :meth:`Scheduler.schedule` returns the next :class:`Step`: rows drawn from ONE pool (so all at the same layer),
   the layer they run to, padded to their own longest row. Which pool and which rows is the strategy's choice
   (``geep.scheduling.strategies``): length-sorted batches that shrink, GEEP's sorted buckets with pooled
-  continuation, or a server's layer-level batching.
+  continuation, or a server's layer-level batching (``geep.scheduling.layer_pools``). A server passes its clock's
+  ``now``, so a strategy may wait for a fuller batch; :meth:`Scheduler.ready_at` says until when. The scheduler
+  never reads a clock itself: offline runs pass nothing and every row arrives at 0.
 - :meth:`Scheduler.update` takes, per row of the step, whether it leaves (the policy decided, not the scheduler):
   leaving rows are finished at once, the others join the pool of their next exit.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,9 +146,10 @@ class Scheduler:
         return [pool for pool in self.pools.values() if pool.rows]
 
     # ------------------------------------------------------------------------------------------- planning
-    def schedule(self) -> Step | None:
-        """The next step, or None when no row waits (or the strategy chooses to wait)."""
-        picked = self.strategy.pick(self)
+    def schedule(self, now: float = 0.0) -> Step | None:
+        """The next step, or None when no row waits (or the strategy chooses to wait). ``now``: the caller's clock,
+        in the same unit as the rows' ``arrival``."""
+        picked = self.strategy.pick(self, now)
         if picked is None:
             return None
         pool, rows = picked
@@ -155,6 +159,13 @@ class Scheduler:
         if not pool.rows:
             del self.pools[(pool.layer, pool.target)]
         return Step(next(self._ids), rows, pool.layer, pool.target, max(row.length for row in rows))
+
+    def ready_at(self) -> float | None:
+        """The earliest ``now`` at which :meth:`schedule` returns a step with the rows waiting now (-inf: at once),
+        or None when no row waits: how long a server's worker may sleep when nothing new arrives."""
+        if not self._waiting:
+            return None
+        return self.strategy.ready_at(self)
 
     def update(self, step: Step, leave: Sequence[bool]) -> list[Row]:
         """Applies the policy's decision for each row of ``step`` (every row leaves at L): returns the rows that
@@ -188,9 +199,16 @@ class Scheduler:
 
 
 class Strategy:
-    """Chooses the next step's pool and rows: ``pick(scheduler) -> (pool, rows taken from it) or None``."""
+    """Chooses the next step's pool and rows: ``pick(scheduler, now) -> (pool, rows taken from it) or None``.
+
+    A strategy that may wait for a fuller batch returns None while it waits and says in :meth:`ready_at` until
+    when; the others never wait."""
 
     name: str = ""
 
-    def pick(self, scheduler: Scheduler) -> tuple[Pool, list[Row]] | None:
+    def pick(self, scheduler: Scheduler, now: float = 0.0) -> tuple[Pool, list[Row]] | None:
         raise NotImplementedError
+
+    def ready_at(self, scheduler: Scheduler) -> float:
+        """The earliest time :meth:`pick` chooses a step with the rows waiting now (-inf: at once)."""
+        return -math.inf

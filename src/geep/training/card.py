@@ -50,6 +50,8 @@ def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, 
     exits = ", ".join(str(k) for k in config.exit_layers)
     pair = f", text pair column `{config.text_pair_column}`" if config.text_pair_column else ""
     teacher = config.teacher_head or config.head
+    chosen = "".join(f"\n- **{setting.replace('_', ' ').capitalize()} chosen by geep**: {reason}"
+                     for setting, reason in config.auto_settings.items())
     return f"""# geep multi-exit classifier
 
 An early-exit text classifier trained with `geep` (GEEP, Li et al. 2024): a
@@ -60,7 +62,7 @@ with an exit head after layers {exits}. Each exit can answer on its own, so easy
 - **Labels** ({config.num_labels}): {labels}
 - **Objective**: {describe_objective(config, summary)}
 - **Exit heads**: `{config.head}` with `{config.pooling}` pooling; teacher (exit {config.num_layers}): `{teacher}`
-- **Max length**: {config.max_length} tokens; text column `{config.text_column}`{pair}, label column `{config.label_column}`
+- **Max length**: {config.max_length} tokens; text column `{config.text_column}`{pair}, label column `{config.label_column}`{chosen}
 - **Training data**: {summary.get('train', '?')} ({sizes.get('train', '?')} rows used for gradient steps);
   dev: {summary.get('dev', '?')} ({sizes.get('dev', '?')} rows); exit-table slice: {sizes.get('table', 0)} rows
 - **Training time**: {summary.get('train_seconds', 0.0):.1f} s on {summary.get('device', '?')}
@@ -72,10 +74,10 @@ with an exit head after layers {exits}. Each exit can answer on its own, so easy
 ## Use
 
 ```python
-from geep import MultiExitClassifier
+import geep
 
-model = MultiExitClassifier.from_pretrained("{summary.get('output', 'THIS_DIR')}")
-pred = model.predict(["some text to classify"])
+predictor = geep.Predictor.from_pretrained("{summary.get('output', 'THIS_DIR')}", policy="fastbert")
+pred = predictor(["some text to classify"])
 print(pred.labels, pred.exit_layer)
 ```
 

@@ -1,0 +1,82 @@
+"""Checking what a Python caller hands the inference entry points (``geep.predict``, ``geep.Predictor``,
+``geep.build_table``, ``geep.calibrate``): a wrong argument is a GeepError naming the argument, the index and the
+type, never a bare TypeError from deep inside, and never silently turned into a string (``b'...'`` tokenised as
+``b ' ... '``, ``None`` as the word "None").
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from geep.errors import GeepError
+from geep.modeling.model import MultiExitClassifier
+
+
+def check_model(model: Any) -> MultiExitClassifier:
+    """``model`` itself, when it is a MultiExitClassifier."""
+    if not isinstance(model, MultiExitClassifier):
+        raise GeepError(f"model must be a MultiExitClassifier, got {_kind(model)}; load a saved directory with "
+                        "MultiExitClassifier.from_pretrained(DIR) or geep.Predictor.from_pretrained(DIR)")
+    return model
+
+
+def as_texts(values: Any, name: str = "texts") -> list[str]:
+    """A string, or an iterable of strings (a list, a tuple, a pandas Series, ...), as a list of N strings.
+
+    Anything else (None, a number, bytes, a dict, a set, whose order is undefined) is a GeepError naming ``name``;
+    an element that is not a string is one naming ``name[i]`` and its type.
+    """
+    if isinstance(values, str):
+        return [values]
+    if values is None or isinstance(values, (bytes, bytearray, Mapping, set, frozenset)) \
+            or not isinstance(values, Iterable):
+        raise GeepError(f"{name} must be a string or a list of strings, got {_kind(values)}")
+    texts = list(values)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            hint = "; decode bytes first (e.g. .decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else (
+                "; use '' for an empty text" if text is None else "")
+            raise GeepError(f"{name}[{i}] must be a string, got {_kind(text)}{hint}")
+    return texts
+
+
+def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
+    """``batch_size`` as an int when it is a whole number >= 1 (not a float such as 1.5, not a bool)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise GeepError(f"{name} must be a positive integer, got {_kind(batch_size)}")
+    return int(batch_size)
+
+
+def check_label(label: Any, index: int, num_labels: int, name: str = "labels") -> None:
+    """A label is a name (str) or a class id in 0..num_labels-1."""
+    if isinstance(label, str):
+        return
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral):
+        raise GeepError(f"{name}[{index}] must be a label name or a class id, got {_kind(label)}")
+    if not 0 <= label < num_labels:
+        raise GeepError(f"{name}[{index}] is class id {label}, but the model has {num_labels} classes "
+                        f"(0..{num_labels - 1})")
+
+
+def _kind(value: Any) -> str:
+    """``None``, or the value's type and a short repr: ``int 5``, ``bytes b'caf\\xc3\\xa9'``."""
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def knob_from(policy: Any, threshold: Any = None, continue_threshold: Any = None) -> Any:
+    """The knob a command line or a request gives ``policy`` (a ``geep.policies.Policy``): ``threshold`` alone as
+    it is (None: the calibrated knob); with ``continue_threshold`` (geep-verify only, else a GeepError), the named
+    values given, so what is left out keeps its calibrated value (``Policy.fill_knob``)."""
+    if continue_threshold is None:
+        return threshold
+    if "continue_threshold" not in policy.knob_names:
+        raise GeepError(f"a continue threshold is geep-verify's knob; the {policy.name} policy has none")
+    values = {"continue_threshold": continue_threshold}
+    if threshold is not None:
+        values[policy.knob_names[0]] = threshold
+    return values

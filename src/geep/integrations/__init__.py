@@ -1,0 +1,1 @@
+"""Entry points into other systems' runtimes: ``ray_data`` (bulk inference on Ray Data; the `ray` extra)."""

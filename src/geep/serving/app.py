@@ -1,0 +1,230 @@
+"""The HTTP API: a FastAPI app over one model and its worker (``geep serve``; OpenAPI docs at /docs).
+
+- ``POST /predict``: texts in, one prediction per text in input order (``geep.serving.schema``). Each response
+  equals ``geep.predict(model, [text], policy=..., knob=...)`` for each text alone: a row's answer does not depend
+  on what else was in flight. Limits, each answered with a one-line ``detail``: more than ``max_queue`` rows in
+  flight -> 503 with Retry-After; more than ``max_texts`` texts or a text over ``max_text_chars`` characters -> 413
+  (shorter texts longer than the model's max length are truncated as offline); malformed JSON, wrong types, empty
+  inputs, an unknown policy, a threshold out of range, a continue_threshold for a policy other than geep-verify
+  -> 422; past ``request_timeout_s`` -> 504 and the request's rows leave the pools; a client that goes away has its
+  rows dropped; an exception inside a step -> 500 for the requests with rows in that step only.
+- ``GET /health`` (the process answers), ``GET /ready`` (the model is loaded and warmed up): never need a key.
+- ``GET /info``: labels, exits, the default policy and knob, the calibration stored with the model, the limits.
+- ``GET /metrics``: Prometheus text format (``geep.serving.metrics``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from geep.errors import GeepError
+from geep.inference.inputs import knob_from
+from geep.inference.predictor import resolve_knob
+from geep.modeling.model import MultiExitClassifier
+from geep.policies import POLICIES, Policy, get_policy
+from geep.runtime.base import Backend
+from geep.serving.auth import BearerAuth
+from geep.serving.backend import build_backend
+from geep.serving.metrics import Metrics
+from geep.serving.schema import ErrorResponse, PredictRequest, PredictResponse, validation_message
+from geep.serving.settings import UNSERVABLE, ServeSettings, default_policy
+from geep.serving.worker import Job, Outcome, Worker
+
+logger = logging.getLogger(__name__)
+
+OPEN_PATHS = ("/health", "/ready")
+RETRY_AFTER_S = 1
+CLIENT_GONE = 499  # nginx's code for "the client closed the request": counted in the metrics, sent to nobody
+
+
+def resolve_policy(model: MultiExitClassifier, settings: ServeSettings, name: str | None,
+                   threshold: float | None, default: tuple[Policy, Any] | None = None,
+                   continue_threshold: float | None = None) -> tuple[Policy, Any]:
+    """The policy and resolved knob a request runs under (GeepError with the reason when it cannot run).
+    No name and no threshold: ``default``; thresholds alone apply to the default policy, and a value the request
+    leaves out (geep-verify's tau or t) keeps the server's default (another policy's: the model's calibrated one)."""
+    if default is not None and name is None and threshold is None and continue_threshold is None:
+        return default
+    name = name or (default[0].name if default else settings.policy
+                    or default_policy(model, settings.batching, settings.precision))
+    if name in UNSERVABLE:
+        raise GeepError(UNSERVABLE[name])
+    policy = get_policy(name)
+    if policy.predicts_layers and settings.batching == "shrink":
+        raise GeepError(f"{policy.name} runs rows to their predicted layers, which needs --batching layer")
+    given = knob_from(policy, threshold, continue_threshold)
+    if default is not None and policy is default[0]:
+        if given is None:
+            return default
+        given = policy.fill_knob(given, policy.knob_values(default[1]))
+    return policy, resolve_knob(model, policy, given, precision=settings.precision)
+
+
+def knob_number(policy: Policy, knob: Any) -> float | None:
+    """The knob as one number for responses (geep-verify: tau), None for a policy without one."""
+    values = policy.knob_values(knob)
+    return next(iter(values.values()), None)
+
+
+def continue_number(policy: Policy, knob: Any) -> float | None:
+    """geep-verify's continuation threshold t, None for the other policies."""
+    return policy.knob_values(knob).get("continue_threshold")
+
+
+def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: Backend | None = None,
+               clock: Callable[[], float] = time.monotonic) -> FastAPI:
+    """The app for ``model`` (eval mode, on its device) under ``settings``; ``backend`` default: the one
+    ``geep.serving.backend.build_backend`` chooses. The model worker starts and stops with the app's lifespan.
+    GeepError when the default policy or threshold cannot run."""
+    settings.check()
+    model.eval()
+    default = resolve_policy(model, settings, settings.policy
+                             or default_policy(model, settings.batching, settings.precision),
+                             settings.threshold, continue_threshold=settings.continue_threshold)
+    metrics = Metrics()
+    worker = Worker(model, backend or build_backend(model, settings.precision), settings, *default, metrics=metrics,
+                    clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker.start()
+        yield
+        await asyncio.to_thread(worker.stop, settings.request_timeout_s + 5.0)
+
+    app = FastAPI(title="geep", summary="Early-exit text classification", lifespan=lifespan,
+                  responses={422: {"model": ErrorResponse}})
+    app.state.worker, app.state.metrics, app.state.settings = worker, metrics, settings
+    if settings.api_key:
+        def rejected(path: str) -> None:
+            if path == "/predict":
+                metrics.request(401)
+                metrics.reject("unauthorized")
+        app.add_middleware(BearerAuth, key=settings.api_key, open_paths=OPEN_PATHS, on_reject=rejected)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path == "/predict":
+            metrics.request(422)
+            metrics.reject("invalid")
+        detail = validation_message(list(exc.errors()))
+        kind = request.headers.get("content-type")
+        if not kind or "json" not in kind:  # FastAPI reads a body as JSON only under a JSON content type
+            detail = f"send the body as JSON with Content-Type: application/json (got {kind or 'none'})"
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    def refuse(status: int, reason: str, detail: str, headers: dict | None = None, rows: int = 0) -> HTTPException:
+        metrics.request(status)
+        metrics.reject(reason, rows)
+        return HTTPException(status, detail, headers=headers)
+
+    @app.post("/predict", response_model=PredictResponse,
+              responses={s: {"model": ErrorResponse} for s in (401, 413, 500, 503, 504)})
+    async def predict(body: PredictRequest, request: Request) -> Any:
+        arrival = clock()
+        try:
+            policy, knob = resolve_policy(model, settings, body.policy, body.threshold, default,
+                                          body.continue_threshold)
+        except GeepError as e:
+            raise refuse(422, "invalid", str(e)) from None
+        texts, pairs = body.texts()
+        if len(texts) > settings.max_texts:
+            raise refuse(413, "too_many_texts", f"{len(texts)} texts in one request; at most {settings.max_texts}",
+                         rows=len(texts))
+        for i, text in enumerate(texts + (pairs or [])):
+            if len(text) > settings.max_text_chars:
+                which = f"text {i}" if i < len(texts) else f"text pair {i - len(texts)}"
+                raise refuse(413, "text_too_long", f"{which} has {len(text)} characters; at most "
+                                                   f"{settings.max_text_chars}", rows=len(texts))
+        if not worker.alive:
+            detail = "the server is shutting down" if worker.error is None else "the model worker stopped"
+            raise refuse(503, "unavailable", detail, {"Retry-After": str(RETRY_AFTER_S)}, len(texts))
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Outcome] = loop.create_future()
+
+        def done(outcome: Outcome) -> None:  # on the worker thread
+            loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(outcome))
+
+        job = Job(texts, pairs, policy, knob, arrival, done)
+        if not worker.submit(job):
+            raise refuse(503, "queue_full", f"the server is full: more than {settings.max_queue} rows would be "
+                                            "in flight; retry later", {"Retry-After": str(RETRY_AFTER_S)}, len(texts))
+        gone = asyncio.ensure_future(_disconnected(request))
+        timeout = max(settings.request_timeout_s - (clock() - arrival), 0.0)
+        try:
+            finished, _ = await asyncio.wait({answer, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        metrics.latency.observe(clock() - arrival)
+        if answer not in finished:
+            worker.cancel(job.id, "timeout" if not finished else "disconnected")
+            if finished:  # the client went away: nobody reads this
+                metrics.request(CLIENT_GONE)
+                return Response(status_code=CLIENT_GONE)
+            metrics.request(504)
+            raise HTTPException(504, f"no answer within {settings.request_timeout_s:g} s; the request's rows "
+                                     "were dropped")
+        outcome = answer.result()
+        metrics.request(outcome.status)
+        if outcome.status != 200:
+            raise HTTPException(outcome.status, outcome.error)
+        names = model.label_names
+        predictions = []
+        for result in outcome.predictions:
+            item: dict[str, Any] = {"label": names[result.label], "score": result.probabilities[result.label],
+                                    "exit_layer": result.exit_layer}
+            if body.return_probabilities:
+                item["probabilities"] = dict(zip(names, result.probabilities))
+            predictions.append(item)
+        return JSONResponse({"predictions": predictions, "model": settings.name, "policy": policy.name,
+                             "threshold": knob_number(policy, knob),
+                             "continue_threshold": continue_number(policy, knob)})
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"model": ErrorResponse}})
+    async def ready() -> Any:
+        if worker.ready.is_set() and worker.alive:
+            return {"status": "ready"}
+        detail = "warming up" if worker.error is None else f"the model worker stopped: {worker.error}"
+        return JSONResponse({"detail": detail}, status_code=503)
+
+    @app.get("/info")
+    async def info() -> dict:
+        policy, knob = default
+        config = model.config
+        return {"model": settings.name, "labels": list(config.label_names), "num_layers": config.num_layers,
+                "exit_layers": list(config.exit_layers), "max_length": config.max_length,
+                "policy": policy.name, "threshold": knob_number(policy, knob),
+                "continue_threshold": continue_number(policy, knob), "knob": policy.knob_values(knob),
+                "policies": [p for p in POLICIES if p not in UNSERVABLE],
+                "calibration": {"default_knobs": config.default_knobs, "default_policy": config.default_policy,
+                                "exit_table": config.exit_table},
+                "batching": settings.batching, "pool_order": settings.pool_order, "precision": settings.precision,
+                "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
+                           "max_queue": settings.max_queue, "max_texts": settings.max_texts,
+                           "max_text_chars": settings.max_text_chars,
+                           "request_timeout_s": settings.request_timeout_s}}
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return app
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone away. The body is already read, so the next ASGI message is the
+    disconnect (uvicorn does not cancel a handler whose client left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

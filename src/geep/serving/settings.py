@@ -1,0 +1,71 @@
+"""What a server is configured with (``geep serve``'s flags), checked once before the model loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from geep.errors import GeepError
+from geep.inference.predictor import default_policy as calibrated_policy
+from geep.modeling.model import MultiExitClassifier
+from geep.policies import get_policy
+from geep.runtime.precision import check_precision
+from geep.scheduling import POOL_ORDERS
+
+BATCHING = ("layer", "shrink")
+FALLBACK_POLICY = "fastbert"
+# Policies a request can name: oracle needs the true labels, which a server never has.
+UNSERVABLE = {"oracle": "the oracle policy needs the true labels, which a server does not have"}
+
+
+@dataclass
+class ServeSettings:
+    """A server's limits and defaults (see ``geep serve --help``). ``policy`` None: :func:`default_policy`."""
+
+    policy: str | None = None
+    threshold: float | None = None
+    continue_threshold: float | None = None  # geep-verify's t (None: the calibrated one, else the table's S)
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 1024  # rows in flight
+    max_texts: int = 64  # per request
+    max_text_chars: int = 100_000
+    request_timeout_s: float = 30.0
+    batching: str = "layer"
+    pool_order: str = "deepest"
+    api_key: str | None = None
+    name: str = "model"  # the model's name in responses
+    precision: str = "fp32"  # the backend's precision (geep.runtime.precision) and whose calibrated knobs apply
+
+    def check(self) -> "ServeSettings":
+        """GeepError naming the first value out of range; returns self."""
+        for flag, value, low in (("--max-batch", self.max_batch, 1), ("--max-queue", self.max_queue, 1),
+                                 ("--max-texts", self.max_texts, 1), ("--max-text-chars", self.max_text_chars, 1)):
+            if value < low:
+                raise GeepError(f"{flag} must be at least {low}, got {value}")
+        if not self.max_wait_ms >= 0:
+            raise GeepError(f"--max-wait-ms must be at least 0, got {self.max_wait_ms}")
+        if not self.request_timeout_s > 0:
+            raise GeepError(f"--request-timeout-s must be above 0, got {self.request_timeout_s}")
+        if self.batching not in BATCHING:
+            raise GeepError(f"unknown batching {self.batching!r}; choose one of: {', '.join(BATCHING)}")
+        if self.pool_order not in POOL_ORDERS:
+            raise GeepError(f"unknown pool order {self.pool_order!r}; choose one of: {', '.join(POOL_ORDERS)}")
+        if self.api_key is not None and not self.api_key:
+            raise GeepError("the API key is empty")
+        check_precision(self.precision)
+        return self
+
+
+def default_policy(model: MultiExitClassifier, batching: str = "layer", precision: str = "fp32") -> str:
+    """The policy a server runs when none is named: the model's calibrated default policy at ``precision`` (else
+    at fp32; ``geep calibrate`` stores the fastest that met its target), else, for a model calibrated before that
+    was stored, ``geep-verify`` when the model has an exit table and a calibrated geep-verify knob, else
+    ``fastbert``. Under ``--batching shrink``, which cannot run rows to predicted layers, a geep policy gives way
+    to ``fastbert``."""
+    name = calibrated_policy(model, precision)
+    if name is None and model.exit_table is not None and (model.config.stored_knob(precision, "geep-verify")
+                                                          or model.config.stored_knob("fp32", "geep-verify")):
+        name = "geep-verify"
+    if name is None or (batching == "shrink" and get_policy(name).predicts_layers):
+        return FALLBACK_POLICY
+    return name

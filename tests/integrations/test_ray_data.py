@@ -1,0 +1,160 @@
+"""`geep predict --ray` on a local Ray (2 cores): the same answers as single-process predict, actors sharing the
+work, an actor killed mid-job, --overwrite, and every bad input before Ray starts. Every wait is bounded."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from geep.cli.main import main
+from geep.errors import GeepError
+from tests.helpers import make_decisive, random_texts, write_csv
+
+ray = pytest.importorskip("ray")
+ray_data = pytest.importorskip("geep.integrations.ray_data")
+
+N_FILES, ROWS = 3, 14  # 42 rows over three files; ids with leading zeros must survive as strings
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from transformers import BertModel
+
+    from geep.evaluation import build_table
+    from geep.modeling import GeepConfig, MultiExitClassifier
+    from tests.helpers import tiny_bert_config, tiny_tokenizer
+
+    directory = tmp_path_factory.mktemp("ray-model")
+    torch.manual_seed(0)
+    config = GeepConfig(num_layers=4, label_names=["c0", "c1", "c2"])
+    model = MultiExitClassifier(BertModel(tiny_bert_config(4)), config, tiny_tokenizer(directory / "tok")).eval()
+    make_decisive(model, random_texts(40, seed=1))
+    build_table(model, random_texts(60, seed=2), build_threshold=0.5, min_count=1)
+    model.save_pretrained(directory / "model")
+    return directory / "model"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ray-in")
+    texts = random_texts(N_FILES * ROWS, seed=3)
+    for f in range(N_FILES):
+        rows = [(f"{f}{i:03d}", texts[f * ROWS + i]) for i in range(ROWS)]
+        write_csv(directory / f"part-{f}.csv", ["id", "text"], rows)
+    return directory
+
+
+def single_process(model_dir, inputs, tmp_path, policy, knob, precision="fp32") -> dict[str, dict]:
+    """Single-process `geep predict` of every file, by id."""
+    rows = {}
+    for path in sorted(inputs.iterdir()):
+        out = tmp_path / f"{path.stem}.jsonl"
+        argv = ["predict", "--model", str(model_dir), "--input", str(path), "--output", str(out), "--policy", policy,
+                "--precision", precision, "--no-progress"] + ([] if knob is None else ["--threshold", str(knob)])
+        assert main(argv) == 0
+        rows.update({r["id"]: r for r in map(json.loads, out.read_text().splitlines())})
+    return rows
+
+
+# ---- bad input fails before Ray starts (these run first, while no Ray is up in this process)
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such file or directory"),
+    ("mixed-columns", "have different columns"),
+    ("mixed-types", "mixes file types"),
+    ("no-text", "has no column 'text'; its columns are: id, body"),
+    ("empty-dir", "holds no .csv"),
+])
+def test_bad_input_fails_before_ray_starts(model_dir, tmp_path, case, message):
+    src = tmp_path / "in"
+    src.mkdir()
+    if case == "mixed-columns":
+        write_csv(src / "a.csv", ["id", "text"], [("1", "good")])
+        write_csv(src / "b.csv", ["id", "text", "extra"], [("2", "bad", "x")])
+    elif case == "mixed-types":
+        write_csv(src / "a.csv", ["id", "text"], [("1", "good")])
+        (src / "b.jsonl").write_text('{"id": "2", "text": "bad"}\n')
+    elif case == "no-text":
+        write_csv(src / "a.csv", ["id", "body"], [("1", "good")])
+    path = tmp_path / "nope" if case == "missing" else src
+    with pytest.raises(GeepError, match=message):
+        ray_data.run_job(path, tmp_path / "out", model_dir)
+    assert not ray.is_initialized()
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_extra_is_one_line(model_dir, inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "geep.integrations.ray_data", None)  # as if Ray were not installed
+    rc = main(["predict", "--ray", "--model", str(model_dir), "--input", str(inputs), "--output",
+               str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: --ray needs Ray Data: pip install 'geep[ray]'"]
+
+
+# ---- jobs on a local Ray
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("policy, knob, precision", [("full", None, "fp32"), ("fastbert", 0.5, "fp32"),
+                                                     ("geep-verify", 0.4, "int8")])
+def test_same_answers_as_single_process_and_both_actors_work(local_ray, model_dir, inputs, tmp_path, policy, knob,
+                                                             precision):
+    manifest = ray_data.run_job(inputs, tmp_path / "out", model_dir, policy=policy, knob=knob, concurrency=2,
+                                map_batch_size=4, precision=precision)
+    rows, written = ray_data.read_output(tmp_path / "out")
+    assert written == manifest and manifest["rows_in"] == manifest["rows_out"] == N_FILES * ROWS
+    assert len(manifest["rows_per_actor"]) == 2 and all(n > 0 for n in manifest["rows_per_actor"].values())
+    assert sum(manifest["rows_per_actor"].values()) == N_FILES * ROWS
+    assert sorted(rows["id"]) == sorted(f"{f}{i:03d}" for f in range(N_FILES) for i in range(ROWS))
+    assert manifest["precision"] == precision
+    expected = single_process(model_dir, inputs, tmp_path, policy, knob, precision)
+    for row in rows.to_dict("records"):
+        want = expected[row["id"]]
+        assert (row["prediction"], row["exit_layer"]) == (want["prediction"], want["exit_layer"]), row["id"]
+        assert row["probability"] == pytest.approx(want["probability"], abs=1e-5)
+    if policy != "full":
+        assert rows["exit_layer"].nunique() >= 2  # the knob makes rows leave at different exits
+
+
+def test_an_actor_killed_mid_job_loses_and_repeats_no_row(local_ray, model_dir, inputs, tmp_path):
+    marker = tmp_path / "killed-once"
+
+    class DiesOnce(ray_data.RayPredictor):  # defined here, so Ray ships it by value
+        def __call__(self, batch):
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)  # the actor's process dies mid-job, once
+            return super().__call__(batch)
+
+    manifest = ray_data.run_job(inputs, tmp_path / "out", model_dir, policy="fastbert", knob=0.5, concurrency=2,
+                                map_batch_size=4, predictor=DiesOnce)
+    rows, _ = ray_data.read_output(tmp_path / "out")
+    assert marker.exists()
+    assert len(rows) == rows["id"].nunique() == N_FILES * ROWS == manifest["rows_out"]
+
+
+def test_overwrite_replaces_only_on_success_and_leaves_no_old_shards(local_ray, model_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["predict", "--ray", "--model", str(model_dir), "--input", str(inputs), "--output", str(out),
+            "--concurrency", "2", "--map-batch-size", "8", "--output-format", "jsonl"]
+    assert main(argv) == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert main(argv) == 2
+    assert "is not empty; choose another directory or pass --overwrite" in capsys.readouterr().err
+    smaller = tmp_path / "smaller"
+    smaller.mkdir()
+    write_csv(smaller / "only.csv", ["id", "text"], [("x1", "good film"), ("x2", "bad plot")])
+    argv[argv.index(str(inputs))] = str(smaller)
+    assert main(argv + ["--overwrite"]) == 0
+    rows, manifest = ray_data.read_output(out)
+    assert sorted(rows["id"]) == ["x1", "x2"] and manifest["rows_out"] == 2
+    assert not any(name in first for name in (p.name for p in out.iterdir() if p.name != "_manifest.json"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary directory left
