@@ -66,6 +66,40 @@ def test_train_then_info_end_to_end(encoder_dir, tmp_path, capsys):
     assert "labels (2):" in stdout and "bad, good" in stdout and "objective:      geep" in stdout
 
 
+def test_recipe_is_recorded_in_args_config_card_and_info(encoder_dir, tmp_path, capsys):
+    """A recipe that matches passes trains --epochs + --distil-epochs; every record says which recipe it was."""
+    from geep.modeling.objectives import RECIPES
+
+    data = write_csv(tmp_path / "train.csv", n=40)
+    out = tmp_path / "model"
+    rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(data), "--recipe", "hinton",
+                      "--distil-epochs", "1", "--output", str(out), *FAST], capsys)  # FAST: --epochs 1
+    assert rc == 0, err
+    args = json.loads((out / "training_args.json").read_text())
+    assert args["recipe"] == RECIPES["hinton"].to_dict()
+    assert args["stages"][0]["epochs"] == 2 and [h["epoch"] for h in args["history"]] == [1, 2]
+    assert args["train_cpu_seconds"] > 0
+    assert json.loads((out / "config.json").read_text())["geep"]["recipe"] == "hinton"
+    card = (out / "README.md").read_text()
+    assert "recipe `hinton`" in card and "temperature 2" in card and "geep 2 epoch(s)" in card
+    rc, stdout, _ = cli(["info", str(out)], capsys)
+    assert rc == 0 and "objective:      geep (recipe hinton)" in stdout
+
+
+def test_default_geep_recipe_and_other_objectives_record_none(encoder_dir, tmp_path, capsys):
+    from geep.modeling.objectives import DEFAULT_RECIPE
+
+    data = write_csv(tmp_path / "train.csv", n=30)
+    for objective, recipe in (("geep", DEFAULT_RECIPE), ("pabee", None)):
+        out = tmp_path / objective
+        rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(data), "--objective", objective,
+                          "--output", str(out), *FAST], capsys)
+        assert rc == 0, err
+        args = json.loads((out / "training_args.json").read_text())
+        assert (args["recipe"] or {}).get("name") == recipe
+        assert json.loads((out / "config.json").read_text())["geep"]["recipe"] == recipe
+
+
 def test_pooling_and_max_length_left_to_geep_fit_the_backbone(tmp_path, capsys):
     """A sentence-transformers backbone (mean pooling, 64 positions) trained with neither --pooling nor
     --max-length: mean pooling and 64 tokens, and the config, training_args.json, info and the card say why."""
@@ -161,13 +195,16 @@ def _bad_inputs(tmp: Path, good: Path) -> dict[str, tuple[list[str], str]]:
         "bad table fraction": (["--train", str(good), "--table-fraction", "1.5"], "--table-fraction"),
         "max length too long": (["--train", str(good), "--max-length", "500"], "64 positions"),
         "unseen table label": (["--train", str(good), "--table-data", str(tmp / "dev_unseen.csv")], "'meh'"),
+        "unknown recipe": (["--train", str(good), "--recipe", "magic"], "invalid choice: 'magic'"),
+        "recipe without geep": (["--train", str(good), "--objective", "fastbert", "--recipe", "teacher"],
+                                "--recipe applies to --objective geep only"),
     }
 
 
 BAD_CASES = ["missing file", "unknown extension", "missing column", "empty data", "unseen dev label",
              "undecodable bytes", "missing label", "one label", "unknown objective", "unknown head",
              "unknown pooling", "bad exit layers", "exit layer out of range", "bad table fraction",
-             "max length too long", "unseen table label"]
+             "max length too long", "unseen table label", "unknown recipe", "recipe without geep"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

@@ -11,7 +11,7 @@ from transformers import BertForSequenceClassification, BertModel, BertTokenizer
 
 from tests.helpers import save_tiny_encoder, synthetic
 from geep.modeling.model import MultiExitClassifier
-from geep.modeling.objectives import OBJECTIVES
+from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, get_objective
 from geep.training.loop import EncodedData, TrainingArguments, evaluate, stage_plan, train
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,27 @@ def test_every_objective_runs_all_its_stages(encoder_dir, objective):
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in model.state_dict().items()
                if not torch.equal(v, before[k])}
     assert "heads.1" in changed and "heads.4" in changed  # a student and the teacher learned
+
+
+def test_a_recipe_matching_passes_trains_epochs_plus_distil_epochs(encoder_dir):
+    model = make(encoder_dir, recipe="passes")
+    args = fast_args(epochs=1, distil_epochs=2, batch_size=8)
+    assert stage_plan(model, get_objective("geep", "passes").stages[0], args) == (
+        ("backbone", "teacher", "students"), 3)
+    result = train(model, data(model, 16, seed=1), data(model, 8, seed=2), args)
+    assert [(r.stage, r.epoch) for r in result.history] == [("geep", 1), ("geep", 2), ("geep", 3)]
+    cpu = [r.cpu_seconds for r in result.history]
+    assert 0 < cpu[0] < cpu[1] < cpu[2] <= result.train_cpu_seconds  # cumulative CPU time at each epoch's end
+
+
+def test_the_default_recipe_is_recorded_in_the_config(encoder_dir):
+    model = make(encoder_dir)
+    assert model.config.recipe is None
+    train(model, data(model, 16, seed=1), data(model, 8, seed=2), fast_args(epochs=1, batch_size=8))
+    assert model.config.recipe == DEFAULT_RECIPE
+    fast = make(encoder_dir, objective="fastbert")
+    train(fast, data(fast, 16, seed=1), data(fast, 8, seed=2), fast_args(epochs=1, distil_epochs=0, batch_size=8))
+    assert fast.config.recipe is None
 
 
 def test_second_stage_leaves_backbone_and_teacher_alone(encoder_dir):

@@ -57,7 +57,7 @@ def format_info(directory: str | Path) -> str:
         f"exit heads:     {config.head}, {config.pooling} pooling, width {config.head_width}; "
         f"teacher: {teacher_kind}, {teacher_pooling} pooling" + _why(config, "pooling"),
         f"labels ({config.num_labels}):    {', '.join(config.label_names)}",
-        f"objective:      {config.objective}",
+        f"objective:      {config.objective}" + (f" (recipe {config.recipe})" if config.recipe else ""),
         f"max length:     {config.max_length}" + _why(config, "max_length"),
         f"columns:        text={config.text_column}"
         + (f", pair={config.text_pair_column}" if config.text_pair_column else "")

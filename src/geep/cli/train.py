@@ -27,7 +27,7 @@ from geep.modeling.config import HEAD_KINDS, POOLINGS
 from geep.data import ColumnData, build_label_names, encode_labels, get_columns, load_dataset_spec, \
     stratified_split, stratified_subset
 from geep.errors import GeepError
-from geep.modeling.objectives import OBJECTIVES
+from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, RECIPES, get_objective
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-column", default="label")
     p.add_argument("--encoding", default=None, help="encoding of CSV/TSV/JSON files (default UTF-8)")
     p.add_argument("--objective", default="geep", choices=list(OBJECTIVES))
+    p.add_argument("--recipe", default=None, choices=list(RECIPES),
+                   help=f"geep only: how its one-step loss is weighted and how long it trains (default "
+                   f"{DEFAULT_RECIPE}): " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
     p.add_argument("--head", default="attention", choices=list(HEAD_KINDS), help="exit head kind")
     p.add_argument("--pooling", default="auto", choices=["auto", *POOLINGS],
                    help="exit heads' pooling; auto (default): the backbone's sentence-transformers pooling "
                    "(1_Pooling/config.json: mean tokens -> mean, CLS token -> first), else first")
     p.add_argument("--exit-layers", default=None, metavar="K,K,..",
                    help="layers with an exit (default: every layer; the last is always one)")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=2, help="epochs of the first stage (a geep recipe that matches "
+                   "passes trains --epochs + --distil-epochs: as many passes over the data as fastbert)")
     p.add_argument("--distil-epochs", type=int, default=1, help="epochs of a second (distillation) stage")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-5, help="backbone learning rate")
@@ -129,6 +133,8 @@ def _check_flags(args: argparse.Namespace) -> None:
          f"--max-dev-samples must be >= 1, got {args.max_dev_samples}"),
         (0 <= args.table_fraction < 1, f"--table-fraction must lie in [0, 1), got {args.table_fraction}"),
         (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but torch sees no CUDA device"),
+        (args.recipe is None or args.objective == "geep",
+         f"--recipe applies to --objective geep only; got --objective {args.objective}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -181,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
     # ---- validate everything before the first step: flags, output dir, data, labels, model
     _check_flags(args)
     check_table_options(args)
+    recipe = get_objective(args.objective, args.recipe).recipe  # None unless geep; a recipe elsewhere: an error
     exit_layers = parse_exit_layers(args.exit_layers)
     training_args = TrainingArguments(
         epochs=args.epochs, distil_epochs=args.distil_epochs, batch_size=args.batch_size, lr=args.lr,
@@ -212,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the exit heads' initialisation
     model = MultiExitClassifier.from_encoder(
         model_path, data_labels, head=args.head, pooling=args.pooling, exit_layers=exit_layers,
-        objective=args.objective, max_length=args.max_length, text_column=args.text_column,
+        objective=args.objective, recipe=recipe.name if recipe else None, max_length=args.max_length,
+        text_column=args.text_column,
         text_pair_column=args.text_pair_column, label_column=args.label_column,
     )
     names = model.label_names  # a fine-tuned model's own order
@@ -258,9 +266,11 @@ def run(args: argparse.Namespace) -> int:
         "table": table_slice.source if table_slice else None,
         "table_file": TABLE_DATA_NAME if table_slice is not None and len(table_slice) else None,
         "data_sizes": sizes, "label_names": names, "stages": plan,
+        "recipe": recipe.to_dict() if recipe else None,
         "resolved": {"pooling": model.config.pooling, "max_length": model.config.max_length,
                      "why": model.config.auto_settings},
-        "train_seconds": round(result.train_seconds, 3), "device": result.device,
+        "train_seconds": round(result.train_seconds, 3), "train_cpu_seconds": round(result.train_cpu_seconds, 3),
+        "device": result.device,
         "mixed_precision": result.mixed_precision, "dev_accuracy": result.dev_accuracy,
         "best_epochs": result.best_epochs, "history": result.to_dict()["history"],
         "args": {k: v for k, v in vars(args).items() if k != "func"},

@@ -38,6 +38,9 @@ class GeepConfig:
     head_width: int = 128  # width of the attention head (FastBERT's 128)
     head_dropout: float = 0.1
     objective: str = "geep"
+    # The geep objective's recipe (geep.modeling.objectives.RECIPES) that trained the model; None: another
+    # objective, or a model saved before recipes existed (those were trained with the paper's loss).
+    recipe: str | None = None
     max_length: int = 128
     text_column: str = "text"
     text_pair_column: str | None = None

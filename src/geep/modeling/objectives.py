@@ -9,12 +9,17 @@ objectives whose stage says ``needs_diverse`` get them.
 
 An objective is a list of :class:`Stage`s run in order. Each stage names the parameter groups it trains
 ("backbone", "teacher", "students"), which epoch count it uses, and its loss.
+
+The ``geep`` objective comes in named recipes (:class:`Recipe`, ``RECIPES``): ``paper`` is the paper's loss exactly
+(:func:`geep_loss`); the others weight its terms (:func:`weighted_geep_loss`) and may train for as many passes over
+the data as a two-stage objective makes (``--epochs`` + ``--distil-epochs``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from functools import partial
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,16 +30,23 @@ from geep.errors import GeepError
 LossFn = Callable[[Tensor, "Tensor | None", Tensor, "list[int]"], Tensor]
 
 
-def distillation_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-    """sum_k KL(p_T || p_k), batch-mean, temperature 1, with p_T detached (no gradient reaches T).
+def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """sum_k KL(p_T || p_k), batch-mean, with p_T detached (no gradient reaches T).
 
-    student_logits (S, B, C), teacher_logits (B, C).
+    At a temperature t != 1 both distributions are softmax(logits / t) and the sum is scaled by t^2, so its
+    gradients keep their size as t changes (Hinton et al. 2015). student_logits (S, B, C), teacher_logits (B, C).
     """
-    p_teacher = F.softmax(teacher_logits.detach(), dim=-1)  # (B, C)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    scale = 1.0 if temperature == 1.0 else temperature
+    teacher_logits = teacher_logits.detach()
+    if scale != 1.0:
+        student_logits, teacher_logits = student_logits / scale, teacher_logits / scale
+    p_teacher = F.softmax(teacher_logits, dim=-1)  # (B, C)
     total = student_logits.new_zeros(())
     for logits in student_logits:  # S small terms; each is KL averaged over the batch
         total = total + F.kl_div(F.log_softmax(logits, dim=-1), p_teacher, reduction="batchmean")
-    return total
+    return total if scale == 1.0 else total * scale**2
 
 
 def per_exit_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -62,6 +74,38 @@ def geep_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor
     teacher = exit_logits[-1]  # (B, C)
     ce = cross_entropy_sum(torch.cat([diverse_logits, teacher[None]]), labels)  # L-1 terms
     return ce + distillation_kl(exit_logits[:-1], teacher)
+
+
+def diverse_weights(num_terms: int, teacher_share: float | None) -> Tensor:
+    """Weights of GEEP's L-1 cross-entropy terms, k = 1..L-1 (the last is the teacher's own path, k = L-1).
+
+    ``teacher_share`` None: every term weighs 1 (the paper's). Otherwise the teacher's path gets that share of
+    the total, the L-2 other terms share the rest equally, and the weights still sum to L-1, so this knob moves
+    weight between the CE terms without changing their total against the KL terms. Returns (L-1,).
+    """
+    if teacher_share is None or num_terms == 1:
+        return torch.ones(num_terms)
+    if not 0 < teacher_share < 1:
+        raise ValueError(f"teacher share must lie in (0, 1), got {teacher_share}")
+    others = torch.full((num_terms - 1,), (1 - teacher_share) * num_terms / (num_terms - 1))
+    return torch.cat([others, torch.tensor([teacher_share * num_terms])])
+
+
+def weighted_geep_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int],
+                       *, teacher_share: float | None = None, kl_weight: float = 1.0,
+                       temperature: float = 1.0) -> Tensor:
+    """GEEP's one-step loss with its weights made explicit.
+
+    sum_{k=1..L-1} w_k CE(T(Layer_L(h_k)), y) + kl_weight * t^2 * sum_{k in E, k<L} KL(p_T^t || p_k^t), where
+    w = :func:`diverse_weights` (``teacher_share``) and p^t = softmax(logits / t). With the defaults (None, 1, 1)
+    it is :func:`geep_loss`. Shapes as :func:`geep_loss`.
+    """
+    if diverse_logits is None:
+        raise ValueError("the geep objective needs the diverse logits")
+    teacher = exit_logits[-1]  # (B, C)
+    ce = per_exit_cross_entropy(torch.cat([diverse_logits, teacher[None]]), labels)  # (L-1,)
+    weights = diverse_weights(len(ce), teacher_share).to(ce)
+    return (weights * ce).sum() + kl_weight * distillation_kl(exit_logits[:-1], teacher, temperature)
 
 
 def teacher_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int]) -> Tensor:
@@ -94,8 +138,38 @@ class Stage:
     name: str
     loss: LossFn
     trains: tuple[str, ...]  # subset of ("backbone", "teacher", "students")
-    epochs: str = "epochs"  # "epochs" or "distil_epochs": which CLI count this stage uses
+    # which CLI count this stage uses: "epochs", "distil_epochs", or "passes" (epochs + distil_epochs: as many
+    # passes over the data as a two-stage objective makes)
+    epochs: str = "epochs"
     needs_diverse: bool = False
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A weighting of GEEP's one-step loss (see :func:`weighted_geep_loss`) and the epochs it trains for."""
+
+    name: str
+    description: str
+    teacher_share: float | None = None  # None: every CE term weighs 1 (the paper's: 1/(L-1) for the teacher)
+    kl_weight: float = 1.0  # the KL sum against the CE sum
+    temperature: float = 1.0  # distillation temperature (KL scaled by t^2)
+    epochs: str = "epochs"  # "epochs", or "passes": --epochs + --distil-epochs
+
+    @property
+    def is_paper(self) -> bool:
+        return self.teacher_share is None and self.kl_weight == 1.0 and self.temperature == 1.0
+
+    def loss(self) -> LossFn:
+        """The paper's :func:`geep_loss` itself for the paper's weights, else :func:`weighted_geep_loss`."""
+        if self.is_paper:
+            return geep_loss
+        return partial(weighted_geep_loss, teacher_share=self.teacher_share, kl_weight=self.kl_weight,
+                       temperature=self.temperature)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What training_args.json records: the name and every parameter."""
+        return {"name": self.name, "teacher_share": self.teacher_share, "kl_weight": self.kl_weight,
+                "temperature": self.temperature, "epochs": self.epochs, "description": self.description}
 
 
 @dataclass(frozen=True)
@@ -103,16 +177,38 @@ class Objective:
     name: str
     stages: tuple[Stage, ...]
     description: str
+    recipe: Recipe | None = None  # the geep objective's recipe
+
+
+_PASSES = "epochs = --epochs + --distil-epochs (fastbert's passes over the data)"
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("paper", "the paper's loss: every CE term and every KL term weighs 1; --epochs epochs"),
+    Recipe("passes", f"the paper's loss; {_PASSES}", epochs="passes"),
+    Recipe("teacher", f"the teacher's own path (k = L-1) gets half of the CE weight; {_PASSES}",
+           teacher_share=0.5, epochs="passes"),
+    Recipe("teacher-kl", f"as teacher, with the KL terms at half the weight; {_PASSES}",
+           teacher_share=0.5, kl_weight=0.5, epochs="passes"),
+    Recipe("hinton", f"as teacher-kl, distilling at temperature 2 (KL scaled by 4); {_PASSES}",
+           teacher_share=0.5, kl_weight=0.5, temperature=2.0, epochs="passes"),
+)}
+DEFAULT_RECIPE = "paper"  # what `--objective geep` trains with when no recipe is named
+
+
+def geep_objective(recipe: str | None = None) -> Objective:
+    """The geep objective under ``recipe`` (default :data:`DEFAULT_RECIPE`)."""
+    name = DEFAULT_RECIPE if recipe is None else recipe
+    if name not in RECIPES:
+        raise GeepError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
+    r = RECIPES[name]
+    stage = Stage("geep", r.loss(), trains=("backbone", "teacher", "students"), epochs=r.epochs, needs_diverse=True)
+    return Objective("geep", (stage,), "one step: CE of the teacher on every layer's output through Layer_L + KL "
+                     f"distillation of the students; recipe {r.name}: {r.description}", recipe=r)
 
 
 _FINE_TUNE = Stage("fine-tune", teacher_loss, trains=("backbone", "teacher"))
 
 OBJECTIVES: dict[str, Objective] = {
-    "geep": Objective(
-        "geep",
-        (Stage("geep", geep_loss, trains=("backbone", "teacher", "students"), needs_diverse=True),),
-        "one step: CE of the teacher on every layer's output through Layer_L + KL distillation of the students",
-    ),
+    "geep": geep_objective(),
     "fastbert": Objective(
         "fastbert",
         (_FINE_TUNE, Stage("distil", student_distillation_loss, trains=("students",), epochs="distil_epochs")),
@@ -131,8 +227,12 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
-def get_objective(name: str) -> Objective:
-    """The objective registered under ``name``."""
+def get_objective(name: str, recipe: str | None = None) -> Objective:
+    """The objective registered under ``name``; for ``geep``, under ``recipe`` (None: the default recipe)."""
     if name not in OBJECTIVES:
         raise GeepError(f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}")
+    if name == "geep":
+        return geep_objective(recipe)
+    if recipe is not None:
+        raise GeepError(f"a recipe ({recipe!r}) applies to the geep objective only, not {name!r}")
     return OBJECTIVES[name]

@@ -24,6 +24,21 @@ def format_accuracy_table(accuracy: dict[str, float], markdown: bool = False) ->
     return "\n".join(lines)
 
 
+def describe_objective(config: GeepConfig, summary: dict[str, Any]) -> str:
+    """The objective, with the geep recipe's name and parameters (``summary["recipe"]``) and each stage's epochs."""
+    text = f"`{config.objective}`"
+    recipe = summary.get("recipe")
+    if recipe:
+        share = "1/(L-1)" if recipe["teacher_share"] is None else f"{recipe['teacher_share']:g}"
+        text += (f", recipe `{recipe['name']}` (teacher share {share}, KL weight {recipe['kl_weight']:g}, "
+                 f"temperature {recipe['temperature']:g}): {recipe['description']}")
+    elif config.recipe:
+        text += f", recipe `{config.recipe}`"
+    stages = [f"{s['stage']} {s['epochs']} epoch(s)" + (" (skipped)" if s.get("skipped") else "")
+              for s in summary.get("stages", [])]
+    return text + (f"; trained: {', '.join(stages)}" if stages else "")
+
+
 def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, Any]) -> str:
     """The README.md text of a trained model directory.
 
@@ -45,7 +60,7 @@ with an exit head after layers {exits}. Each exit can answer on its own, so easy
 
 - **Base model**: `{summary.get('model', '?')}`
 - **Labels** ({config.num_labels}): {labels}
-- **Objective**: `{config.objective}`
+- **Objective**: {describe_objective(config, summary)}
 - **Exit heads**: `{config.head}` with `{config.pooling}` pooling; teacher (exit {config.num_layers}): `{teacher}`
 - **Max length**: {config.max_length} tokens; text column `{config.text_column}`{pair}, label column `{config.label_column}`{chosen}
 - **Training data**: {summary.get('train', '?')} ({sizes.get('train', '?')} rows used for gradient steps);

@@ -98,6 +98,7 @@ class EpochRecord:
     train_loss: float  # mean over the epoch's steps
     dev_accuracy: dict[str, float]  # {str(k): accuracy} for every exit k in E
     score: float  # mean dev accuracy over the exits the stage trains
+    cpu_seconds: float = 0.0  # this process's CPU time since training started, at the end of this epoch
 
 
 @dataclass
@@ -106,7 +107,8 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epochs: dict[str, int] = field(default_factory=dict)  # stage name -> kept epoch (1-based)
     skipped_stages: list[str] = field(default_factory=list)
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall time
+    train_cpu_seconds: float = 0.0  # this process's CPU time (all its threads): what sharing a machine disturbs less
     device: str = "cpu"
     mixed_precision: str = "no"
 
@@ -126,7 +128,8 @@ def stage_plan(model: MultiExitClassifier, stage: Stage, args: TrainingArguments
         if model.config.teacher_head is not None:
             frozen.add("teacher")
     groups = tuple(g for g in stage.trains if g not in frozen)
-    epochs = args.epochs if stage.epochs == "epochs" else args.distil_epochs
+    epochs = {"epochs": args.epochs, "distil_epochs": args.distil_epochs,
+              "passes": args.epochs + args.distil_epochs}[stage.epochs]
     return groups, epochs
 
 
@@ -173,7 +176,9 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
         raise GeepError("the training data has no rows")
     if len(dev_data) == 0:
         raise GeepError("the dev data has no rows")
-    objective = get_objective(model.config.objective)
+    objective = get_objective(model.config.objective, model.config.recipe)
+    if objective.recipe is not None:
+        model.config.recipe = objective.recipe.name  # the saved model says which recipe trained it
     plans = [(stage, *stage_plan(model, stage, args)) for stage in objective.stages]
     if not any(groups and epochs for _, groups, epochs in plans):
         raise GeepError(f"nothing to train: every stage of {objective.name!r} is frozen or has 0 epochs")
@@ -184,8 +189,9 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     mixed_precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=mixed_precision)
     set_seed(args.seed)
-    logger.info("training %s on %d rows (dev %d) on %s, mixed precision %s", objective.name, len(train_data),
-                len(dev_data), accelerator.device, mixed_precision)
+    logger.info("training %s%s on %d rows (dev %d) on %s, mixed precision %s", objective.name,
+                f" (recipe {objective.recipe.name})" if objective.recipe else "", len(train_data), len(dev_data),
+                accelerator.device, mixed_precision)
 
     pad_id = model.pad_token_id
     loader = DataLoader(
@@ -198,7 +204,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     model.to(accelerator.device)
     result = TrainResult(dev_accuracy={}, device=str(accelerator.device), mixed_precision=mixed_precision)
     groups_of = model.parameter_groups()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
 
     for stage, groups, epochs in plans:
         if not groups or not epochs:
@@ -247,7 +253,8 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
             acc = evaluate(model, dev_data, args.eval_batch_size, accelerator.device)
             score = sum(acc[str(k)] for k in exits) / len(exits)
             train_loss = sum(losses) / max(len(losses), 1)
-            result.history.append(EpochRecord(stage.name, epoch, train_loss, acc, score))
+            result.history.append(EpochRecord(stage.name, epoch, train_loss, acc, score,
+                                              time.process_time() - cpu_started))
             logger.info("stage %s epoch %d/%d: train loss %.4f, mean dev accuracy %.4f\n%s", stage.name, epoch,
                         epochs, train_loss, score, format_accuracy_table(acc))
             if score > best_score:
@@ -264,6 +271,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     for p in model.parameters():
         p.requires_grad_(True)
     result.train_seconds = time.perf_counter() - started
+    result.train_cpu_seconds = time.process_time() - cpu_started
     model.to("cpu").eval()
     model.config.dev_accuracy = dict(result.dev_accuracy)
     return result
@@ -272,7 +280,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
 def describe_plan(model: MultiExitClassifier, args: TrainingArguments) -> list[dict]:
     """What each stage will do, for training_args.json: name, groups, epochs, skipped."""
     out = []
-    for stage in get_objective(model.config.objective).stages:
+    for stage in get_objective(model.config.objective, model.config.recipe).stages:
         groups, epochs = stage_plan(model, stage, args)
         out.append({"stage": stage.name, "trains": list(groups), "epochs": epochs,
                     "skipped": not (groups and epochs), "diverse": stage.needs_diverse})
