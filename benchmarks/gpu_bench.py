@@ -17,7 +17,7 @@ fp16 safetensors, the bbc and tweets rows as JSON lines: under 60 MB), then for 
 
 Writes ``gpu.json`` and ``gpu.md`` into ``--output`` (default ``benchmarks/results/gpu``) with the device's name and
 the versions. Budget: under 5 minutes on an H100/H200 (not yet run on one: no GPU was lent when it was written).
-Its CPU path is tested with a tiny pack (``tests/benchmarks/test_gpu_bench.py``).
+Its CPU path is tested with a tiny pack (``tests/test_gpu_bench.py``).
 """
 
 from __future__ import annotations
