@@ -27,7 +27,7 @@ test: $(STAMP)
 # token exit table from a held-out 10% of the training rows), calibrate GEEP's knobs on dev, then bench every
 # policy at batch 32 on the test split: bench.json, report.md and curves.png under runs/demo/bench.
 # Measured from a fresh clone on a 2-core CPU: 18.5 minutes before int8; 12.9 minutes with it, after the bench
-# times one knob per policy (issue 6's budget: 20; BENCHMARKS.md).
+# times one knob per policy, and 12.9 again with the `teacher` recipe's 2 GEEP epochs (issue 6's budget: 20; BENCHMARKS.md).
 # Issue 12 adds int8: GEEP's knobs are calibrated at int8 too, and the bench runs fp32 and int8 side by side
 # (full fp32, full int8 and the policies at both); to stay near the budget the demo's bench leaves out deebert and
 # confidence (fastbert's rule with another confidence measure). See BENCHMARKS.md for what was timed.
