@@ -61,10 +61,11 @@ class Executor:
         self.flops, self.on_head = flops, on_head
         self.groups: dict[int, _Group] = {}
 
-    def step(self, now: float = 0.0) -> Finished | None:
-        """Runs the next step (``now``: the caller's clock, for a strategy that waits for fuller batches); returns
-        the rows that left (possibly none), or None when nothing was scheduled."""
-        step = self.scheduler.schedule(now)
+    def step(self) -> Finished | None:
+        """Runs the next step; returns the rows that left (possibly none), or None when nothing was scheduled.
+        (A caller with a clock, the server's worker, plans with ``scheduler.schedule(now)`` and calls
+        :meth:`run_step`.)"""
+        step = self.scheduler.schedule()
         if step is None:
             return None
         return self.run_step(step)

@@ -32,8 +32,8 @@ from geep.inference.predictor import resolve_knob
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import POLICIES, Policy, get_policy
 from geep.runtime.base import Backend
+from geep.runtime.precision import make_backend
 from geep.serving.auth import BearerAuth
-from geep.serving.backend import build_backend
 from geep.serving.metrics import Metrics
 from geep.serving.schema import ErrorResponse, PredictRequest, PredictResponse, validation_message
 from geep.serving.settings import UNSERVABLE, ServeSettings, default_policy
@@ -82,16 +82,15 @@ def continue_number(policy: Policy, knob: Any) -> float | None:
 
 def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: Backend | None = None,
                clock: Callable[[], float] = time.monotonic) -> FastAPI:
-    """The app for ``model`` (eval mode, on its device) under ``settings``; ``backend`` default: the one
-    ``geep.serving.backend.build_backend`` chooses. The model worker starts and stops with the app's lifespan.
+    """The app for ``model`` (eval mode, on its device) under ``settings``; ``backend`` default: the model at
+    ``settings.precision`` (``geep.runtime.precision.make_backend``), prepared once. The model worker starts and stops with the app's lifespan.
     GeepError when the default policy or threshold cannot run."""
     settings.check()
     model.eval()
-    default = resolve_policy(model, settings, settings.policy
-                             or default_policy(model, settings.batching, settings.precision),
-                             settings.threshold, continue_threshold=settings.continue_threshold)
+    default = resolve_policy(model, settings, settings.policy, settings.threshold,
+                             continue_threshold=settings.continue_threshold)
     metrics = Metrics()
-    worker = Worker(model, backend or build_backend(model, settings.precision), settings, *default, metrics=metrics,
+    worker = Worker(model, backend or make_backend(model, settings.precision), settings, *default, metrics=metrics,
                     clock=clock)
 
     @asynccontextmanager

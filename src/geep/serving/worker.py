@@ -32,6 +32,7 @@ from geep.modeling.model import MultiExitClassifier
 from geep.policies import Policy
 from geep.runtime.base import Backend
 from geep.scheduling import LayerPools, Row, Scheduler, Shrinking, Step
+from geep.scheduling.strategies import oldest_arrival
 from geep.serving.metrics import Metrics
 from geep.serving.settings import ServeSettings
 
@@ -90,7 +91,7 @@ class Lane:
     jobs: int = 0
 
     def oldest(self) -> float:
-        return min((row.arrival for pool in self.scheduler.nonempty_pools() for row in pool.rows), default=math.inf)
+        return min(map(oldest_arrival, self.scheduler.nonempty_pools()), default=math.inf)
 
 
 class Worker:
