@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from geep.data import build_label_names, encode_labels, get_columns, load_dataset_spec, stratified_subset
+from geep.io import write_text_atomic
 from geep.modeling import MultiExitClassifier, resolve_model_path
 from geep.modeling.objectives import RECIPES, get_objective
 from geep.tokens import pad_batch
@@ -311,9 +312,7 @@ def main() -> None:
                 logger.info("%s %s seed %d: test %s, %.1f s CPU, %.1f s wall", name, method.spec, seed,
                             r["test_accuracy"], r["train_cpu_seconds"], r["train_seconds"])
                 run_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = run_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps(r, indent=2) + "\n")
-                tmp.replace(run_file)  # a crash mid-write leaves no half a run
+                write_text_atomic(run_file, json.dumps(r, indent=2) + "\n")  # a crash mid-write leaves no half a run
                 results[name][method.spec][seed] = r
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps({"config": config, "results": results}, indent=2) + "\n")

@@ -15,20 +15,20 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from geep.evaluation.metrics import pareto_frontier
+from geep.evaluation.metrics import get_field, pareto_frontier
 
 
 def frontier_indices(points: Sequence[Any], keep: Callable[[int], bool] | None = None) -> list[int]:
     """Indices into ``points`` (objects or dicts with ``flops_speedup`` and ``accuracy``) of their Pareto frontier,
     slowest (most accurate) first; ``keep(i)`` False leaves point i out before the frontier is taken."""
-    rows = [{"i": i, "flops_speedup": _get(p, "flops_speedup"), "accuracy": _get(p, "accuracy")}
+    rows = [{"i": i, "flops_speedup": get_field(p, "flops_speedup"), "accuracy": get_field(p, "accuracy")}
             for i, p in enumerate(points) if keep is None or keep(i)]
     return [row["i"] for row in pareto_frontier(rows, "flops_speedup", "accuracy")]
 
 
 def budget_point(points: Sequence[Any], frontier: Sequence[int], floor: float) -> int | None:
     """Position in ``frontier`` of its fastest point with accuracy >= ``floor``, or None when none reaches it."""
-    within = [j for j, i in enumerate(frontier) if _get(points[i], "accuracy") >= floor - 1e-12]
+    within = [j for j, i in enumerate(frontier) if get_field(points[i], "accuracy") >= floor - 1e-12]
     return within[-1] if within else None
 
 
@@ -52,7 +52,7 @@ def frontier_knobs(points: Sequence[Any], n: int, floor: float, keep: Callable[[
     for j in order:
         if 0 <= j < len(frontier) and j not in chosen and len(chosen) < n:
             chosen.append(j)
-    logs = [math.log(max(_get(points[i], "flops_speedup"), 1e-12)) for i in frontier]
+    logs = [math.log(max(get_field(points[i], "flops_speedup"), 1e-12)) for i in frontier]
     spare = n - len(chosen)
     for s in range(spare):  # one spare: the fast end (the slow end is near full, where the budget point usually is)
         share = 1.0 if spare == 1 else s / (spare - 1)
@@ -62,10 +62,6 @@ def frontier_knobs(points: Sequence[Any], n: int, floor: float, keep: Callable[[
             break
         chosen.append(min(free, key=lambda j: (abs(logs[j] - target), j)))
     return sorted(frontier[j] for j in chosen)
-
-
-def _get(point: Any, key: str) -> Any:
-    return point[key] if isinstance(point, dict) else getattr(point, key)
 
 
 def record_exits_early(record: Any) -> bool:

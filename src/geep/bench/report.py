@@ -152,10 +152,12 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
                  "(t: the fastbert threshold rows continue under).")
     if curves:
         lines += ["", f"![accuracy vs speed-up]({curves})"]
+    summary = summary_rows(result, budget)
     for (name, batch_size), records in group_records(result.records).items():
         objective = records[0]["objective"]
         lines += ["", f"## `{name}` ({objective}), batch size {batch_size}", ""]
-        lines += _budget_table(result, name, batch_size, budget)
+        lines += _budget_table([row for row in summary if row["model"] == name and row["batch_size"] == batch_size],
+                               budget)
         if len({precision_of(r) for r in records}) > 1:
             lines += _precision_tables(records)
             continue
@@ -224,9 +226,9 @@ def _flops_frontier_line(points: Sequence[Mapping[str, Any]]) -> str:
         for p in flops)
 
 
-def _budget_table(result: BenchResult, name: str, batch_size: int, budget: float) -> list[str]:
-    """The summary of one (model, batch size): each policy's fastest frontier point within the budget."""
-    rows = [row for row in summary_rows(result, budget) if row["model"] == name and row["batch_size"] == batch_size]
+def _budget_table(rows: list[dict[str, Any]], budget: float) -> list[str]:
+    """The summary of one (model, batch size), its :func:`summary_rows`: each policy's fastest frontier point within
+    the budget."""
     several = len({row["precision"] for row in rows}) > 1
     lines = [f"Fastest within {budget:g} point(s) of `full`{' at fp32' if several else ''}, read from each policy's "
              "FLOPs frontier (wall: the median of the interleaved runs, spread: half their range over the median):",

@@ -21,7 +21,8 @@ def macro_f1(predictions: Tensor, labels: Tensor, num_labels: int) -> float:
     return sum(scores) / len(scores) if scores else 0.0
 
 
-def _get(point: Any, key: str) -> Any:
+def get_field(point: Any, key: str) -> Any:
+    """``point[key]`` for a mapping (a bench record), else the attribute (a scored point)."""
     return point[key] if isinstance(point, Mapping) else getattr(point, key)
 
 
@@ -34,7 +35,7 @@ def pareto_frontier(points: Iterable[Any], x: str, y: str) -> list[Any]:
     """
     valid = []
     for i, p in enumerate(points):
-        px, py = _get(p, x), _get(p, y)
+        px, py = get_field(p, x), get_field(p, y)
         if px is None or py is None or (isinstance(px, float) and math.isnan(px)) or \
                 (isinstance(py, float) and math.isnan(py)):
             continue
