@@ -38,15 +38,14 @@ def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature:
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    scale = 1.0 if temperature == 1.0 else temperature
     teacher_logits = teacher_logits.detach()
-    if scale != 1.0:
-        student_logits, teacher_logits = student_logits / scale, teacher_logits / scale
+    if temperature != 1.0:
+        student_logits, teacher_logits = student_logits / temperature, teacher_logits / temperature
     p_teacher = F.softmax(teacher_logits, dim=-1)  # (B, C)
     total = student_logits.new_zeros(())
     for logits in student_logits:  # S small terms; each is KL averaged over the batch
         total = total + F.kl_div(F.log_softmax(logits, dim=-1), p_teacher, reduction="batchmean")
-    return total if scale == 1.0 else total * scale**2
+    return total if temperature == 1.0 else total * temperature**2
 
 
 def per_exit_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -59,6 +59,13 @@ class GeepPolicy(Policy):
         return all_leave(logits), memory  # the scheduler reads a row's head only at its predicted layer
 
 
+def _pair(knob: tuple) -> VerifyKnob:
+    """A (tau, t) pair as a VerifyKnob; GeepError when it is not a pair."""
+    if len(knob) != 2:
+        raise GeepError(f"the geep-verify knob is (tau, continue_threshold), got {knob!r}")
+    return VerifyKnob(*knob)
+
+
 class GeepVerifyPolicy(GeepPolicy):
     name = "geep-verify"
     knob_names = ("tau", "continue_threshold")
@@ -81,12 +88,8 @@ class GeepVerifyPolicy(GeepPolicy):
     def fill_knob(self, knob: Any, stored: Mapping[str, float] | None) -> Any:
         """A number is tau; a VerifyKnob or (tau, t) pair may leave either as None. What is left out comes from
         ``stored`` (the calibrated values), else the defaults (tau 0.5, t = the table's S)."""
-        if isinstance(knob, tuple) and not isinstance(knob, VerifyKnob):
-            if len(knob) != 2:
-                raise GeepError(f"the geep-verify knob is (tau, continue_threshold), got {knob!r}")
-            knob = VerifyKnob(*knob)
-        if isinstance(knob, VerifyKnob):
-            knob = {name: value for name, value in zip(self.knob_names, knob) if value is not None}
+        if isinstance(knob, tuple):
+            knob = {name: value for name, value in zip(self.knob_names, _pair(knob)) if value is not None}
         elif knob is not None and not isinstance(knob, Mapping):
             knob = {"tau": knob}
         return super().fill_knob(knob, stored)
@@ -103,9 +106,7 @@ class GeepVerifyPolicy(GeepPolicy):
         """(tau, t) checked: tau (or the default), t given or else the exit table's build threshold S."""
         continue_threshold = None
         if isinstance(knob, tuple):
-            if len(knob) != 2:
-                raise GeepError(f"the geep-verify knob is (tau, continue_threshold), got {knob!r}")
-            knob, continue_threshold = knob
+            knob, continue_threshold = _pair(knob)
         tau = super().resolve_knob(knob, num_labels, num_exits)
         if continue_threshold is not None:
             try:
