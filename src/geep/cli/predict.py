@@ -128,18 +128,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prediction_rows(out: Any, label_names: list[str], ids: list | None) -> list[dict[str, Any]]:
-    """One dict per row: id (when given), prediction, probability, probabilities {label: p}, exit_layer."""
-    probs = out.probabilities.tolist()
-    rows = []
-    for i, (name, label_id, layer) in enumerate(zip(out.labels, out.label_ids.tolist(), out.exit_layer.tolist())):
-        row: dict[str, Any] = {} if ids is None else {"id": ids[i]}
-        row.update(prediction=name, probability=probs[i][label_id],
-                   probabilities=dict(zip(label_names, probs[i])), exit_layer=layer)
-        rows.append(row)
-    return rows
-
-
 def jsonl_line(row: dict[str, Any]) -> str:
     """One row as a JSON line (ids of any type are written as their string when JSON has no form for them)."""
     return json.dumps(row, ensure_ascii=False, default=str) + "\n"
@@ -149,7 +137,7 @@ def write_predictions(path: Path, out: Any, label_names: list[str], ids: list | 
     """Writes the rows atomically: to a temporary file beside ``path``, renamed onto it at the end."""
     from geep.io import atomic_path
 
-    rows = prediction_rows(out, label_names, ids)
+    rows = out.rows(label_names, ids)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         if path.suffix.lower() == ".jsonl":
             for row in rows:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
 from geep.runtime.flops import FlopsCount
+
+
+# The fields of a written prediction row (:meth:`PredictionOutput.rows`), after its id when there is one.
+PREDICTION_FIELDS = ("prediction", "probability", "probabilities", "exit_layer")
 
 
 @dataclass
@@ -25,6 +30,19 @@ class PredictionOutput:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def rows(self, label_names: Sequence[str], ids: Sequence | None = None) -> list[dict[str, Any]]:
+        """One dict per row, as `geep predict` writes them: id (when ``ids`` are given), prediction, probability,
+        probabilities {label: p} (``label_names``: the model's, in label-id order), exit_layer."""
+        probs = self.probabilities.tolist()
+        rows = []
+        for i, (name, label_id, layer) in enumerate(zip(self.labels, self.label_ids.tolist(),
+                                                        self.exit_layer.tolist())):
+            row: dict[str, Any] = {} if ids is None else {"id": ids[i]}
+            row.update(prediction=name, probability=probs[i][label_id],
+                       probabilities=dict(zip(label_names, probs[i])), exit_layer=layer)
+            rows.append(row)
+        return rows
 
 
 class PolicyRun(NamedTuple):

@@ -33,6 +33,7 @@ import ray.data
 
 from geep.errors import GeepError
 from geep.inference import predict, resolve_knob
+from geep.inference.outputs import PREDICTION_FIELDS
 from geep.integrations.ray_input import InputFiles, scan_input
 from geep.modeling import MultiExitClassifier
 from geep.policies import get_policy
@@ -78,18 +79,12 @@ class RayPredictor:
         pairs = None if self.text_pair_column is None else [_text(v) for v in batch[self.text_pair_column]]
         out = predict(self.model, texts, pairs, policy=self.policy, knob=self.knob, batch_size=self.batch_size,
                       precision=self.precision)
-        names = self.model.label_names
-        probabilities = out.probabilities.tolist()
-        columns: dict[str, Any] = {}
-        if self.id_column is not None:
-            columns["id"] = [_id(v) for v in batch[self.id_column]]
-        columns["prediction"] = out.labels
-        columns["probability"] = [p[i] for p, i in zip(probabilities, out.label_ids.tolist())]
-        columns["probabilities"] = [dict(zip(names, p)) for p in probabilities]
-        columns["exit_layer"] = out.exit_layer.tolist()
+        ids = None if self.id_column is None else [_id(v) for v in batch[self.id_column]]
+        frame = pd.DataFrame(out.rows(self.model.label_names, ids),
+                             columns=(["id"] if ids is not None else []) + list(PREDICTION_FIELDS))
         if self.with_actor:
-            columns[ACTOR_COLUMN] = [self.actor] * len(texts)
-        return pd.DataFrame(columns)
+            frame[ACTOR_COLUMN] = self.actor
+        return frame
 
 
 def _text(value: Any) -> str:
