@@ -1,5 +1,6 @@
 """`geep predict --ray` on a local Ray (2 cores): the same answers as single-process predict, actors sharing the
-work, an actor killed mid-job, --overwrite, and every bad input before Ray starts. Every wait is bounded."""
+work, an actor killed mid-job, --overwrite, and every bad input before Ray starts. Every wait is bounded: Ray's own
+calls take no timeout, so each test fails after TIMEOUT_S (about 12x the slowest one here, 14 s on 2 cores)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from tests.helpers import make_decisive, random_texts, write_csv
 
 ray = pytest.importorskip("ray")
 ray_data = pytest.importorskip("geep.integrations.ray_data")
+
+TIMEOUT_S = 180
+pytestmark = pytest.mark.timeout(TIMEOUT_S)
 
 N_FILES, ROWS = 3, 14  # 42 rows over three files; ids with leading zeros must survive as strings
 
@@ -85,6 +89,14 @@ def test_bad_input_fails_before_ray_starts(model_dir, tmp_path, case, message):
         ray_data.run_job(path, tmp_path / "out", model_dir)
     assert not ray.is_initialized()
     assert not (tmp_path / "out").exists()
+
+
+def test_threads_0_is_refused_under_ray_too(model_dir, inputs, tmp_path, capsys):
+    """Without --ray, --threads 0 is an error; with it, too (it was quietly run at 1 thread)."""
+    rc = main(["predict", "--ray", "--model", str(model_dir), "--input", str(inputs), "--output",
+               str(tmp_path / "out"), "--threads", "0"])
+    assert rc == 2 and capsys.readouterr().err.strip() == "error: --threads must be at least 1, got 0"
+    assert not ray.is_initialized()
 
 
 def test_missing_extra_is_one_line(model_dir, inputs, tmp_path, capsys, monkeypatch):

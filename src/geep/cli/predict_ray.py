@@ -52,7 +52,7 @@ def run_ray(args: argparse.Namespace) -> int:
     manifest = run_job(
         args.input, args.output, args.model, policy=args.policy, knob=knob, precision=args.precision,
         batch_size=args.batch_size, text_column=args.text_column, text_pair_column=pair,
-        id_column=args.id_column, encoding=args.encoding, concurrency=args.concurrency, threads=args.threads or 1,
+        id_column=args.id_column, encoding=args.encoding, concurrency=args.concurrency, threads=1 if args.threads is None else args.threads,
         num_gpus=args.num_gpus, map_batch_size=args.map_batch_size, output_format=args.output_format,
         overwrite=args.overwrite, address=args.ray_address)
     shares = ", ".join(f"{actor[:8]}: {n}" for actor, n in manifest["rows_per_actor"].items())
