@@ -21,6 +21,7 @@ GOOD = {"num_layers": 4, "label_names": ["a", "b"], "format_version": 2}
     ({"head_width": None}, "head_width must be a positive integer"),
     ({"head_dropout": 2}, "head_dropout must be a number in [0, 1)"),
     ({"text_pair_column": 3}, "text_pair_column must be a string or null"),
+    ({"recipe": ["teacher"]}, "recipe must be a string or null"),
     ({"auto_settings": ["x"]}, "auto_settings must be an object"),
     ({"default_policy": {"fp32": 3}}, "default_policy must be an object of precision -> policy name"),
 ])

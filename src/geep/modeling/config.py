@@ -197,6 +197,7 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "head_width": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "head_dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "objective": (lambda v: isinstance(v, str), "a string"),
+    "recipe": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "max_length": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "text_column": (lambda v: isinstance(v, str), "a string"),
     "text_pair_column": (lambda v: v is None or isinstance(v, str), "a string or null"),
