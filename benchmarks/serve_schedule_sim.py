@@ -33,9 +33,8 @@ from serve_load import load_texts  # noqa: E402
 
 from geep.inference import all_exit_logits  # noqa: E402
 from geep.inference.executor import Executor  # noqa: E402
-from geep.inference.predictor import predicted_layers, resolve_knob  # noqa: E402
+from geep.inference import predicted_layers, resolve_run  # noqa: E402
 from geep.modeling.model import MultiExitClassifier  # noqa: E402
-from geep.policies import get_policy  # noqa: E402
 from geep.runtime import FlopsSpec, ReplayBackend, TorchBackend  # noqa: E402
 from geep.scheduling import FILLS, POOL_ORDERS, LayerPools, Row, Scheduler, Shrinking  # noqa: E402
 
@@ -149,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                  f"load {x}: p50/p95/p50 exit-1 ms" for x in args.loads.split(",")) + " |",
              "|---|---|---|---|---|" + "---|" * len(args.loads.split(","))]
     for policy_name, batching, order, fill in runs:
-        policy = get_policy(policy_name)
-        knob = resolve_knob(model, policy, float(knobs[policy_name]) if policy_name in knobs else None)
-        predicted = predicted_layers(model, policy, knob, encoded).tolist() if policy.predicts_layers else None
+        spec = resolve_run(model, policy_name, float(knobs[policy_name]) if policy_name in knobs else None,
+                           schedule="layer")
+        policy, knob = spec.policy, spec.knob
+        predicted = predicted_layers(model, spec, encoded)
         cells, capacity, failed = [], 0.0, False
         for j, load in enumerate(map(float, args.loads.split(","))):
             arrivals, t, gaps = [], 0.0, random.Random(args.seed * 1000 + j)  # the same arrivals for every rule

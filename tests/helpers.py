@@ -111,16 +111,29 @@ def replay_exits(policy, exit_logits: torch.Tensor, knob, labels: torch.Tensor |
                  batch_size: int | None = None) -> torch.Tensor:
     """Each row's exit index into E (N,) when ``policy`` at ``knob`` decides on recorded logits (N, E, C), every
     layer an exit: the one scheduler and executor run on the replay backend (rows of one token each)."""
-    from geep.inference.offline import run_rows
-    from geep.policies import get_policy
     from geep.runtime.replay import ReplayBackend
 
     N, E, _ = exit_logits.shape
     backend = ReplayBackend(exit_logits, list(range(1, E + 1)), E)
     encoded = {"input_ids": [[0]] * N}
-    _, layers = run_rows(backend, get_policy(policy), knob, encoded, batch_size=batch_size or max(N, 1),
-                         labels=labels)
+    _, layers = run_offline(backend, policy, knob, encoded, batch_size=batch_size or max(N, 1), labels=labels)
     return layers - 1
+
+
+def run_offline(backend, policy, knob, encoded, *, batch_size: int, schedule: str | None = None, order=None,
+                predicted=None, labels=None, flops=None, on_head=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``geep.inference.offline.run_rows`` on ``backend`` under a RunSpec made here from ``policy`` (a name or a
+    Policy) and an already resolved ``knob``: (probabilities (N, C), exit layers (N,))."""
+    from geep.inference.offline import run_rows
+    from geep.inference.rows import Prepared
+    from geep.inference.spec import RunSpec
+    from geep.policies import get_policy
+
+    policy = get_policy(policy)
+    spec = RunSpec(policy, knob, "fp32", schedule or policy.schedule, backend.device, batch_size)
+    answered = run_rows(backend, spec, Prepared(encoded, None if predicted is None else list(predicted)),
+                        order=order, labels=labels, flops=flops, on_head=on_head)
+    return answered.probabilities, answered.exit_layer
 
 
 def sentence_transformers_files(directory: Path, modes: dict[str, bool], max_seq_length: int | None = None,

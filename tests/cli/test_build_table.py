@@ -233,7 +233,7 @@ def read_only(monkeypatch):
 def test_an_unwritable_model_fails_before_the_pass_over_the_data(saved, read_only, monkeypatch, capsys, command):
     directory, data = saved
     passes = []
-    for module, name in (("calibrate", "sweep"), ("build_table", "predict")):  # the package names shadow them
+    for module, name in (("calibrate", "sweep"), ("build_table", "run_policy")):  # the package names shadow them
         monkeypatch.setattr(importlib.import_module(f"geep.evaluation.{module}"), name,
                             lambda *a, name=name, **k: passes.append(name))
     before = snapshot(directory)

@@ -5,7 +5,6 @@ from collections import Counter
 import torch
 
 from geep.inference import all_exit_logits
-from geep.inference.offline import run_rows
 from geep.policies import VerifyKnob, entropy, get_policy
 from geep.runtime import FlopsCount, FlopsSpec, ReplayBackend, TorchBackend
 from tests import helpers
@@ -44,7 +43,7 @@ def run_buckets(model, encoded, predicted, *, batch_size, verify_threshold=None,
     policy = get_policy("geep-verify" if verify else "geep")
     knob = VerifyKnob(0.5, verify_threshold) if verify else 0.5
     with torch.inference_mode():
-        probs, exits = run_rows(backend or TorchBackend(model), policy, knob, encoded, batch_size=batch_size,
+        probs, exits = helpers.run_offline(backend or TorchBackend(model), policy, knob, encoded, batch_size=batch_size,
                                 predicted=predicted.tolist(), flops=counter)
     return probs.cpu(), exits.cpu()
 

@@ -197,10 +197,10 @@ def test_default_knob_comes_from_the_config(make_model):
                                   "int8": {"fastbert": {"threshold": 0.0}}}
     assert predict(model, texts, policy="fastbert").exit_layer.tolist() == [1] * 8  # 1.0: the first exit
     assert predict(model, texts, policy="confidence").exit_layer.tolist() == [4] * 8  # 1.0: never early
-    from geep.inference import resolve_knob
+    from geep.inference import resolve_run
 
-    assert resolve_knob(model, "fastbert", precision="int8") == 0.0  # each precision has its own knobs
-    assert resolve_knob(model, "pabee", precision="int8") == 2  # none stored: the policy's own default
+    assert resolve_run(model, "fastbert", precision="int8").knob == 0.0  # each precision has its own knobs
+    assert resolve_run(model, "pabee", precision="int8").knob == 2  # none stored: the policy's own default
     model.config.default_knobs = {"fp32": {"fastbert": {"threshold": 7.0}}}
     with pytest.raises(GeepError, match=r"fastbert threshold must be a number in \[0, 1\]"):
         predict(model, texts, policy="fastbert")
@@ -245,3 +245,47 @@ def test_predict_accepts_a_string_and_a_list(make_model):
     torch.testing.assert_close(many.probabilities.sum(-1), torch.ones(3))
     torch.testing.assert_close(one.probabilities[0], many.probabilities[0], atol=1e-5, rtol=1e-5)
     assert many.exit_layer.tolist() == [4, 4, 4]
+
+
+def test_a_predictor_resolves_its_run_once_at_construction(make_model, monkeypatch):
+    """Predictor checks at construction and never again: with every resolver broken afterwards, calls still run,
+    and give what a fresh ``geep.predict`` at the same knob gives."""
+    from geep.inference import Predictor, RunSpec
+    import geep.inference.predictor as predictor_module
+    import geep.inference.spec as spec_module
+
+    model = make_model()
+    texts = random_texts(12, seed=3)
+    predictor = Predictor(model, "fastbert", 0.4, batch_size=5)
+    assert isinstance(predictor.spec, RunSpec)
+    assert (predictor.spec.policy.name, predictor.spec.knob, predictor.spec.batch_size) == ("fastbert", 0.4, 5)
+    expected = predict(model, texts, policy="fastbert", knob=0.4, batch_size=5)
+
+    def broken(*args, **kwargs):
+        raise AssertionError("resolved again")
+
+    monkeypatch.setattr(spec_module, "resolve_run", broken)
+    monkeypatch.setattr(predictor_module, "resolve_run", broken)
+    monkeypatch.setattr(spec_module, "check_precision", broken)
+    monkeypatch.setattr(POLICIES["fastbert"], "resolve_knob", broken)
+    out = predictor(texts)
+    assert out.labels == expected.labels
+    assert out.exit_layer.tolist() == expected.exit_layer.tolist()
+    assert torch.equal(out.probabilities, expected.probabilities)
+    with pytest.raises(AssertionError, match="resolved again"):  # the one-shot API does resolve, once per call
+        predict(model, texts, policy="fastbert", knob=0.4)
+
+
+def test_a_spec_is_frozen_and_says_what_runs(make_model):
+    from dataclasses import FrozenInstanceError
+
+    from geep.inference import resolve_run
+
+    model = make_model()
+    spec = resolve_run(model, "pabee", 1, batch_size=8)
+    assert spec.describe() == "pabee (patience=1) at fp32"
+    assert spec.schedule == "shrink" and spec.device == model.device
+    with pytest.raises(FrozenInstanceError):
+        spec.knob = 2
+    with pytest.raises(GeepError, match="the 'shrink' schedule cannot"):
+        resolve_run(model, "geep", 0.5, schedule="shrink")

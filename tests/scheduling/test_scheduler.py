@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from geep.inference.executor import Executor
-from geep.inference.offline import run_rows
 from geep.policies import Memory, Policy
 from geep.runtime import FlopsCount, FlopsSpec, ReplayBackend
 from geep.scheduling import Pooled, Row, Scheduler, Shrinking
+from tests import helpers
 
 
 class Planned(Policy):
@@ -57,7 +57,7 @@ def run(strategy: str, lengths: list[int], plan: list[int], *, batch_size: int, 
     n = len(lengths)
     policy = Planned(plan)
     flops = FlopsCount(spec(L, n))
-    _, exits = run_rows(recorded(n, L), policy, None, encoded_of(lengths), batch_size=batch_size,
+    _, exits = helpers.run_offline(recorded(n, L), policy, None, encoded_of(lengths), batch_size=batch_size,
                         schedule=strategy, order=order, labels=torch.arange(n), flops=flops)
     return exits, flops, policy
 
@@ -99,7 +99,7 @@ def test_predicted_layers_skip_heads_and_buckets_run_to_exactly_their_layer():
     predicted = [2, 4, 2, 1, 4, 2]
     backend = recorded(n, L)
     flops = FlopsCount(spec(L, n))
-    _, exits = run_rows(backend, policy, None, encoded_of([3, 1, 2, 5, 4, 6]), batch_size=2, schedule="pooled",
+    _, exits = helpers.run_offline(backend, policy, None, encoded_of([3, 1, 2, 5, 4, 6]), batch_size=2, schedule="pooled",
                         predicted=predicted, labels=torch.arange(n), flops=flops)
     first_read = {}
     for row, _ in policy.seen:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from geep.errors import GeepError
-from geep.inference.offline import run_rows
 from geep.scheduling import POOL_ORDERS, LayerPools, Row, Scheduler, Shrinking, get_strategy
+from tests import helpers
 from tests.scheduling.test_scheduler import Planned, encoded_of, recorded
 
 
@@ -92,7 +92,7 @@ def test_shrinking_waits_for_a_new_batch_but_not_in_flight_and_admits_nobody_the
 def test_every_schedule_gives_each_row_its_planned_exit_offline(schedule):
     plan = [3, 1, 2, 3, 2, 1, 3, 3]
     policy = Planned(plan)
-    _, exits = run_rows(recorded(8, 3), policy, None, encoded_of([5, 2, 7, 3, 4, 6, 1, 8]), batch_size=3,
+    _, exits = helpers.run_offline(recorded(8, 3), policy, None, encoded_of([5, 2, 7, 3, 4, 6, 1, 8]), batch_size=3,
                         schedule=schedule, labels=torch.arange(8))
     assert exits.tolist() == plan
     assert all(a == b for a, b in policy.seen)

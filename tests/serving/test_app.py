@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from geep.evaluation import build_table
 from geep.inference import all_exit_logits, predict
-from geep.inference.predictor import resolve_knob
+from geep.inference import resolve_run
 from geep.policies import entropy
 from tests.serving.conftest import FOREVER_MS, WAIT_S, client, make_app, safe_texts, serving, until
 
@@ -61,7 +61,7 @@ def test_concurrent_clients_get_what_offline_prediction_gives_each_text_alone(wi
     """32 clients x 4 requests of 1-8 texts: every prediction equals predict([text]) alone, none lost, in order."""
     model, texts, fastbert_knob, _, _ = with_table
     knob = {"fastbert": fastbert_knob, "pabee": 1, "geep-verify": 0.5}[policy]
-    resolved = resolve_knob(model, policy, knob)
+    resolved = resolve_run(model, policy, knob).knob
     pool = safe_texts(model, texts, policy, resolved)
     assert len(pool) >= 40
     expected = offline(model, pool, policy, resolved)
@@ -248,24 +248,24 @@ def test_the_server_runs_the_calibrated_default_policy(with_table):
     """No --policy: the policy calibrate stored as the model's default (at its stored knob); under --batching
     shrink a geep policy gives way to fastbert; a model without one keeps the earlier rule."""
     model = copy.deepcopy(with_table[0])
-    assert make_app(model).state.worker.policy.name == "fastbert"  # no calibrated knob at all
+    assert make_app(model).state.worker.spec.policy.name == "fastbert"  # no calibrated knob at all
     model.config.store_knob("fp32", "pabee", {"patience": 1})
     model.config.store_knob("fp32", "geep-verify", {"tau": 0.2, "continue_threshold": 0.4})
-    assert make_app(model).state.worker.policy.name == "geep-verify"  # calibrated before the default was stored
+    assert make_app(model).state.worker.spec.policy.name == "geep-verify"  # calibrated before the default was stored
     model.config.store_policy("fp32", "pabee")
     worker = make_app(model).state.worker
-    assert (worker.policy.name, worker.knob) == ("pabee", 1)
+    assert (worker.spec.policy.name, worker.spec.knob) == ("pabee", 1)
     model.config.store_policy("fp32", "geep-verify")
     worker = make_app(model).state.worker
-    assert (worker.policy.name, tuple(worker.knob)) == ("geep-verify", (0.2, 0.4))
-    assert make_app(model, batching="shrink").state.worker.policy.name == "fastbert"
+    assert (worker.spec.policy.name, tuple(worker.spec.knob)) == ("geep-verify", (0.2, 0.4))
+    assert make_app(model, batching="shrink").state.worker.spec.policy.name == "fastbert"
 
 
 def test_at_int8_every_answer_is_offline_int8_prediction_alone(with_table):
     """--precision int8: the worker runs the int8 backend and the answers are geep.predict(precision="int8") of
     each text alone (int8 is batch-invariant: per-token activation scales)."""
     model, texts, knob, _, _ = with_table
-    resolved = resolve_knob(model, "fastbert", knob, precision="int8")
+    resolved = resolve_run(model, "fastbert", knob, precision="int8").knob
     expected = {}
     for text in texts[:24]:
         one = predict(model, [text], policy="fastbert", knob=resolved, precision="int8")

@@ -47,10 +47,11 @@ from geep.bench.result import BenchResult
 from geep.bench.timing import describe_device, median_seconds, time_interleaved
 from geep.errors import GeepError
 from geep.evaluation.sweep import sweep
-from geep.inference.predictor import all_exit_logits, label_ids, resolve_device, run_policy
+from geep.inference.inputs import label_ids
+from geep.inference.runs import all_exit_logits, run_spec
+from geep.inference.spec import resolve_device, resolve_run
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import POLICIES, VerifyKnob, get_policy
-from geep.runtime.precision import check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +167,9 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
     precisions = list(dict.fromkeys(precisions))
     if not precisions:
         raise GeepError("nothing to bench: no precision")
-    for precision in precisions:
-        check_precision(precision, run_device)
+    for model in models.values():
+        for precision in precisions:  # every precision checked on every model before anything runs
+            resolve_run(model, "full", precision=precision)
     device_name = describe_device(run_device)
     header: dict[str, Any] = {
         **environment(),
@@ -298,11 +300,10 @@ def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: t
                 return policy == "full" or exits_early(scored[i].exit_histogram, model.num_layers)  # see above
 
             for i in frontier_knobs(scored, timed_points, floor, timeable):
-                knob = scored[i].knob
-                run_labels = labels if get_policy(policy).needs_labels else None
+                spec = resolve_run(model, policy, scored[i].knob, precision=precision, batch_size=batch_size)
+                run_labels = labels if spec.policy.needs_labels else None
                 keys.append((precision, policy, i))
-                runs.append(lambda p=policy, k=knob, y=run_labels, pr=precision: run_policy(
-                    model, encoded, p, k, batch_size=batch_size, labels=y, precision=pr))
+                runs.append(lambda spec=spec, y=run_labels: run_spec(model, spec, encoded, labels=y))
     sync = torch.cuda.synchronize if model.device.type == "cuda" else None
     logger.info("%s, batch %d: timing %d points x %d repeats (+%d warm-up)", name, batch_size, len(runs), repeats,
                 warmup)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from geep.errors import GeepError
+
 
 def finite_float(text: str) -> float:
     """A finite number: 'nan' and 'inf' parse as floats but meet no target, so they are refused here."""
@@ -15,3 +17,15 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
+
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU threads (None: torch's own); GeepError below 1. One check for every command."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise GeepError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -12,6 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from geep.cli.argtypes import set_threads
 from geep.errors import GeepError
 
 logger = logging.getLogger(__name__)
@@ -75,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from geep.cli.columns import pair_column
     from geep.cli.outputs import check_output_dir
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
-    from geep.inference.predictor import resolve_device
+    from geep.inference.spec import resolve_device
     from geep.modeling.model import MultiExitClassifier
-    from geep.runtime import check_precision, parse_precisions
+    from geep.runtime import parse_precisions
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     precisions = parse_precisions(args.precision)
@@ -86,15 +87,8 @@ def run(args: argparse.Namespace) -> int:
     policies = check_policies([p.strip() for p in args.policies.split(",") if p.strip()])
     if args.max_samples is not None and args.max_samples < 1:
         raise GeepError(f"--max-samples must be at least 1, got {args.max_samples}")
-    device = resolve_device(args.device)
-    for precision in precisions:
-        check_precision(precision, device or "cpu")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise GeepError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)  # the precisions are checked on it by the bench, before anything runs
+    set_threads(args.threads)
     output = check_output_dir(args.output, overwrite=args.overwrite, inputs=(args.data,), models=args.model)
     if len(set(args.model)) != len(args.model):
         raise GeepError("the same --model is given twice")

@@ -93,7 +93,7 @@ def threshold_from_dev(model, args: argparse.Namespace) -> float:
 def run(args: argparse.Namespace) -> int:
     from geep.cli.columns import pair_column as checked_pair_column
     from geep.cli.outputs import check_writable
-    from geep.inference.predictor import resolve_device
+    from geep.inference.spec import resolve_device
     from geep.modeling.model import MultiExitClassifier
 
     check_table_options(args)

@@ -43,10 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from geep.cli.outputs import check_writable
     from geep.evaluation.calibrate import CALIBRATED_POLICIES, calibrate
     from geep.data import get_columns, load_dataset_spec
-    from geep.inference.predictor import resolve_device
+    from geep.inference.spec import resolve_device
     from geep.modeling.model import MultiExitClassifier
     from geep.policies import get_policy
-    from geep.runtime import check_precision
 
     if args.target_speedup is not None and args.target_speedup <= 0:
         raise GeepError(f"--target-speedup must be positive, got {args.target_speedup}")
@@ -56,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
         raise GeepError(f"--grid-points must be at least 2, got {args.grid_points}")
     directory = Path(args.model)
     device = resolve_device(args.device)
-    check_precision(args.precision, device or "cpu")
     model = MultiExitClassifier.from_pretrained(directory, device=device)
     check_writable(directory, "--model")  # before the dev pass, not after it
     policies = None

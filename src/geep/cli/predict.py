@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from geep.cli.argtypes import set_threads
 from geep.cli.predict_ray import add_ray_arguments, run_ray
 from geep.errors import GeepError
 
@@ -86,29 +87,21 @@ def check_output(path: str, *, overwrite: bool = False, inputs: tuple = (), mode
 def run(args: argparse.Namespace) -> int:
     if args.ray:
         return run_ray(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise GeepError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from geep.cli.columns import pair_column
     from geep.data import encode_labels, get_columns, load_dataset_spec
-    from geep.inference.inputs import knob_from
-    from geep.inference.predictor import predict, resolve_device, resolve_knob
+    from geep.inference.inputs import GivenKnob
+    from geep.inference.predictor import Predictor
     from geep.modeling.model import MultiExitClassifier
-    from geep.policies import get_policy
-    from geep.runtime import check_precision
 
     output = check_output(args.output, overwrite=args.overwrite, inputs=(args.input,), models=(args.model,))
     if args.batch_size < 1:
         raise GeepError(f"--batch-size must be at least 1, got {args.batch_size}")
-    policy = get_policy(args.policy)
-    device = resolve_device(args.device)
-    check_precision(args.precision, device or "cpu")
     model = MultiExitClassifier.from_pretrained(args.model)
-    knob = resolve_knob(model, policy, knob_from(policy, args.threshold, args.continue_threshold),
-                        precision=args.precision)
+    # The run, resolved once: policy, knob, precision, device and batch size (geep.inference.spec).
+    predictor = Predictor(model, args.policy, GivenKnob(args.threshold, args.continue_threshold),
+                          batch_size=args.batch_size, device=args.device, precision=args.precision)
+    policy = predictor.policy
     config = model.config
     ds = load_dataset_spec(args.input, encoding=args.encoding)
     id_column = args.id_column
@@ -121,8 +114,7 @@ def run(args: argparse.Namespace) -> int:
     labels = None
     if policy.needs_labels:
         labels = encode_labels(data.labels, config.label_names, source=args.input)
-    out = predict(model, data.texts, data.text_pairs, policy=policy, knob=knob, batch_size=args.batch_size,
-                  labels=labels, show_progress=not args.no_progress, device=device, precision=args.precision)
+    out = predictor(data.texts, data.text_pairs, labels=labels, show_progress=not args.no_progress)
     write_predictions(output, out, config.label_names, data.ids)
     logger.info("wrote %d predictions to %s", len(out), output)
     return 0

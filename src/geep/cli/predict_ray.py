@@ -44,11 +44,10 @@ def run_ray(args: argparse.Namespace) -> int:
         raise
     from geep.cli.columns import pair_column
     from geep.cli.info import read_model_info
-    from geep.inference.inputs import knob_from
-    from geep.policies import get_policy
+    from geep.inference.inputs import GivenKnob
 
     pair = pair_column(args.text_pair_column, read_model_info(args.model)[0], args.model)
-    knob = knob_from(get_policy(args.policy), args.threshold, args.continue_threshold)
+    knob = GivenKnob(args.threshold, args.continue_threshold)  # resolved once, with the policy, by the job
     manifest = run_job(
         args.input, args.output, args.model, policy=args.policy, knob=knob, precision=args.precision,
         batch_size=args.batch_size, text_column=args.text_column, text_pair_column=pair,

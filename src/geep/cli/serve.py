@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+from geep.cli.argtypes import set_threads
 from geep.errors import GeepError
 
 logger = logging.getLogger(__name__)
@@ -76,11 +77,9 @@ def require_extra() -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_extra()
-    import torch
 
-    from geep.inference.predictor import resolve_device
+    from geep.inference.spec import resolve_device
     from geep.modeling.model import MultiExitClassifier
-    from geep.runtime.precision import check_precision
     from geep.serving import ServeSettings, bind, create_app, run_server
 
     api_key = None
@@ -88,10 +87,7 @@ def run(args: argparse.Namespace) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise GeepError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise GeepError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if not 0 <= args.port <= 65535:
         raise GeepError(f"--port must be in 0..65535, got {args.port}")
     settings = ServeSettings(policy=args.policy, threshold=args.threshold,
@@ -101,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
                              batching=args.batching, pool_order=args.pool_order, api_key=api_key,
                              name=Path(args.model).resolve().name, precision=args.precision).check()
     device = resolve_device(args.device)
-    check_precision(args.precision, device or "cpu")
     sock = bind(args.host, args.port)  # before the model loads: a taken port is said at once
     try:
         model = MultiExitClassifier.from_pretrained(args.model)
@@ -112,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         raise
     host, port = sock.getsockname()[:2]
-    policy = app.state.worker.policy.name
+    policy = app.state.worker.spec.policy.name
     print(f"geep serve: {settings.name} ({policy}, {settings.precision}, --batching {settings.batching}) on "
           f"http://{host}:{port} "
           f"(docs: /docs)", flush=True)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from geep.errors import GeepError
 from geep.evaluation.sweep import choose_knob, sweep
 from geep.exit_table import ExitTable
-from geep.inference.inputs import as_texts
-from geep.inference.predictor import label_ids, predict
+from geep.inference.inputs import as_texts, label_ids
+from geep.inference.runs import run_policy
 from geep.modeling.model import MultiExitClassifier
 from geep.tokens import pad_batch
 
@@ -39,9 +39,8 @@ def build_table(model: MultiExitClassifier, texts: Sequence[str], text_pairs: Se
     text_pairs = None if text_pairs is None else as_texts(text_pairs, "text_pairs")
     if not texts:
         raise GeepError("an exit table needs at least one row")
-    exits = predict(model, list(texts), None if text_pairs is None else list(text_pairs), policy="fastbert",
-                    knob=build_threshold, batch_size=batch_size).exit_layer
     encoded = model.tokenize(texts, text_pairs)
+    exits = run_policy(model, encoded, "fastbert", build_threshold, batch_size=batch_size).exit_layer
     batch = pad_batch(encoded, range(len(texts)), model.pad_token_id, model.device)
     ids = batch["input_ids"]
     table = ExitTable.build(ids, batch["attention_mask"], exits.to(ids.device), num_layers=model.num_layers,

@@ -14,11 +14,9 @@ from torch import Tensor
 
 from geep.errors import GeepError
 from geep.evaluation.sweep import KnobPoint, choose_knob, choose_policy, sweep
-from geep.inference.inputs import as_texts
-from geep.inference.predictor import label_ids
+from geep.inference.inputs import as_texts, label_ids
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import get_policy
-from geep.runtime.precision import check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +38,6 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     checked before anything is stored, so an unreachable target changes nothing. The all-exits pass runs at
     ``precision`` (int8 confidences differ from fp32's); the other precisions' knobs stay as they are.
     """
-    check_precision(precision, model.device)
     if policies is None:
         policies = [p for p in CALIBRATED_POLICIES if model.exit_table is not None or not get_policy(p).needs_table]
     texts = as_texts(texts)

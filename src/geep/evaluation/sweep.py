@@ -19,7 +19,9 @@ from geep.errors import GeepError
 from geep.evaluation.metrics import macro_f1
 from geep.exit_table import exit_distribution
 from geep.inference.offline import run_rows
-from geep.inference.predictor import all_exit_logits, require_table, resolve_knob
+from geep.inference.rows import Prepared
+from geep.inference.runs import all_exit_logits
+from geep.inference.spec import require_table, resolve_run
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import get_policy
 from geep.runtime.flops import FlopsCount, FlopsSpec
@@ -106,22 +108,21 @@ def replay(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, po
     """One knob of one policy run by the real scheduler on recorded logits (``ReplayBackend``): probabilities (N, C)
     and exit layers (N,) in input order, and the FLOPs the same run on the model counts.
 
-    ``knob`` as the user gives it (checked here); ``distribution`` (N, L): the rows' predicted exit distributions,
-    for policies that predict layers (default: looked up in the model's table).
+    ``knob`` as the user gives it: this is a run of its own, resolved here (``resolve_run``); ``distribution``
+    (N, L): the rows' predicted exit distributions, for policies that predict layers (default: looked up in the
+    model's table).
     """
-    policy_obj = get_policy(policy)
-    resolved = resolve_knob(model, policy_obj, knob)
+    spec = resolve_run(model, policy, knob, batch_size=batch_size)
     predicted = None
-    if policy_obj.predicts_layers:
+    if spec.policy.predicts_layers:
         if distribution is None:
             distribution = exit_distribution(require_table(model), encoded, model.pad_token_id)
-        predicted = policy_obj.predict_layers(distribution, resolved, model.exit_layers).tolist()
+        predicted = spec.policy.predict_layers(distribution, spec.knob, model.exit_layers).tolist()
     backend = ReplayBackend(exit_logits, model.exit_layers, model.num_layers)
     flops = FlopsCount(FlopsSpec.from_model(model))
-    probabilities, layers = run_rows(backend, policy_obj, resolved, encoded, batch_size=batch_size,
-                                     predicted=predicted, labels=labels if policy_obj.needs_labels else None,
-                                     flops=flops)
-    return probabilities, layers, flops
+    answered = run_rows(backend, spec, Prepared(encoded, predicted),
+                        labels=labels if spec.policy.needs_labels else None, flops=flops)
+    return answered.probabilities, answered.exit_layer, flops
 
 
 def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, policies: Sequence[str],

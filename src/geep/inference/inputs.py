@@ -7,8 +7,12 @@ type, never a bare TypeError from deep inside, and never silently turned into a 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import torch
+from torch import Tensor
 
 from geep.errors import GeepError
 from geep.modeling.model import MultiExitClassifier
@@ -60,12 +64,40 @@ def check_label(label: Any, index: int, num_labels: int, name: str = "labels") -
                         f"(0..{num_labels - 1})")
 
 
+def label_ids(model: MultiExitClassifier, labels: Sequence[int | str] | Tensor) -> Tensor:
+    """Labels as class ids (N,): a tensor or ints pass through (ints checked against the classes), names map
+    through ``model.label_names`` (GeepError naming an unknown one)."""
+    if isinstance(labels, Tensor):
+        return labels.long()
+    index = {name: i for i, name in enumerate(model.label_names)}
+    out = []
+    for i, label in enumerate(labels):
+        check_label(label, i, model.config.num_labels)
+        if isinstance(label, str):
+            if label not in index:
+                raise GeepError(f"label {label!r} is not one of the model's labels: {', '.join(model.label_names)}")
+            out.append(index[label])
+        else:
+            out.append(int(label))
+    return torch.tensor(out, dtype=torch.long)
+
+
 def _kind(value: Any) -> str:
     """``None``, or the value's type and a short repr: ``int 5``, ``bytes b'caf\\xc3\\xa9'``."""
     if value is None:
         return "None"
     text = repr(value)
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+@dataclass(frozen=True)
+class GivenKnob:
+    """A knob as a command line or a request gives it, before the policy is known (``--policy`` may be left to the
+    model's default): ``threshold`` (the policy's first knob; None: the calibrated one) and geep-verify's
+    ``continue_threshold``. ``geep.inference.spec.resolve_run`` turns it into the policy's knob (:func:`knob_from`)."""
+
+    threshold: Any = None
+    continue_threshold: Any = None
 
 
 def knob_from(policy: Any, threshold: Any = None, continue_threshold: Any = None) -> Any:

@@ -46,11 +46,13 @@ class PredictionOutput:
 
 
 class PolicyRun(NamedTuple):
-    """probabilities (N, C) and exit_layer (N,) on the CPU in input order; flops: the count of what ran."""
+    """probabilities (N, C) and exit_layer (N,) on the CPU in input order; flops: the count of what ran;
+    label_ids (N,): each row's answer (``geep.inference.rows.answers``)."""
 
     probabilities: Tensor
     exit_layer: Tensor
     flops: FlopsCount
+    label_ids: Tensor
 
 
 class ExitLogits(NamedTuple):

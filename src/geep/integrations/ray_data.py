@@ -32,12 +32,13 @@ import ray
 import ray.data
 
 from geep.errors import GeepError
-from geep.inference import predict, resolve_knob
-from geep.inference.outputs import PREDICTION_FIELDS
+from geep.inference.outputs import PREDICTION_FIELDS, PredictionOutput
+from geep.inference.rows import prepare
+from geep.inference.runs import run_spec
+from geep.inference.spec import resolve_run
 from geep.integrations.ray_input import InputFiles, scan_input
+from geep.io import check_output_dir
 from geep.modeling import MultiExitClassifier
-from geep.policies import get_policy
-from geep.runtime.precision import check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,9 @@ class RayPredictor:
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else None
         self.model = MultiExitClassifier.from_pretrained(model_dir, device=device)
         config = self.model.config
-        self.policy = get_policy(policy)
-        self.knob = resolve_knob(self.model, self.policy, knob, precision=precision)
-        self.precision, self.batch_size = precision, batch_size
+        self.spec = resolve_run(self.model, policy, knob, precision=precision, batch_size=batch_size)  # once per actor
+        if self.spec.policy.needs_labels:
+            raise GeepError(f"--ray does not run the {self.spec.policy.name} policy: it reads the true labels")
         self.text_column = text_column or config.text_column
         self.text_pair_column = text_pair_column or config.text_pair_column
         self.id_column = id_column
@@ -77,8 +78,9 @@ class RayPredictor:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts = [_text(v) for v in batch[self.text_column]]
         pairs = None if self.text_pair_column is None else [_text(v) for v in batch[self.text_pair_column]]
-        out = predict(self.model, texts, pairs, policy=self.policy, knob=self.knob, batch_size=self.batch_size,
-                      precision=self.precision)
+        run = run_spec(self.model, self.spec, prepare(self.model, self.spec, texts, pairs))
+        out = PredictionOutput([self.model.label_names[i] for i in run.label_ids.tolist()], run.label_ids,
+                               run.probabilities, run.exit_layer)
         ids = None if self.id_column is None else [_id(v) for v in batch[self.id_column]]
         frame = pd.DataFrame(out.rows(self.model.label_names, ids),
                              columns=(["id"] if ids is not None else []) + list(PREDICTION_FIELDS))
@@ -150,18 +152,17 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
             raise GeepError(f"{name} must be at least 1, got {value}")
     if num_gpus < 0:
         raise GeepError(f"--num-gpus must be >= 0, got {num_gpus}")
-    if get_policy(policy).needs_labels:
-        raise GeepError(f"--ray does not run the {policy} policy: it reads the true labels (use geep bench)")
-    check_precision(precision, "cuda" if num_gpus > 0 else "cpu")
-    model = MultiExitClassifier.from_pretrained(model_dir)  # checks the directory and the knob, in the driver
+    model = MultiExitClassifier.from_pretrained(model_dir)  # checks the directory and the run, in the driver
+    spec = resolve_run(model, policy, knob, precision=precision, batch_size=batch_size,
+                       device_type="cuda" if num_gpus > 0 else "cpu")
+    if spec.policy.needs_labels:
+        raise GeepError(f"--ray does not run the {spec.policy.name} policy: it reads the true labels (use geep bench)")
     config = model.config
     text_column = text_column or config.text_column
     text_pair_column = text_pair_column or config.text_pair_column
     files = scan_input(input_path, [c for c in (text_column, text_pair_column, id_column) if c], encoding=encoding)
     if id_column is None and "id" in files.columns:
         id_column = "id"
-    resolved = resolve_knob(model, policy, knob, precision=precision)
-    knob_values = get_policy(policy).knob_values(resolved)
     del model
     output = Path(output)
     _check_output(output, Path(input_path), Path(model_dir), overwrite)
@@ -179,7 +180,7 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
         rows_in = ds.count()
         labelled = predict_dataset(
             ds, model_dir, concurrency=concurrency, num_cpus=float(threads), num_gpus=num_gpus,
-            map_batch_size=map_batch_size, predictor=predictor, policy=policy, knob=knob, precision=precision, batch_size=batch_size,
+            map_batch_size=map_batch_size, predictor=predictor, policy=spec.policy.name, knob=spec.knob, precision=precision, batch_size=batch_size,
             text_column=text_column, text_pair_column=text_pair_column, id_column=id_column, threads=threads,
             with_actor=True).materialize()
         shares = {row[ACTOR_COLUMN]: int(row["count()"]) for row in labelled.groupby(ACTOR_COLUMN).count().take_all()}
@@ -196,7 +197,7 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
             "rows_in": rows_in, "rows_out": sum(shares.values()),
             "rows_per_actor": dict(sorted(shares.items())), "actors": len(shares),
             "input": str(input_path), "files": [str(p) for p in files.paths], "model": str(model_dir),
-            "policy": policy, "knob": knob_values, "precision": precision, "batch_size": batch_size,
+            "policy": spec.policy.name, "knob": spec.knob_values, "precision": precision, "batch_size": batch_size,
             "map_batch_size": map_batch_size, "concurrency": concurrency, "threads_per_actor": threads,
             "num_gpus_per_actor": num_gpus, "output_format": output_format,
             "ray_address": address or "local", "seconds": round(time.perf_counter() - started, 3),
@@ -215,19 +216,11 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
 
 
 def _check_output(output: Path, input_path: Path, model_dir: Path, overwrite: bool) -> None:
-    """The output directory, checked before any work: not the input, not inside the model, new or --overwrite."""
-    resolved = output.resolve()
-    for other, what in ((input_path.resolve(), "the input"), (model_dir.resolve(), "the model directory")):
-        if resolved == other or other in resolved.parents or (what == "the input" and resolved in other.parents):
-            raise GeepError(f"--output {output} overlaps {what}; choose another directory")
-    if output.exists() and not output.is_dir():
-        raise GeepError(f"--output {output} exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise GeepError(f"--output {output} is not empty; choose another directory or pass --overwrite")
+    """The output directory, checked before any work by the rule every command's output follows
+    (``geep.io.check_output_dir``); its parent must exist, since the job writes a temporary sibling there."""
+    check_output_dir(output, overwrite=overwrite, inputs=(input_path,), models=(model_dir,))
     if not output.parent.is_dir():
         raise GeepError(f"the directory of --output {output} does not exist")
-    if not os.access(output.parent, os.W_OK):
-        raise GeepError(f"cannot write into the directory of --output {output}")
 
 
 def _replace(tmp: Path, output: Path) -> None:

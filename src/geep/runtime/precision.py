@@ -60,11 +60,10 @@ def parse_precisions(text: str) -> list[str]:
 
 def make_backend(model: MultiExitClassifier, precision: str = "fp32",
                  device: torch.device | str | None = None) -> TorchBackend:
-    """The backend that runs ``model`` at ``precision``. ``device`` (default: the model's) moves the model there
-    first, as ``predict(device=...)`` does."""
+    """The backend that runs ``model`` at ``precision`` (checked by ``geep.inference.spec.resolve_run``, the one
+    place a run is resolved). ``device`` (default: the model's) moves the model there first."""
     if device is not None and torch.device(device) != model.device:
         model.to(device)
-    check_precision(precision, model.device)
     if precision == "fp32":
         return TorchBackend(model)
     return TorchBackend(prepared_model(model, precision))
@@ -72,8 +71,9 @@ def make_backend(model: MultiExitClassifier, precision: str = "fp32",
 
 def prepared_model(model: MultiExitClassifier, precision: str) -> MultiExitClassifier:
     """The copy of ``model`` that runs at ``precision`` (int8, fp16, bf16), made once and kept (see the module
-    docstring); ``model`` itself is not changed."""
-    check_precision(precision, model.device)
+    docstring); ``model`` itself is not changed. ``precision`` is one ``geep.inference.spec.resolve_run`` checked."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}")  # a caller that skipped resolve_run
     if precision == "fp32":
         return model
     fingerprint = _fingerprint(model)

@@ -6,6 +6,6 @@ builds the app, ``ServeSettings`` holds its limits, ``run_server`` runs it under
 
 from geep.serving.app import create_app
 from geep.serving.server import bind, run_server
-from geep.serving.settings import ServeSettings, default_policy
+from geep.serving.settings import ServeSettings
 
-__all__ = ["ServeSettings", "bind", "create_app", "default_policy", "run_server"]
+__all__ = ["ServeSettings", "bind", "create_app", "run_server"]

@@ -27,16 +27,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from geep.errors import GeepError
-from geep.inference.inputs import knob_from
-from geep.inference.predictor import resolve_knob
+from geep.inference.inputs import GivenKnob, knob_from
+from geep.inference.spec import SERVER_FALLBACK, RunSpec, resolve_run
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import POLICIES, Policy, get_policy
 from geep.runtime.base import Backend
 from geep.runtime.precision import make_backend
 from geep.serving.auth import BearerAuth
 from geep.serving.metrics import Metrics
 from geep.serving.schema import ErrorResponse, PredictRequest, PredictResponse, validation_message
-from geep.serving.settings import UNSERVABLE, ServeSettings, default_policy
+from geep.serving.settings import SERVABLE, ServeSettings
 from geep.serving.worker import Job, Outcome, Worker
 
 logger = logging.getLogger(__name__)
@@ -46,38 +45,32 @@ RETRY_AFTER_S = 1
 CLIENT_GONE = 499  # nginx's code for "the client closed the request": counted in the metrics, sent to nobody
 
 
-def resolve_policy(model: MultiExitClassifier, settings: ServeSettings, name: str | None,
-                   threshold: float | None, default: tuple[Policy, Any] | None = None,
-                   continue_threshold: float | None = None) -> tuple[Policy, Any]:
-    """The policy and resolved knob a request runs under (GeepError with the reason when it cannot run).
-    No name and no threshold: ``default``; thresholds alone apply to the default policy, and a value the request
-    leaves out (geep-verify's tau or t) keeps the server's default (another policy's: the model's calibrated one)."""
-    if default is not None and name is None and threshold is None and continue_threshold is None:
+def resolve_request(model: MultiExitClassifier, settings: ServeSettings, default: RunSpec | None = None,
+                    name: str | None = None, threshold: float | None = None,
+                    continue_threshold: float | None = None) -> RunSpec:
+    """The run a request (or, without ``default``, the server itself) is resolved to, once (GeepError with the
+    reason when it cannot run). No name and no threshold: ``default``; thresholds without a name, or with the
+    default's name, apply to the default policy, and a value the request leaves out (geep-verify's tau or t) keeps
+    the server's default; another policy's leaves out take the model's calibrated ones."""
+    resolve = dict(precision=settings.precision, batch_size=settings.max_batch, schedule=settings.batching,
+                   fallback=SERVER_FALLBACK)
+    if default is None:
+        return resolve_run(model, settings.policy, GivenKnob(threshold, continue_threshold), **resolve)
+    if name is None and threshold is None and continue_threshold is None:
         return default
-    name = name or (default[0].name if default else settings.policy
-                    or default_policy(model, settings.batching, settings.precision))
-    if name in UNSERVABLE:
-        raise GeepError(UNSERVABLE[name])
-    policy = get_policy(name)
-    if policy.predicts_layers and settings.batching == "shrink":
-        raise GeepError(f"{policy.name} runs rows to their predicted layers, which needs --batching layer")
-    given = knob_from(policy, threshold, continue_threshold)
-    if default is not None and policy is default[0]:
+    if name is None or name == default.policy.name:
+        given = knob_from(default.policy, threshold, continue_threshold)
         if given is None:
             return default
-        given = policy.fill_knob(given, policy.knob_values(default[1]))
-    return policy, resolve_knob(model, policy, given, precision=settings.precision)
+        return resolve_run(model, default.policy, default.policy.fill_knob(given, default.knob_values), **resolve)
+    return resolve_run(model, name, GivenKnob(threshold, continue_threshold), **resolve)
 
 
-def knob_number(policy: Policy, knob: Any) -> float | None:
-    """The knob as one number for responses (geep-verify: tau), None for a policy without one."""
-    values = policy.knob_values(knob)
-    return next(iter(values.values()), None)
-
-
-def continue_number(policy: Policy, knob: Any) -> float | None:
-    """geep-verify's continuation threshold t, None for the other policies."""
-    return policy.knob_values(knob).get("continue_threshold")
+def knob_fields(spec: RunSpec) -> dict[str, float | None]:
+    """A run's knob as a response says it: ``threshold`` (the policy's first knob; geep-verify: tau) and
+    ``continue_threshold`` (geep-verify's t), None where the policy has none."""
+    values = spec.knob_values
+    return {"threshold": next(iter(values.values()), None), "continue_threshold": values.get("continue_threshold")}
 
 
 def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: Backend | None = None,
@@ -87,10 +80,9 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
     GeepError when the default policy or threshold cannot run."""
     settings.check()
     model.eval()
-    default = resolve_policy(model, settings, settings.policy, settings.threshold,
-                             continue_threshold=settings.continue_threshold)
+    default = resolve_request(model, settings, None, None, settings.threshold, settings.continue_threshold)
     metrics = Metrics()
-    worker = Worker(model, backend or make_backend(model, settings.precision), settings, *default, metrics=metrics,
+    worker = Worker(model, backend or make_backend(model, default.precision), settings, default, metrics=metrics,
                     clock=clock)
 
     @asynccontextmanager
@@ -130,8 +122,7 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
     async def predict(body: PredictRequest, request: Request) -> Any:
         arrival = clock()
         try:
-            policy, knob = resolve_policy(model, settings, body.policy, body.threshold, default,
-                                          body.continue_threshold)
+            spec = resolve_request(model, settings, default, body.policy, body.threshold, body.continue_threshold)
         except GeepError as e:
             raise refuse(422, "invalid", str(e)) from None
         texts, pairs = body.texts()
@@ -152,7 +143,7 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
         def done(outcome: Outcome) -> None:  # on the worker thread
             loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(outcome))
 
-        job = Job(texts, pairs, policy, knob, arrival, done)
+        job = Job(texts, pairs, spec, arrival, done)
         if not worker.submit(job):
             raise refuse(503, "queue_full", f"the server is full: more than {settings.max_queue} rows would be "
                                             "in flight; retry later", {"Retry-After": str(RETRY_AFTER_S)}, len(texts))
@@ -183,9 +174,8 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
             if body.return_probabilities:
                 item["probabilities"] = dict(zip(names, result.probabilities))
             predictions.append(item)
-        return JSONResponse({"predictions": predictions, "model": settings.name, "policy": policy.name,
-                             "threshold": knob_number(policy, knob),
-                             "continue_threshold": continue_number(policy, knob)})
+        return JSONResponse({"predictions": predictions, "model": settings.name, "policy": spec.policy.name,
+                             **knob_fields(spec)})
 
     @app.get("/health")
     async def health() -> dict:
@@ -200,13 +190,11 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
 
     @app.get("/info")
     async def info() -> dict:
-        policy, knob = default
         config = model.config
         return {"model": settings.name, "labels": list(config.label_names), "num_layers": config.num_layers,
                 "exit_layers": list(config.exit_layers), "max_length": config.max_length,
-                "policy": policy.name, "threshold": knob_number(policy, knob),
-                "continue_threshold": continue_number(policy, knob), "knob": policy.knob_values(knob),
-                "policies": [p for p in POLICIES if p not in UNSERVABLE],
+                "policy": default.policy.name, **knob_fields(default), "knob": default.knob_values,
+                "policies": list(SERVABLE),
                 "calibration": {"default_knobs": config.default_knobs, "default_policy": config.default_policy,
                                 "exit_table": config.exit_table},
                 "batching": settings.batching, "pool_order": settings.pool_order, "precision": settings.precision,

@@ -5,21 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from geep.errors import GeepError
-from geep.inference.predictor import default_policy as calibrated_policy
-from geep.modeling.model import MultiExitClassifier
-from geep.policies import get_policy
-from geep.runtime.precision import check_precision
+from geep.policies import POLICIES
 from geep.scheduling import POOL_ORDERS
 
 BATCHING = ("layer", "shrink")
-FALLBACK_POLICY = "fastbert"
-# Policies a request can name: oracle needs the true labels, which a server never has.
-UNSERVABLE = {"oracle": "the oracle policy needs the true labels, which a server does not have"}
+# The policies a request can name: not those that read the true labels, which a server never has.
+SERVABLE = tuple(name for name, policy in POLICIES.items() if not policy.needs_labels)
 
 
 @dataclass
 class ServeSettings:
-    """A server's limits and defaults (see ``geep serve --help``). ``policy`` None: :func:`default_policy`."""
+    """A server's limits and defaults (see ``geep serve --help``). ``policy`` None: the model's calibrated default,
+    else the server's fallback (``geep.inference.spec``, ``SERVER_FALLBACK``)."""
 
     policy: str | None = None
     threshold: float | None = None
@@ -52,20 +49,4 @@ class ServeSettings:
             raise GeepError(f"unknown pool order {self.pool_order!r}; choose one of: {', '.join(POOL_ORDERS)}")
         if self.api_key is not None and not self.api_key:
             raise GeepError("the API key is empty")
-        check_precision(self.precision)
         return self
-
-
-def default_policy(model: MultiExitClassifier, batching: str = "layer", precision: str = "fp32") -> str:
-    """The policy a server runs when none is named: the model's calibrated default policy at ``precision`` (else
-    at fp32; ``geep calibrate`` stores the fastest that met its target), else, for a model calibrated before that
-    was stored, ``geep-verify`` when the model has an exit table and a calibrated geep-verify knob, else
-    ``fastbert``. Under ``--batching shrink``, which cannot run rows to predicted layers, a geep policy gives way
-    to ``fastbert``."""
-    name = calibrated_policy(model, precision)
-    if name is None and model.exit_table is not None and (model.config.stored_knob(precision, "geep-verify")
-                                                          or model.config.stored_knob("fp32", "geep-verify")):
-        name = "geep-verify"
-    if name is None or (batching == "shrink" and get_policy(name).predicts_layers):
-        return FALLBACK_POLICY
-    return name

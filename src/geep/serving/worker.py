@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from geep.inference.executor import Executor, Finished
-from geep.inference.predictor import predicted_layers
+from geep.inference.rows import answers, build_rows, prepare
+from geep.inference.spec import RunSpec
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import Policy
 from geep.runtime.base import Backend
-from geep.scheduling import LayerPools, Row, Scheduler, Shrinking, Step
+from geep.scheduling import LayerPools, Scheduler, Shrinking, Step
 from geep.scheduling.strategies import oldest_arrival
 from geep.serving.metrics import Metrics
 from geep.serving.settings import ServeSettings
@@ -70,8 +70,7 @@ class Job:
 
     texts: list[str]
     pairs: list[str] | None
-    policy: Policy
-    knob: Any
+    spec: RunSpec  # the run the request was resolved to (``geep.serving.app.resolve_request``)
     arrival: float
     done: Callable[[Outcome], None]
     id: int = field(default_factory=lambda: next(_job_ids))
@@ -83,7 +82,7 @@ class Job:
 
 @dataclass(eq=False)
 class Lane:
-    """The scheduler and executor of one (policy, knob), and how many jobs it holds."""
+    """The scheduler and executor of one run (policy and knob), and how many jobs it holds."""
 
     key: tuple
     scheduler: Scheduler
@@ -98,10 +97,10 @@ class Worker:
     """Steps every request's rows on ``backend`` (see the module docstring). ``clock``: seconds, the clock the
     requests' arrivals are read on (monotonic by default; tests may pass their own)."""
 
-    def __init__(self, model: MultiExitClassifier, backend: Backend, settings: ServeSettings, policy: Policy,
-                 knob: Any, *, metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, model: MultiExitClassifier, backend: Backend, settings: ServeSettings, spec: RunSpec, *,
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.model, self.backend, self.settings = model, backend, settings
-        self.policy, self.knob = policy, knob  # the default lane, warmed up before the worker is ready
+        self.spec = spec  # the default run, whose lane is warmed up before the worker is ready
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.ready = threading.Event()
@@ -185,7 +184,7 @@ class Worker:
     def _warm_up(self) -> None:
         """Runs a few rows through the default lane, so the first request does not pay for first calls."""
         outcomes: list[Outcome] = []
-        job = Job(list(WARM_UP_TEXTS), None, self.policy, self.knob, self.clock(), outcomes.append)
+        job = Job(list(WARM_UP_TEXTS), None, self.spec, self.clock(), outcomes.append)
         self._recording = False
         with self._cond:
             self._inflight += len(job.texts)
@@ -224,40 +223,35 @@ class Worker:
             self._cond.wait(timeout)
         return True
 
-    def _lane(self, policy: Policy, knob: Any) -> Lane:
-        key = (policy.name, knob)
+    def _lane(self, spec: RunSpec) -> Lane:
+        key = (spec.policy.name, spec.knob)
         lane = self._lanes.get(key)
         if lane is None:
             s = self.settings
             max_wait = 0.0 if self._flush else s.max_wait_ms / 1000.0
             strategy = (LayerPools(max_wait, s.pool_order) if s.batching == "layer" else Shrinking(max_wait))
             scheduler = Scheduler(self.backend.exit_layers, self.backend.num_layers, strategy,
-                                  batch_size=s.max_batch, reads_exits=policy.reads_exits)
-            lane = self._lanes[key] = Lane(key, scheduler, Executor(scheduler, self.backend, policy, knob))
+                                  batch_size=spec.batch_size, reads_exits=spec.policy.reads_exits)
+            lane = self._lanes[key] = Lane(key, scheduler, Executor(scheduler, self.backend, spec.policy, spec.knob))
         return lane
 
     def _admit(self, job: Job) -> None:
-        """Tokenises the job's texts (truncated as offline) and adds its rows to its lane at layer 0."""
-        lane = job.lane = self._lane(job.policy, job.knob)
+        """Prepares the job's rows as offline prediction does (``geep.inference.rows``: tokenised, truncated, exit
+        layers predicted) and adds them to its lane at layer 0."""
+        lane = job.lane = self._lane(job.spec)
         lane.jobs += 1
         self._jobs[job.id] = job
         try:
-            encoded = self.model.tokenize(job.texts, job.pairs)
-            predicted = None
-            if job.policy.predicts_layers:
-                predicted = predicted_layers(self.model, job.policy, job.knob, encoded).tolist()
+            prepared = prepare(self.model, job.spec, job.texts, job.pairs)
         except Exception as e:  # noqa: BLE001 - the request fails, the server goes on
             logger.exception("tokenising a request failed")
             self._end(job, Outcome(500, error=f"could not prepare the texts: {_one_line(e)}"), "failed")
             return
-        types = encoded.get("token_type_ids")
-        rows = []
-        for i, ids in enumerate(encoded["input_ids"]):
-            rid = next(self._row_ids)
-            rows.append(Row(rid, ids, None if types is None else types[i], arrival=job.arrival,
-                            predicted=None if predicted is None else int(predicted[i]), key=rid))
+        rids = [next(self._row_ids) for _ in range(len(prepared))]
+        rows = build_rows(prepared, range(len(prepared)), ids=rids, keys=rids, arrival=job.arrival)
+        for i, rid in enumerate(rids):
             self._rows[rid] = (job, i)
-        job.row_ids = [row.id for row in rows]
+        job.row_ids = rids
         job.results = [None] * len(rows)
         job.remaining = len(rows)
         lane.scheduler.add(rows)
@@ -290,8 +284,8 @@ class Worker:
             self._answer(finished)
 
     def _answer(self, finished: Finished) -> None:
-        probabilities = finished.logits.float().softmax(-1).cpu()  # (F, C), as offline prediction computes them
-        labels = probabilities.argmax(-1).tolist()
+        probabilities, labels = answers(finished.logits)  # (F, C), (F,): as offline prediction answers
+        probabilities, labels = probabilities.cpu(), labels.tolist()
         if self._recording:
             self.metrics.exits(finished.layer, len(finished.rows))
         for row, label, probs in zip(finished.rows, labels, probabilities.tolist()):
