@@ -35,6 +35,7 @@ from geep.errors import GeepError
 from geep.inference import predict, resolve_knob
 from geep.inference.outputs import PREDICTION_FIELDS
 from geep.integrations.ray_input import InputFiles, scan_input
+from geep.io import default_dir_mode
 from geep.modeling import MultiExitClassifier
 from geep.policies import get_policy
 from geep.runtime.precision import check_precision
@@ -157,7 +158,8 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
     config = model.config
     text_column = text_column or config.text_column
     text_pair_column = text_pair_column or config.text_pair_column
-    files = scan_input(input_path, [c for c in (text_column, text_pair_column, id_column) if c], encoding=encoding)
+    files = scan_input(input_path, [c for c in (text_column, text_pair_column, id_column) if c], encoding=encoding,
+                       texts=[c for c in (text_column, text_pair_column) if c])
     if id_column is None and "id" in files.columns:
         id_column = "id"
     resolved = resolve_knob(model, policy, knob, precision=precision)
@@ -174,6 +176,7 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
     elif not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    os.chmod(tmp, default_dir_mode())  # mkdtemp's 0700 would stay on the output it is renamed to
     try:
         ds = read_input(files, encoding)
         rows_in = ds.count()
