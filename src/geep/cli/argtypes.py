@@ -15,3 +15,17 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
+
+
+# The most knobs per policy `geep calibrate` and `geep bench` score (a knob step of 0.001 on [0, 1]): each is a run of
+# the scheduler over the dev rows, and geep-verify scores 11 times as many pairs; more only takes longer.
+MAX_GRID_POINTS = 1001
+
+
+def check_grid_points(value: int) -> int:
+    """``--grid-points`` in 2..MAX_GRID_POINTS (GeepError otherwise)."""
+    from geep.errors import GeepError
+
+    if not 2 <= value <= MAX_GRID_POINTS:
+        raise GeepError(f"--grid-points must be in 2..{MAX_GRID_POINTS}, got {value}")
+    return value

@@ -94,6 +94,8 @@ def resolve_knob(model: MultiExitClassifier, policy: str | Policy, knob: Any = N
     knob = policy.fill_knob(knob, stored)
     if policy.predicts_layers:
         require_table(model)
+    policy.check_stored(stored, model.config.num_labels, len(model.exit_layers),
+                        build_threshold=build_threshold(model))  # a damaged config.json said as such
     return policy.resolve_knob(knob, model.config.num_labels, len(model.exit_layers),
                                build_threshold=build_threshold(model))
 
@@ -232,7 +234,7 @@ def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: 
     texts = as_texts(texts, "texts")
     pairs = None if text_pairs is None else as_texts(text_pairs, "text_pairs")
     batch_size = check_batch_size(batch_size)
-    policy = get_policy(policy or default_policy(model, precision) or "full")
+    policy = get_policy(policy if policy is not None else default_policy(model, precision) or "full")
     knob = resolve_knob(model, policy, knob, precision=precision)
     if pairs is not None and len(pairs) != len(texts):
         raise GeepError(f"{len(pairs)} text pairs for {len(texts)} texts")
@@ -267,7 +269,7 @@ class Predictor:
     def __init__(self, model: MultiExitClassifier, policy: str | None = None, knob: Any = None, *,
                  batch_size: int = 32, device: str | torch.device | None = None, precision: str = "fp32") -> None:
         self.model = check_model(model)
-        self.policy = get_policy(policy or default_policy(model, precision) or "full")
+        self.policy = get_policy(policy if policy is not None else default_policy(model, precision) or "full")
         target = resolve_device(device)
         if target is not None:
             model.to(target)
