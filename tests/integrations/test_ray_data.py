@@ -1,6 +1,6 @@
-"""`geep predict --ray` on a local Ray (2 cores): the same answers as single-process predict, actors sharing the
-work (as far as Ray promises), an actor killed mid-job, --overwrite, and every bad input before Ray starts. Every wait is bounded: Ray's own
-calls take no timeout, so each test fails after TIMEOUT_S (about 12x the slowest one here, 14 s on 2 cores)."""
+"""`geep predict --ray` on a local Ray (2 cores): the same answers as single-process predict, the work shared as far
+as Ray promises, an actor killed mid-job, --overwrite, and every bad input before Ray starts. Every wait is bounded:
+Ray's own calls take no timeout, so each test fails after TIMEOUT_S (about 12x the slowest one here, 14 s on 2 cores)."""
 
 from __future__ import annotations
 
@@ -72,10 +72,27 @@ def single_process(model_dir, inputs, tmp_path, policy, knob, precision="fp32") 
     ("mixed-types", "mixes file types"),
     ("no-text", "has no column 'text'; its columns are: id, body"),
     ("empty-dir", "holds no .csv"),
+    # the rows of JSON lines are checked too (where Ray printed pages of its tasks' tracebacks), and parquet's types
+    ("broken-jsonl", "b.jsonl: line 3 is not JSON: Unterminated string starting at"),
+    ("number-text", "b.jsonl: line 2: 'text' is a number, not a text"),
+    ("list-text", "b.jsonl: line 1: 'text' is a list, not a text"),
+    ("surrogate", "b.jsonl: line 2: 'text' is not valid Unicode text: a lone surrogate"),
+    ("parquet-int-text", "a.parquet: column 'text' holds int64, not texts"),
 ])
 def test_bad_input_fails_before_ray_starts(model_dir, tmp_path, case, message):
     src = tmp_path / "in"
     src.mkdir()
+    if case in ("broken-jsonl", "number-text", "list-text", "surrogate"):
+        (src / "a.jsonl").write_text('{"id": "1", "text": "good"}\n')
+        bad = {"broken-jsonl": '{"id": "2", "text": "bad"}\n\n{"id": "3", "text": "broken\n{"id": "4"}\n',
+               "number-text": '{"id": "2", "text": "bad"}\n{"id": "3", "text": 7}\n',
+               "list-text": '{"id": "2", "text": ["bad"]}\n',
+               "surrogate": '{"id": "2", "text": "bad"}\n{"id": "3", "text": "x\\ud800"}\n'}[case]
+        (src / "b.jsonl").write_text(bad)
+    elif case == "parquet-int-text":
+        import pandas as pd
+
+        pd.DataFrame({"id": ["1"], "text": [5]}).to_parquet(src / "a.parquet")
     if case == "mixed-columns":
         write_csv(src / "a.csv", ["id", "text"], [("1", "good")])
         write_csv(src / "b.csv", ["id", "text", "extra"], [("2", "bad", "x")])
@@ -160,6 +177,45 @@ def test_two_actors_each_answer_their_own_half(local_ray, model_dir, inputs, tmp
         for row in answer.to_dict("records"):
             want = expected[row["id"]]
             assert (row["prediction"], row["exit_layer"]) == (want["prediction"], want["exit_layer"]), row["id"]
+
+
+def test_empty_texts_are_answered_and_the_output_has_the_usual_mode(local_ray, model_dir, tmp_path):
+    """Empty texts under --ray follow the one rule (README): answered, as geep.predict answers ""; and the output
+    directory has the mode a new directory gets (mkdtemp's 0700 stayed on it)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jsonl").write_text('{"id": "1", "text": ""}\n{"id": "2", "text": null}\n{"id": "3", "text": "  "}\n'
+                                 '{"id": "4", "text": "good film"}\n')
+    ray_data.run_job(src, tmp_path / "out", model_dir, policy="fastbert", knob=0.5, concurrency=1)
+    rows, _ = ray_data.read_output(tmp_path / "out")
+    from geep.modeling import MultiExitClassifier
+
+    model = MultiExitClassifier.from_pretrained(model_dir)
+    expected = ray_data.predict(model, ["", "", "", "good film"], policy="fastbert", knob=0.5)
+    got = rows.sort_values("id")
+    assert got["prediction"].tolist() == expected.labels
+    assert got["exit_layer"].tolist() == expected.exit_layer.tolist()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_a_task_s_own_error_ends_the_command_with_its_own_line(local_ray, model_dir, inputs, tmp_path, capsys,
+                                                               monkeypatch):
+    """What no check before the job can see, raised inside an actor, ends `geep predict --ray` with exit 2 and the
+    task's own message as its error line (not a traceback of Ray's wrappers), and nothing is written."""
+    import functools
+
+    class Refuses(ray_data.RayPredictor):  # defined here, so Ray ships it by value
+        def __call__(self, batch):
+            raise GeepError("row 3 says no")
+
+    monkeypatch.setattr(ray_data, "run_job", functools.partial(ray_data.run_job, predictor=Refuses))
+    rc = main(["predict", "--ray", "--model", str(model_dir), "--input", str(inputs), "--output",
+               str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1] == "error: the Ray job failed, nothing was written: row 3 says no"
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
 def test_an_actor_killed_mid_job_loses_and_repeats_no_row(local_ray, model_dir, inputs, tmp_path):
