@@ -1,7 +1,9 @@
 # `make test` and `make demo` set up everything on a fresh machine.
 # torch==2.13.0 is installed first: it is a CPU build on local disk; a bare `torch` pulls several GB of CUDA wheels.
 PYTHON ?= python3
-VENV := .venv
+# VENV and DEMO_DIR may be given on the command line (tests/test_demo.py runs the demo in a temporary copy with
+# VENV=<the running venv> DEMO_DIR=<a temporary directory>, so nothing is written into the checkout).
+VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -38,11 +40,11 @@ test: $(STAMP)
 GEEP := $(VENV)/bin/geep
 DEMO_DATA := --train bbc:train --dev bbc:dev --overwrite
 ifeq ($(SMOKE),1)
-DEMO_DIR := runs/demo-smoke
+DEMO_DIR ?= runs/demo-smoke
 DEMO_TRAIN := --max-train-samples 64 --max-dev-samples 64 --epochs 1 --distil-epochs 1 --no-progress
 DEMO_BENCH := --max-samples 64 --grid-points 5 --timed-points 1 --repeats 5 --no-progress --precision fp32,int8
 else
-DEMO_DIR := runs/demo
+DEMO_DIR ?= runs/demo
 DEMO_TRAIN := --epochs $(or $(EPOCHS),1) --distil-epochs 1
 DEMO_BENCH := --timed-points 1 --repeats 5 --precision fp32,int8 --policies full,fastbert,pabee,geep,geep-verify,oracle
 endif

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from transformers import BertModel
@@ -20,6 +21,37 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+LEFTOVER_GRACE_S = 30.0  # how long processes that are already stopping (Ray's, after ray.shutdown) may take
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_process_outlives_the_suite():
+    """After the last test, no process the suite started is still running: servers, Ray's processes, commands run
+    by the tests. Any left after a grace period are killed, and the session fails naming them."""
+    yield
+    me = psutil.Process()
+    _, alive = psutil.wait_procs(me.children(recursive=True), timeout=LEFTOVER_GRACE_S)
+    alive = [p for p in alive if _running(p)]
+    if not alive:
+        return
+    names = []
+    for process in alive:
+        try:
+            names.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if names:
+        pytest.fail(f"{len(names)} process(es) started by the tests outlived them (killed now): " + "; ".join(names))
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.fixture(scope="session")

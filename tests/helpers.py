@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import signal
+import subprocess
 from pathlib import Path
 from typing import Iterable
 
@@ -147,3 +150,42 @@ def sentence_transformers_files(directory: Path, modes: dict[str, bool], max_seq
         {"word_embedding_dimension": 32, **{f"pooling_mode_{k}": v for k, v in modes.items()}}))
     if max_seq_length is not None:
         (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL to every process left in process group ``pgid`` (none left: nothing happens)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _drain(proc: subprocess.Popen) -> tuple[str, str]:
+    """The rest of a killed process's output (bounded: a process outside its group may hold the pipes open)."""
+    try:
+        return proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return "", ""
+
+
+def run_in_group(argv: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """Runs ``argv`` in a process group of its own (a new session), its output captured as text, for at most
+    ``timeout`` seconds. Whatever ends the wait -- the command's exit, the timeout, pytest-timeout, Ctrl-C -- the whole
+    group is killed after it, so nothing the command started (make's children, their children) outlives the test.
+    On the timeout: subprocess.TimeoutExpired, carrying the output read so far."""
+    proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid)
+        out, err = _drain(proc)
+        raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err) from None
+    except BaseException:
+        kill_group(proc.pid)
+        _drain(proc)
+        raise
+    finally:
+        kill_group(proc.pid)  # what is left of the group after its leader returned
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import BertModel
 
-from tests.helpers import synthetic, tiny_bert_config, tiny_tokenizer
+from tests.helpers import run_in_group, synthetic, tiny_bert_config, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,10 +36,10 @@ def test_gpu_script_runs_on_the_cpu_without_datasets(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "block"), "PYTHON": str(Path(os.sys.executable)),
            "OMP_NUM_THREADS": "1"}
     out = tmp_path / "out"
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--pack", str(pack), "--output", str(out),
-                           "--device", "cpu", "--precisions", "fp32,bf16", "--batch-sizes", "4,8", "--epochs", "1",
-                           "--repeats", "3", "--grid-points", "5"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    # Its own process group, killed whole when it ends or after 540 s (below pytest-timeout's 600 s).
+    done = run_in_group(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--pack", str(pack), "--output", str(out),
+                         "--device", "cpu", "--precisions", "fp32,bf16", "--batch-sizes", "4,8", "--epochs", "1",
+                         "--repeats", "3", "--grid-points", "5"], env=env, timeout=540)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "gpu.json").read_text())
     assert result["header"]["device"].startswith("cpu") and set(result["header"]["data"]) == {"bbc", "tweets"}
@@ -55,7 +55,7 @@ def test_gpu_script_runs_on_the_cpu_without_datasets(tmp_path):
 def test_gpu_script_without_a_pack_is_one_line(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--pack", str(tmp_path / "none"),
                            "--output", str(tmp_path / "out"), "--device", "cpu"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHON": os.sys.executable})
+                          capture_output=True, text=True, env={**os.environ, "PYTHON": os.sys.executable}, timeout=300)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: no pack at")
     assert "Traceback" not in done.stderr

@@ -38,6 +38,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def default_dir_mode() -> int:
+    """The mode a new directory gets under the process's umask (``mkdtemp`` makes 0700 ones): for a temporary
+    directory that is renamed into place as an output."""
+    return 0o777 & ~_umask()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

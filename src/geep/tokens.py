@@ -3,6 +3,8 @@
 ``Encoded`` is what ``MultiExitClassifier.tokenize`` returns: ``{"input_ids": [[...], ...]}`` and, for tokenizers
 that make them, ``"token_type_ids"`` of the same shape. Rows are right padded with the tokenizer's pad id; the
 attention mask is 1 for real tokens. Training, the exit table and the inference backends all pad through here.
+:func:`unicode_problem` says whether a string is text a tokenizer can take (the API, data files and the server
+check texts with it).
 """
 
 from __future__ import annotations
@@ -46,3 +48,12 @@ def pad_batch(encoded: Encoded, rows: Sequence[int], pad_id: int, device: torch.
     types = encoded.get("token_type_ids")
     return pad_token_ids([encoded["input_ids"][i] for i in rows],
                          None if types is None else [types[i] for i in rows], pad_id, device)
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (a lone surrogate, e.g. from a JSON ``"\\ud800"`` escape), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a lone surrogate {text[e.start]!r} at character {e.start}"
+    return None

@@ -9,14 +9,15 @@ from tests.helpers import tiny_bert_config, tiny_tokenizer
 from geep.bench import (RECORD_FIELDS, BenchResult, bench, check_policies, check_settings, format_summary,
                         frontier_knobs, load_result, parse_batch_sizes, render_report, summary_rows,
                         write_outputs)
-from geep.bench.runner import exits_early, split_knob
+from geep.bench.runner import exits_early
 from geep.bench.timing import time_interleaved
 from geep.errors import GeepError
-from geep.evaluation import build_table, interpolated_throughput, pareto_frontier, sweep
-from geep.inference import label_ids, predict
+from geep.evaluation import build_table, interpolated_throughput, pareto_frontier
+from geep.exit_table import exit_distribution, layers_from_distribution
+from geep.inference import all_exit_logits, label_ids, predict
 from geep.modeling.config import GeepConfig
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import get_policy
+from geep.policies import VerifyKnob
 from tests.helpers import make_decisive, random_texts
 
 N = 40
@@ -49,10 +50,6 @@ def result(model):
                  timed_points=TIMED, repeats=REPEATS, data_spec="hand-made")
 
 
-def grid_of(model, policy):
-    return get_policy(policy).grid(model.config.num_labels, len(model.exit_layers), GRID)
-
-
 def records_of(result, policy, batch_size):
     return [r for r in result.records if r["policy"] == policy and r["batch_size"] == batch_size]
 
@@ -83,12 +80,21 @@ def test_record_schema(result):
         json.dumps(r)  # JSON-ready as it is
 
 
-def test_a_record_per_grid_point_per_policy_per_batch_size(model, result):
+# The grids of GRID = 5 points for C = 3 labels and |E| = 3 exits, written out by hand from README's knob table.
+QUARTERS = [0.0, 0.25, 0.5, 0.75, 1.0]
+GRIDS = {"full": [None], "oracle": [None], "fastbert": QUARTERS, "confidence": QUARTERS, "geep": QUARTERS,
+         "deebert": [math.log(3) * q for q in QUARTERS], "pabee": [0, 1, 2],
+         "geep-verify": [VerifyKnob(tau, t) for tau in QUARTERS[:-1] for t in QUARTERS] + [VerifyKnob(1.0, 0.0)]}
+
+
+def test_a_record_per_grid_point_per_policy_per_batch_size(result):
     for batch_size in BATCH_SIZES:
         for policy in POLICIES:
-            assert [(r["knob"], r["continue_threshold"]) for r in records_of(result, policy, batch_size)] == \
-                [split_knob(k) for k in grid_of(model, policy)]
-    assert len(result.records) == len(BATCH_SIZES) * sum(len(grid_of(model, p)) for p in POLICIES)
+            got = [(r["knob"], r["continue_threshold"]) for r in records_of(result, policy, batch_size)]
+            want = [tuple(k) if isinstance(k, VerifyKnob) else (k, None) for k in GRIDS[policy]]
+            assert len(got) == len(want) and all(g == pytest.approx(w) if w[0] is not None else g == w
+                                                 for g, w in zip(got, want)), policy
+    assert len(result.records) == len(BATCH_SIZES) * sum(len(grid) for grid in GRIDS.values())
 
 
 def test_full_is_timed_with_speedup_exactly_one(result):
@@ -98,43 +104,157 @@ def test_full_is_timed_with_speedup_exactly_one(result):
         assert full["samples_per_s"] == pytest.approx(N / full["wall_seconds"])
 
 
-def test_timed_points_lie_on_the_frontier_around_the_budget_but_never_at_full_s_work(model, result):
-    """Each policy's timed knobs are frontier_knobs of its grid: on its FLOPs frontier, the fastest within 1 point
-    of full always among them, never a knob at which no row exits early."""
+# ------------------------------------------------------------------- plain references, written here, for the bench
+def reference_frontier(points):
+    """Indices of the points no other point beats (at least as fast and as accurate, better in one; of exact ties
+    the first), by brute force, slowest first."""
+    def beats(q, j, p, i):
+        better = q["flops_speedup"] >= p["flops_speedup"] and q["accuracy"] >= p["accuracy"]
+        equal = q["flops_speedup"] == p["flops_speedup"] and q["accuracy"] == p["accuracy"]
+        return better and (not equal or j < i)
+    on = [i for i, p in points if not any(beats(q, j, p, i) for j, q in points if j != i)]
+    return sorted(on, key=lambda i: dict(points)[i]["flops_speedup"])
+
+
+def reference_timed(records, floor, n):
+    """What the bench promises to time of one policy's records (README, "Benchmarking"): on the FLOPs frontier of
+    the knobs at which some row exits early, the fastest point within the budget (else the most accurate), its
+    neighbours, then one point toward the fast end; a frontier of at most n points whole. Written for n <= 3."""
+    assert n <= 3
+    last = max(int(k) for k in records[0]["exit_histogram"])
+    timeable = [(i, r) for i, r in enumerate(records) if r["policy"] == "full" or
+                any(count and int(layer) < last for layer, count in r["exit_histogram"].items())]
+    frontier = reference_frontier(timeable)
+    if len(frontier) <= n:
+        return sorted(frontier)
+    within = [j for j, i in enumerate(frontier) if records[i]["accuracy"] >= floor - 1e-12]
+    anchor = within[-1] if within else 0
+    chosen = [j for j in (anchor, anchor - 1, anchor + 1) if 0 <= j < len(frontier)][:n]
+    if len(chosen) < n:
+        chosen.append(max(j for j in range(len(frontier)) if j not in chosen))  # the free point nearest the fast end
+    return sorted(frontier[j] for j in chosen)
+
+
+def test_timed_points_lie_on_the_frontier_around_the_budget_but_never_at_full_s_work(result):
+    """Each policy's timed knobs are the ones the README promises (a reference written above, not the bench's own
+    frontier code); full's wall speed-up is the ratio of the medians."""
     for batch_size in BATCH_SIZES:
-        full_accuracy = records_of(result, "full", batch_size)[0]["accuracy"]
+        full = records_of(result, "full", batch_size)[0]
         for policy in POLICIES:
             records = records_of(result, policy, batch_size)
-            histograms = [{int(k): v for k, v in r["exit_histogram"].items()} for r in records]
-
-            def timeable(i):
-                return policy == "full" or exits_early(histograms[i], model.num_layers)
-
-            expected = frontier_knobs(records, TIMED, full_accuracy - 0.01, timeable)
             timed = [i for i, r in enumerate(records) if r["timed"]]
-            assert timed == expected and 1 <= len(timed) <= TIMED
-            assert all(timeable(i) for i in timed)
-            frontier = pareto_frontier([r for i, r in enumerate(records) if timeable(i)], "flops_speedup", "accuracy")
-            assert all(any(records[i] is f for f in frontier) for i in timed)
-            within = [f for f in frontier if f["accuracy"] >= full_accuracy - 0.01]
-            if within:
-                assert within[-1]["timed"]  # the fastest within the budget
+            assert timed == reference_timed(records, full["accuracy"] - 0.01, TIMED), (policy, batch_size)
+            assert 1 <= len(timed) <= TIMED
             for r in records:
                 if r["timed"] and r["policy"] != "full":
-                    full = records_of(result, "full", batch_size)[0]
                     assert r["wall_speedup"] == pytest.approx(full["wall_seconds"] / r["wall_seconds"])
 
 
-def test_accuracy_and_flops_are_sweeps(model, result):
-    y = label_ids(model, LABELS)
+H, I, C, WIDTH, L, E = 32, 37, 3, 128, 4, [1, 2, 4]  # the tiny model: hidden, intermediate, labels, head width
+
+
+def layer_cost(T):
+    """README: an encoder layer on one row padded to T: 2T(4H^2 + 2HI) + 4T^2 H."""
+    return 2 * T * (4 * H * H + 2 * H * I) + 4 * T * T * H
+
+
+def head_cost(T):
+    """An attention exit head (width w, first-token pooling: one query) on one row padded to T, by its matrix
+    products: projection 2THw, query 2w^2, key and value 4Tw^2, scores and weighted values 4Tw, output 2w^2,
+    dense 2w^2, classifier 2wC."""
+    w = WIDTH
+    return 2 * T * H * w + 2 * w * w + 4 * T * w * w + 4 * T * w + 2 * w * w + 2 * w * w + 2 * w * C
+
+
+def chunks(rows, size):
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def shrink_cost(lengths, exits, b, reads_exits=True):
+    """FLOPs of length-sorted batches of b that run exit by exit, shrinking as rows leave, each step padded to the
+    longest row still in it (``full`` reads only the last exit's head)."""
+    total = 0
+    for batch in chunks(sorted(range(len(lengths)), key=lambda i: lengths[i]), b):
+        alive, done = batch, 0
+        for k in (E if reads_exits else [L]):
+            T = max(lengths[i] for i in alive)
+            total += len(alive) * ((k - done) * layer_cost(T) + head_cost(T))
+            alive, done = [i for i in alive if exits[i] > k], k
+            if not alive:
+                break
+    return total
+
+
+def pooled_cost(lengths, exits, predicted, b):
+    """FLOPs of sorted buckets with pooled continuation: rows wait in pools by (layers run, target exit); the pool
+    with the nearest target (then the deepest) runs next, in length-sorted batches of b, each to its target, whose
+    head it reads; rows that go on join the pool of the next exit."""
+    pools, total = {}, 0
+    for i, k in enumerate(predicted):
+        pools.setdefault((0, k), []).append(i)
+    while pools:
+        target = min(t for _, t in pools)
+        done = max(d for d, t in pools if t == target)
+        for batch in chunks(sorted(pools.pop((done, target)), key=lambda i: lengths[i]), b):
+            T = max(lengths[i] for i in batch)
+            total += len(batch) * ((target - done) * layer_cost(T) + head_cost(T))
+            for i in batch:
+                if exits[i] > target:
+                    pools.setdefault((target, E[E.index(target) + 1]), []).append(i)
+    return total
+
+
+def reference_exits(policy, knob, logits, y, predicted=None):
+    """Each row's exit layer under the policy's rule (README's table) on every exit's logits (N, |E|, C)."""
+    logp = torch.log_softmax(logits.double(), -1)
+    ent = -(logp.exp() * logp).sum(-1)  # (N, |E|)
+    top = logp.exp().max(-1).values
+    labels = logits.argmax(-1)
+    exits = []
+    for n in range(len(y)):
+        def leaves(j):
+            if policy in ("fastbert", "geep-verify"):
+                t = knob if policy == "fastbert" else knob.continue_threshold
+                return t >= 1 or (t > 0 and ent[n, j] / math.log(C) <= t)
+            if policy == "deebert":
+                return knob >= math.log(C) - 1e-12 or (knob > 0 and ent[n, j] <= knob)
+            if policy == "confidence":
+                return knob <= 0 or (knob < 1 and top[n, j] >= knob)
+            if policy == "pabee":  # the label unchanged for `knob` exits after the first
+                return j >= knob and all(labels[n, j - d] == labels[n, j] for d in range(1, knob + 1))
+            if policy == "oracle":
+                return labels[n, j] == y[n]
+            return policy == "geep"  # geep leaves at its predicted layer; full never early
+        first = 0 if predicted is None else E.index(predicted[n])
+        exits.append(next((E[j] for j in range(first, len(E) - 1) if leaves(j)), L))
+    return exits
+
+
+def test_accuracy_exits_and_flops_match_a_plain_reference(model, result):
+    """Every record's accuracy, exit histogram, mean exit layer and FLOPs speed-up, from the policies' rules and
+    the schedules' FLOPs written out above, on the same recorded logits the bench replays."""
+    y = label_ids(model, LABELS).tolist()
     encoded = model.tokenize(TEXTS)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    logits = all_exit_logits(model, encoded, batch_size=max(BATCH_SIZES)).logits  # (N, |E|, C)
+    q = exit_distribution(model.exit_table, encoded, model.pad_token_id)
     for batch_size in BATCH_SIZES:
-        expected = sweep(model, encoded, y, policies=POLICIES, batch_size=batch_size, grid_points=GRID)
+        full_cost = shrink_cost(lengths, [L] * N, batch_size, reads_exits=False)
         for policy in POLICIES:
-            got = records_of(result, policy, batch_size)
-            assert [r["flops_speedup"] for r in got] == [p.flops_speedup for p in expected.points[policy]]
-            assert [r["accuracy"] for r in got] == [p.accuracy for p in expected.points[policy]]
-            assert [r["mean_exit_layer"] for r in got] == [p.mean_exit_layer for p in expected.points[policy]]
+            for r, knob in zip(records_of(result, policy, batch_size), GRIDS[policy]):
+                predicted = None
+                if policy in ("geep", "geep-verify"):
+                    tau = knob if policy == "geep" else knob.tau
+                    predicted = layers_from_distribution(q, tau, E).tolist()
+                exits = reference_exits(policy, knob, logits, y, predicted)
+                answers = [int(logits[n, E.index(k)].argmax()) for n, k in enumerate(exits)]
+                where = (policy, knob, batch_size)
+                assert r["accuracy"] == pytest.approx(sum(a == t for a, t in zip(answers, y)) / N, abs=1e-12), where
+                assert r["exit_histogram"] == {str(k): exits.count(k) for k in E}, where
+                assert r["mean_exit_layer"] == pytest.approx(sum(exits) / N), where
+                cost = (shrink_cost(lengths, exits, batch_size, reads_exits=policy != "full") if predicted is None
+                        else pooled_cost(lengths, exits, predicted, batch_size))
+                assert r["flops_speedup"] == pytest.approx(full_cost / cost, rel=1e-12), where
     # FLOPs depend on the batch size, accuracy does not
     small, large = (records_of(result, "fastbert", b) for b in BATCH_SIZES)
     assert [r["accuracy"] for r in small] == [r["accuracy"] for r in large]

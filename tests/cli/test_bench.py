@@ -88,7 +88,7 @@ BAD = [
     (["--repeats", "4"], "--repeats must be at least 5"),
     (["--timed-points", "0"], "--timed-points must be at least 1"),
     (["--accuracy-budget", "-1"], "--accuracy-budget must be in [0, 100] points"),
-    (["--grid-points", "1"], "--grid-points must be at least 2"),
+    (["--grid-points", "1"], "--grid-points must be in 2..1001, got 1"),
     (["--max-samples", "0"], "--max-samples must be at least 1"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--output", "{tmp}/in.csv"], "exists and is not a directory"),

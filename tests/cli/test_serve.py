@@ -25,8 +25,12 @@ def test_without_the_extra_it_names_the_extra(model_dir, monkeypatch, capsys):
 
 @pytest.mark.parametrize("extra,message", [
     (["--max-batch", "0"], "--max-batch must be at least 1, got 0"),
-    (["--max-wait-ms", "-1"], "--max-wait-ms must be at least 0"),
-    (["--request-timeout-s", "0"], "--request-timeout-s must be above 0"),
+    (["--max-wait-ms", "-1"], "--max-wait-ms must be a finite number of at least 0, got -1"),
+    (["--max-wait-ms", "inf"], "--max-wait-ms must be a finite number of at least 0, got inf"),  # lone rows: 504
+    (["--max-wait-ms", "nan"], "--max-wait-ms must be a finite number of at least 0, got nan"),
+    (["--request-timeout-s", "0"], "--request-timeout-s must be a finite number above 0, got 0"),
+    (["--request-timeout-s", "inf"], "--request-timeout-s must be a finite number above 0, got inf"),
+    (["--policy", ""], "--policy is empty"),
     (["--threads", "0"], "--threads must be at least 1"),
     (["--port", "70000"], "--port must be in 0..65535"),
     (["--api-key-env", "GEEP_TEST_NO_SUCH_VARIABLE"], "GEEP_TEST_NO_SUCH_VARIABLE: that environment variable"),

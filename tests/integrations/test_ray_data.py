@@ -1,6 +1,6 @@
-"""`geep predict --ray` on a local Ray (2 cores): the same answers as single-process predict, actors sharing the
-work, an actor killed mid-job, --overwrite, and every bad input before Ray starts. Every wait is bounded: Ray's own
-calls take no timeout, so each test fails after TIMEOUT_S (about 12x the slowest one here, 14 s on 2 cores)."""
+"""`geep predict --ray` on a local Ray (2 cores): the same answers as single-process predict, the work shared as far
+as Ray promises, an actor killed mid-job, --overwrite, and every bad input before Ray starts. Every wait is bounded:
+Ray's own calls take no timeout, so each test fails after TIMEOUT_S (about 12x the slowest one here, 14 s on 2 cores)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import geep
 from geep.cli.main import main
 from geep.errors import GeepError
 from tests.helpers import make_decisive, random_texts, write_csv
@@ -72,10 +73,27 @@ def single_process(model_dir, inputs, tmp_path, policy, knob, precision="fp32") 
     ("mixed-types", "mixes file types"),
     ("no-text", "has no column 'text'; its columns are: id, body"),
     ("empty-dir", "holds no .csv"),
+    # the rows of JSON lines are checked too (where Ray printed pages of its tasks' tracebacks), and parquet's types
+    ("broken-jsonl", "b.jsonl: line 3 is not JSON: Unterminated string starting at"),
+    ("number-text", "b.jsonl: line 2: 'text' is a number, not a text"),
+    ("list-text", "b.jsonl: line 1: 'text' is a list, not a text"),
+    ("surrogate", "b.jsonl: line 2: 'text' is not valid Unicode text: a lone surrogate"),
+    ("parquet-int-text", "a.parquet: column 'text' holds int64, not texts"),
 ])
 def test_bad_input_fails_before_ray_starts(model_dir, tmp_path, case, message):
     src = tmp_path / "in"
     src.mkdir()
+    if case in ("broken-jsonl", "number-text", "list-text", "surrogate"):
+        (src / "a.jsonl").write_text('{"id": "1", "text": "good"}\n')
+        bad = {"broken-jsonl": '{"id": "2", "text": "bad"}\n\n{"id": "3", "text": "broken\n{"id": "4"}\n',
+               "number-text": '{"id": "2", "text": "bad"}\n{"id": "3", "text": 7}\n',
+               "list-text": '{"id": "2", "text": ["bad"]}\n',
+               "surrogate": '{"id": "2", "text": "bad"}\n{"id": "3", "text": "x\\ud800"}\n'}[case]
+        (src / "b.jsonl").write_text(bad)
+    elif case == "parquet-int-text":
+        import pandas as pd
+
+        pd.DataFrame({"id": ["1"], "text": [5]}).to_parquet(src / "a.parquet")
     if case == "mixed-columns":
         write_csv(src / "a.csv", ["id", "text"], [("1", "good")])
         write_csv(src / "b.csv", ["id", "text", "extra"], [("2", "bad", "x")])
@@ -117,14 +135,18 @@ def local_ray():
 
 @pytest.mark.parametrize("policy, knob, precision", [("full", None, "fp32"), ("fastbert", 0.5, "fp32"),
                                                      ("geep-verify", 0.4, "int8")])
-def test_same_answers_as_single_process_and_both_actors_work(local_ray, model_dir, inputs, tmp_path, policy, knob,
-                                                             precision):
+def test_same_answers_as_single_process_and_the_manifest_counts_every_actor_that_ran(
+        local_ray, model_dir, inputs, tmp_path, policy, knob, precision):
+    """Ray promises each row is labelled once, not how it spreads blocks over the actors (under load one actor can
+    take them all), so the manifest is checked for what is promised: its rows per actor, one entry per actor that
+    ran (one or two of the two), add up to the rows."""
     manifest = ray_data.run_job(inputs, tmp_path / "out", model_dir, policy=policy, knob=knob, concurrency=2,
                                 map_batch_size=4, precision=precision)
     rows, written = ray_data.read_output(tmp_path / "out")
     assert written == manifest and manifest["rows_in"] == manifest["rows_out"] == N_FILES * ROWS
-    assert len(manifest["rows_per_actor"]) == 2 and all(n > 0 for n in manifest["rows_per_actor"].values())
-    assert sum(manifest["rows_per_actor"].values()) == N_FILES * ROWS
+    shares = manifest["rows_per_actor"]
+    assert 1 <= len(shares) <= 2 and manifest["actors"] == len(shares) and all(n > 0 for n in shares.values())
+    assert sum(shares.values()) == N_FILES * ROWS
     assert sorted(rows["id"]) == sorted(f"{f}{i:03d}" for f in range(N_FILES) for i in range(ROWS))
     assert manifest["precision"] == precision
     expected = single_process(model_dir, inputs, tmp_path, policy, knob, precision)
@@ -134,6 +156,67 @@ def test_same_answers_as_single_process_and_both_actors_work(local_ray, model_di
         assert row["probability"] == pytest.approx(want["probability"], abs=1e-5)
     if policy != "full":
         assert rows["exit_layer"].nunique() >= 2  # the knob makes rows leave at different exits
+
+
+def test_two_actors_each_answer_their_own_half(local_ray, model_dir, inputs, tmp_path):
+    """Both actors of a two-actor job work, shown the way Ray guarantees: two RayPredictor actors, each called
+    directly on half of the rows, answer as single-process predict and say which actor they are."""
+    import pandas as pd
+
+    frame = pd.concat([pd.read_csv(p, dtype=str) for p in sorted(inputs.iterdir())], ignore_index=True)
+    halves = [frame.iloc[: len(frame) // 2], frame.iloc[len(frame) // 2:]]
+    actor_class = ray.remote(num_cpus=1)(ray_data.RayPredictor)
+    actors = [actor_class.remote(str(model_dir), policy="fastbert", knob=0.5, id_column="id", text_column="text",
+                                 with_actor=True) for _ in halves]
+    answers = ray.get([actor.__call__.remote(half) for actor, half in zip(actors, halves)], timeout=TIMEOUT_S)
+    for actor in actors:
+        ray.kill(actor)
+    expected = single_process(model_dir, inputs, tmp_path, "fastbert", 0.5)
+    assert len({a[ray_data.ACTOR_COLUMN].iloc[0] for a in answers}) == 2  # two actors, one per half
+    for half, answer in zip(halves, answers):
+        assert answer["id"].tolist() == half["id"].tolist()  # in the batch's order
+        for row in answer.to_dict("records"):
+            want = expected[row["id"]]
+            assert (row["prediction"], row["exit_layer"]) == (want["prediction"], want["exit_layer"]), row["id"]
+
+
+def test_empty_texts_are_answered_and_the_output_has_the_usual_mode(local_ray, model_dir, tmp_path):
+    """Empty texts under --ray follow the one rule (README): answered, as geep.predict answers ""; and the output
+    directory has the mode a new directory gets (mkdtemp's 0700 stayed on it)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jsonl").write_text('{"id": "1", "text": ""}\n{"id": "2", "text": null}\n{"id": "3", "text": "  "}\n'
+                                 '{"id": "4", "text": "good film"}\n')
+    ray_data.run_job(src, tmp_path / "out", model_dir, policy="fastbert", knob=0.5, concurrency=1)
+    rows, _ = ray_data.read_output(tmp_path / "out")
+    from geep.modeling import MultiExitClassifier
+
+    model = MultiExitClassifier.from_pretrained(model_dir)
+    expected = geep.predict(model, ["", "", "", "good film"], policy="fastbert", knob=0.5)
+    got = rows.sort_values("id")
+    assert got["prediction"].tolist() == expected.labels
+    assert got["exit_layer"].tolist() == expected.exit_layer.tolist()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_a_task_s_own_error_ends_the_command_with_its_own_line(local_ray, model_dir, inputs, tmp_path, capsys,
+                                                               monkeypatch):
+    """What no check before the job can see, raised inside an actor, ends `geep predict --ray` with exit 2 and the
+    task's own message as its error line (not a traceback of Ray's wrappers), and nothing is written."""
+    import functools
+
+    class Refuses(ray_data.RayPredictor):  # defined here, so Ray ships it by value
+        def __call__(self, batch):
+            raise GeepError("row 3 says no")
+
+    monkeypatch.setattr(ray_data, "run_job", functools.partial(ray_data.run_job, predictor=Refuses))
+    rc = main(["predict", "--ray", "--model", str(model_dir), "--input", str(inputs), "--output",
+               str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1] == "error: the Ray job failed, nothing was written: row 3 says no"
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
 def test_an_actor_killed_mid_job_loses_and_repeats_no_row(local_ray, model_dir, inputs, tmp_path):

@@ -100,8 +100,15 @@ def test_every_bad_request_gets_its_status_and_one_line(tiny):
         ({"json": {"inputs": ["a", 3]}}, 422, "inputs: item 1 is not a string"),
         ({"json": {"inputs": [["a", "b"], "c"]}}, 422, "inputs: item 1 is not a [text, text pair] pair"),
         ({"json": {"inputs": []}}, 422, "inputs: no texts"),
-        ({"json": {"inputs": ""}}, 422, "inputs: the text is empty"),
-        ({"json": {"inputs": ["good", ""]}}, 422, "inputs: text 1 is empty"),
+        ({"content": b'{"inputs": "caf\xe9"}', "headers": {"content-type": "application/json"}}, 422,
+         "the body is not UTF-8 text"),  # Latin-1 bytes: a 422 like every other bad body (FastAPI said 400)
+        ({"content": b'{"inputs": "good \\ud800 film"}', "headers": {"content-type": "application/json"}}, 422,
+         "inputs: the text is not valid Unicode text: a lone surrogate '\\ud800' at character 5"),
+        ({"content": b'{"inputs": ["a", "\\udfff"]}', "headers": {"content-type": "application/json"}}, 422,
+         "inputs: text 1 is not valid Unicode text"),
+        ({"content": b'{"inputs": [["a", "b\\ud800"]]}', "headers": {"content-type": "application/json"}}, 422,
+         "inputs: text pair 0 is not valid Unicode text"),
+        ({"json": {"inputs": "a", "policy": ""}}, 422, "policy: must be a policy name"),
         ({"json": {"inputs": "a", "threshold": "0.3"}}, 422, "threshold: must be a number"),
         ({"json": {"inputs": "a", "threshold": True}}, 422, "threshold: must be a number"),
         ({"json": {"inputs": "a", "return_probabilities": "yes"}}, 422, "return_probabilities: must be true"),
@@ -126,11 +133,29 @@ def test_every_bad_request_gets_its_status_and_one_line(tiny):
             assert ok.status_code == 200 and len(ok.json()["predictions"]) == 2
         rejected = {s.labels["reason"]: s.value for s in app.state.metrics.rejections.collect()[0].samples
                     if s.name.endswith("_total")}
-    assert rejected == {"invalid": 21, "too_many_texts": 1, "text_too_long": 2}
+    assert rejected == {"invalid": 24, "too_many_texts": 1, "text_too_long": 2}
+
+
+def test_empty_and_whitespace_texts_are_answered_as_geep_predict_answers_them(tiny):
+    """The one rule for empty texts (README): answered like any other, as geep.predict and geep predict answer them
+    (where "" was a 422 and "  " was answered)."""
+    model, texts, knob, _, _ = tiny
+    app = make_app(model, policy="fastbert", threshold=knob)
+    alone, pair = predict(model, [""], policy="fastbert", knob=knob), predict(model, [""], [""], policy="fastbert",
+                                                                               knob=knob)
+    with serving(app) as url, client(url) as http:
+        for inputs, expected in (("", alone), ("   ", alone), (["", "\n\t"], alone), ([["", " "]], pair)):
+            r = http.post("/predict", json={"inputs": inputs, "return_probabilities": True})
+            assert r.status_code == 200, r.text
+            for got in r.json()["predictions"]:
+                assert (got["label"], got["exit_layer"]) == (expected.labels[0], int(expected.exit_layer[0]))
+                assert got["score"] == pytest.approx(float(expected.probabilities[0].max()), abs=1e-5)
 
 
 def test_pairs_a_threshold_and_another_policy_per_request(tiny):
+    """A pair is read as a pair even by a model trained on single texts, as geep.predict reads it (README)."""
     model, texts, knob, early, late = tiny
+    assert model.config.text_pair_column is None  # a single-text model
     app = make_app(model, policy="fastbert", threshold=knob)
     with serving(app) as url, client(url) as http:
         r = http.post("/predict", json={"inputs": [[texts[0], texts[1]]], "return_probabilities": True})
@@ -187,6 +212,9 @@ def test_the_api_key_is_required_everywhere_but_health_and_ready(tiny, monkeypat
                 assert "Authorization: Bearer" in r.json()["detail"] and r.headers["www-authenticate"] == "Bearer"
         key = {"Authorization": "Bearer s3cret"}
         assert http.post("/predict", json={"inputs": texts[0]}, headers=key).status_code == 200
+        for scheme in ("bearer", "BEARER", "BeArEr"):  # RFC 9110: the scheme is case-insensitive, the key is not
+            assert http.get("/info", headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
+        assert http.get("/info", headers={"Authorization": "Bearer S3CRET"}).status_code == 401
         assert http.get("/info", headers=key).status_code == 200
         assert http.get("/metrics", headers=key).status_code == 200
 

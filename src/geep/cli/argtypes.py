@@ -29,3 +29,15 @@ def set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+# The most knobs per policy `geep calibrate` and `geep bench` score (a knob step of 0.001 on [0, 1]): each is a run of
+# the scheduler over the dev rows, and geep-verify scores 11 times as many pairs; more only takes longer.
+MAX_GRID_POINTS = 1001
+
+
+def check_grid_points(value: int) -> int:
+    """``--grid-points`` in 2..MAX_GRID_POINTS (GeepError otherwise)."""
+    if not 2 <= value <= MAX_GRID_POINTS:
+        raise GeepError(f"--grid-points must be in 2..{MAX_GRID_POINTS}, got {value}")
+    return value

@@ -73,6 +73,7 @@ def model_names(dirs: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from geep.bench import bench, check_policies, check_settings, format_summary, parse_batch_sizes, \
         write_outputs
+    from geep.cli.argtypes import check_grid_points
     from geep.cli.columns import pair_column
     from geep.cli.outputs import check_output_dir
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     precisions = parse_precisions(args.precision)
+    check_grid_points(args.grid_points)
     check_settings(batch_sizes=batch_sizes, grid_points=args.grid_points, timed_points=args.timed_points,
                    repeats=args.repeats, warmup=args.warmup, accuracy_budget=args.accuracy_budget)
     policies = check_policies([p.strip() for p in args.policies.split(",") if p.strip()])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from geep.cli.argtypes import finite_float
+from geep.cli.argtypes import check_grid_points, finite_float
 from geep.errors import GeepError
 
 
@@ -49,10 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.target_speedup is not None and args.target_speedup <= 0:
         raise GeepError(f"--target-speedup must be positive, got {args.target_speedup}")
-    if args.max_accuracy_drop is not None and args.max_accuracy_drop < 0:
-        raise GeepError(f"--max-accuracy-drop must be >= 0 points, got {args.max_accuracy_drop}")
-    if args.grid_points < 2:
-        raise GeepError(f"--grid-points must be at least 2, got {args.grid_points}")
+    if args.max_accuracy_drop is not None and not 0 <= args.max_accuracy_drop <= 100:
+        raise GeepError(f"--max-accuracy-drop must be in [0, 100] points, got {args.max_accuracy_drop:g}")
+    check_grid_points(args.grid_points)
     directory = Path(args.model)
     device = resolve_device(args.device)
     model = MultiExitClassifier.from_pretrained(directory, device=device)

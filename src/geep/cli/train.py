@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import sys
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from geep.data import ColumnData, build_label_names, encode_labels, get_columns,
     stratified_split, stratified_subset
 from geep.errors import GeepError
 from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, RECIPES, get_objective
+from geep.training.loop import MAX_SEED
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +126,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         (args.epochs >= 0, f"--epochs must be >= 0, got {args.epochs}"),
         (args.distil_epochs >= 0, f"--distil-epochs must be >= 0, got {args.distil_epochs}"),
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
-        (args.lr >= 0 and args.head_lr >= 0, "--lr and --head-lr must be >= 0"),
+        (math.isfinite(args.lr) and args.lr > 0, f"--lr must be a finite number above 0, got {args.lr}"),
+        (math.isfinite(args.head_lr) and args.head_lr > 0,
+         f"--head-lr must be a finite number above 0, got {args.head_lr}"),
+        (0 <= args.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {args.seed}"),
         (0 <= args.warmup_ratio < 1, f"--warmup-ratio must lie in [0, 1), got {args.warmup_ratio}"),
         (args.max_length is None or args.max_length >= 2, f"--max-length must be >= 2, got {args.max_length}"),
         (args.max_train_samples is None or args.max_train_samples >= 2,

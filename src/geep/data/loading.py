@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import logging
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from datasets.exceptions import DatasetsError
 
 import geep.data.packaged as packaged
 from geep.errors import GeepError
+from geep.tokens import unicode_problem
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,10 @@ def _load_path(path: Path, encoding: str | None) -> datasets.Dataset:
         where = _json_syntax_error(path, encoding) if suffix in (".json", ".jsonl") else None
         if where is not None:  # pyarrow and pandas name a byte position, often of an earlier line
             raise GeepError(f"could not read {path}: not valid JSON at {where}") from e
+        problem = _csv_problem(path, encoding, "\t" if suffix == ".tsv" else ",") if suffix in (".csv", ".tsv") \
+            else _json_surrogate(path, encoding) if suffix in (".json", ".jsonl") else None
+        if problem is not None:  # pandas' own words ("Error tokenizing data. C error: ...") said in geep's
+            raise GeepError(f"could not read {path}: {problem}") from e
         raise GeepError(f"could not read {path}: {_root_message(e)}") from e
     return ds
 
@@ -123,6 +129,53 @@ def _json_syntax_error(path: Path, encoding: str | None) -> str | None:
             except json.JSONDecodeError as e:
                 return f"line {lineno}, column {e.colno}: {e.msg}"
     return None
+
+
+def _csv_problem(path: Path, encoding: str | None, delimiter: str) -> str | None:
+    """What is wrong with a CSV/TSV file the reader refused, in geep's words, or None: a row with more fields than
+    the header, or a quoted field that is never closed (the first found, by line)."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    start = 1
+    try:
+        with open(path, encoding=encoding or "utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter, strict=True)
+            header = next(reader, None) or []
+            start = reader.line_num + 1
+            for row in reader:
+                if len(row) > len(header):
+                    where = "a tab" if delimiter == "\t" else f"a {delimiter!r}"
+                    return (f"line {reader.line_num} has {len(row)} fields but the header has {len(header)} "
+                            f"(quote a field that holds {where})")
+                start = reader.line_num + 1
+    except csv.Error:
+        return f"a quoted field that starts on line {start} is never closed (or a quote inside it is not doubled)"
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _json_surrogate(path: Path, encoding: str | None) -> str | None:
+    """'line N: ...' of the first JSON line holding a lone surrogate (a ``\\ud800`` escape), which no reader can
+    turn into text, or None."""
+    try:
+        lines = path.read_text(encoding=encoding or "utf-8-sig").split("\n")
+    except (OSError, ValueError):
+        return None
+    for lineno, line in enumerate(lines, 1):
+        try:
+            problem = _unicode_in(json.loads(line)) if line.strip() else None
+        except json.JSONDecodeError:
+            return None
+        if problem is not None:
+            return f"line {lineno} is not valid Unicode text: {problem}"
+    return None
+
+
+def _unicode_in(value: Any) -> str | None:
+    if isinstance(value, str):
+        return unicode_problem(value)
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((p for p in map(_unicode_in, items) if p is not None), None)
 
 
 def _read_csv(path: Path, encoding: str | None, cache_dir: str, delimiter: str = ",") -> datasets.Dataset:
@@ -246,16 +299,18 @@ def get_columns(
 ) -> ColumnData:
     """Pull the text (and optional pair, label and id) columns out of ``ds`` as plain lists.
 
-    Texts become strings; a missing or whitespace-only text becomes "" (valid input: the row is kept, and one
-    warning line says how many rows have no text). Labels become stripped
+    Texts must be strings: a number, a boolean, a list or an object in a text column (JSON lines, parquet) is a
+    GeepError naming the row, never turned into the text "5"; so is a string that is not valid Unicode (a lone
+    surrogate from a JSON ``\\ud800`` escape). A missing or whitespace-only text becomes "" (valid input: the row
+    is kept and answered, and one warning line says how many rows have no text). Labels become stripped
     strings (an int 1 or a float 1.0 becomes "1"). With ``require_labels`` every row needs a label; without
     it an absent label column gives ``labels=None`` and a missing label becomes "". ``source`` names the data
     in error messages.
     """
-    texts = [_as_text(v, row, text_column, source) for row, v in enumerate(_column(ds, text_column, source), 1)]
+    texts = [_as_text(v, row, text_column, source) for row, v in enumerate(_values(ds, text_column, source), 1)]
     pairs = None
     if text_pair_column is not None:
-        values = _column(ds, text_pair_column, source)
+        values = _values(ds, text_pair_column, source)
         pairs = [_as_text(v, row, text_pair_column, source) for row, v in enumerate(values, 1)]
     _warn_empty_texts(source, (text_column, texts), (text_pair_column, pairs))
     labels = None
@@ -277,13 +332,29 @@ def _column(ds: datasets.Dataset, name: str, source: str) -> list:
     return ds.data.column(name).to_pylist()
 
 
+def _values(ds: datasets.Dataset, name: str, source: str) -> list:
+    """A column's values; a column ``datasets`` holds as JSON text (a JSON lines column of mixed types, e.g.
+    strings and numbers) is decoded, so each value is what the file holds."""
+    values = _column(ds, name, source)
+    if type(ds.features.get(name)).__name__ == "Json":
+        values = [None if v is None else json.loads(v) for v in values]
+    return values
+
+
 def _as_text(value: Any, row: int, column: str, source: str) -> str:
     if value is None:
         return ""
-    if isinstance(value, (list, dict)):
-        raise GeepError(f"{source}: row {row} of column '{column}' is not text: {str(value)[:60]}")
-    text = value if isinstance(value, str) else str(value)
-    return text if text.strip() else ""
+    if not isinstance(value, str):
+        kind = "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else (
+            "a boolean" if isinstance(value, bool) else "a list" if isinstance(value, list) else
+            "an object" if isinstance(value, dict) else type(value).__name__)
+        shown = json.dumps(value, default=str)[:60]
+        raise GeepError(f"{source}: row {row} of column '{column}' is {kind}, not a text: {shown} (write texts as "
+                        "strings)")
+    problem = unicode_problem(value)
+    if problem is not None:
+        raise GeepError(f"{source}: row {row} of column '{column}' is not valid Unicode text: {problem}")
+    return value if value.strip() else ""
 
 
 def _warn_empty_texts(source: str, *columns: tuple[str | None, list[str] | None]) -> None:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from geep.errors import GeepError
 from geep.evaluation.sweep import KnobPoint, choose_knob, choose_policy, sweep
-from geep.inference.inputs import as_texts, label_ids
+from geep.inference.inputs import as_texts, check_lengths, label_ids
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import get_policy
 
@@ -43,6 +43,7 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     texts = as_texts(texts)
     if not texts:
         raise GeepError("calibration needs labelled dev rows; got none")
+    check_lengths(texts, labels, text_pairs)
     encoded = model.tokenize(texts, None if text_pairs is None else as_texts(text_pairs, "text_pairs"))
     result = sweep(model, encoded, label_ids(model, labels), policies=policies, batch_size=batch_size,
                    grid_points=grid_points, precision=precision)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from geep.errors import GeepError
 from geep.modeling.model import MultiExitClassifier
+from geep.tokens import unicode_problem
 
 
 def check_model(model: Any) -> MultiExitClassifier:
@@ -30,7 +31,9 @@ def as_texts(values: Any, name: str = "texts") -> list[str]:
     """A string, or an iterable of strings (a list, a tuple, a pandas Series, ...), as a list of N strings.
 
     Anything else (None, a number, bytes, a dict, a set, whose order is undefined) is a GeepError naming ``name``;
-    an element that is not a string is one naming ``name[i]`` and its type.
+    an element that is not a string is one naming ``name[i]`` and its type, and so is a string that is not valid
+    Unicode (a lone surrogate such as ``"\\ud800"``, which no tokenizer or UTF-8 file can hold). An empty or
+    whitespace-only text is valid: it is answered like any other (the model reads its special tokens alone).
     """
     if isinstance(values, str):
         return [values]
@@ -43,7 +46,18 @@ def as_texts(values: Any, name: str = "texts") -> list[str]:
             hint = "; decode bytes first (e.g. .decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else (
                 "; use '' for an empty text" if text is None else "")
             raise GeepError(f"{name}[{i}] must be a string, got {_kind(text)}{hint}")
+        problem = unicode_problem(text)
+        if problem is not None:
+            raise GeepError(f"{name}[{i}] is not valid Unicode text: {problem}")
     return texts
+
+
+
+def check_lengths(texts: list[str], labels: Any = None, text_pairs: list[str] | None = None) -> None:
+    """GeepError when ``labels`` or ``text_pairs`` are not one per text (``geep.calibrate``'s rows pair up)."""
+    for name, values in (("labels", labels), ("text pairs", text_pairs)):
+        if values is not None and len(values) != len(texts):
+            raise GeepError(f"{len(values)} {name} for {len(texts)} texts; give one per text")
 
 
 def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:

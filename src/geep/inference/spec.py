@@ -138,8 +138,9 @@ def _resolve_knob(model: MultiExitClassifier, policy: Policy, knob: Any, precisi
     build_threshold = None
     if model.exit_table is not None and model.config.exit_table:
         build_threshold = float(model.config.exit_table["build_threshold"])
-    return policy.resolve_knob(knob, model.config.num_labels, len(model.exit_layers),
-                               build_threshold=build_threshold)
+    C, E = model.config.num_labels, len(model.exit_layers)
+    policy.check_stored(stored, C, E, build_threshold=build_threshold)  # a damaged config.json said as such
+    return policy.resolve_knob(knob, C, E, build_threshold=build_threshold)
 
 
 def _default_policy(model: MultiExitClassifier, precision: str) -> str | None:

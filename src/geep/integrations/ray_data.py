@@ -37,7 +37,7 @@ from geep.inference.rows import prepare
 from geep.inference.runs import run_spec
 from geep.inference.spec import resolve_run
 from geep.integrations.ray_input import InputFiles, scan_input
-from geep.io import check_output_dir
+from geep.io import check_output_dir, default_dir_mode
 from geep.modeling import MultiExitClassifier
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,8 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
     config = model.config
     text_column = text_column or config.text_column
     text_pair_column = text_pair_column or config.text_pair_column
-    files = scan_input(input_path, [c for c in (text_column, text_pair_column, id_column) if c], encoding=encoding)
+    files = scan_input(input_path, [c for c in (text_column, text_pair_column, id_column) if c], encoding=encoding,
+                       texts=[c for c in (text_column, text_pair_column) if c])
     if id_column is None and "id" in files.columns:
         id_column = "id"
     del model
@@ -175,6 +176,7 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
     elif not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    os.chmod(tmp, default_dir_mode())  # mkdtemp's 0700 would stay on the output it is renamed to
     try:
         ds = read_input(files, encoding)
         rows_in = ds.count()

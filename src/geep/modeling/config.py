@@ -83,6 +83,9 @@ class GeepConfig:
                 raise GeepError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
         if len(self.label_names) < 2:
             raise GeepError(f"a classifier needs at least 2 labels, got {self.label_names}")
+        repeated = sorted({name for name in self.label_names if self.label_names.count(name) > 1})
+        if repeated:  # two classes of one name: a predicted name could not say which class it was
+            raise GeepError(f"label names must be distinct; repeated: {', '.join(map(repr, repeated))}")
         _check_knobs(self.default_knobs)
 
     @property

@@ -209,7 +209,7 @@ class MultiExitClassifier(nn.Module):
         hf_config = AutoConfig.from_pretrained(path)
         architectures = getattr(hf_config, "architectures", None) or []
         fine_tuned = any(a.endswith("ForSequenceClassification") for a in architectures)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
         if fine_tuned:
             hf_model = AutoModelForSequenceClassification.from_pretrained(path)
             names = [hf_config.id2label[i] for i in range(hf_config.num_labels)]
@@ -295,9 +295,11 @@ class MultiExitClassifier(nn.Module):
             logger.warning("%s stores max_length %d, but its backbone has %d positions: texts are cut at %d tokens",
                            directory, config.max_length, model.max_length, model.max_length)
         if any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
-            model.tokenizer = AutoTokenizer.from_pretrained(directory)
+            model.tokenizer = load_tokenizer(directory)
         if config.exit_table:
             model.exit_table = _load_table(directory / config.exit_table["file"])
+            if model.exit_table is not None:
+                _check_table(model.exit_table, model, directory / config.exit_table["file"])
         model.eval()
         if device is not None:
             model.to(device)
@@ -334,6 +336,26 @@ def _with_max_length(config_kwargs: dict[str, Any], auto: dict[str, Choice], pat
         logger.info("%s %s", name.replace("_", " "), choice.reason)
     return {**config_kwargs, "max_length": max_length,
             "auto_settings": {name: choice.reason for name, choice in auto.items()}}
+
+
+def load_tokenizer(directory: Path) -> Any:
+    """The tokenizer saved in ``directory``; a damaged tokenizer file (truncated, not JSON) is one GeepError line."""
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except Exception as e:  # json's, tokenizers' and transformers' own error types for a damaged file
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise GeepError(f"cannot read the tokenizer in {directory}: {lines[0]} (is tokenizer.json or "
+                        "tokenizer_config.json truncated or edited?)") from None
+
+
+def _check_table(table: ExitTable, model: "MultiExitClassifier", path: Path) -> None:
+    """An exit table fits its model: built for its number of layers and its whole vocabulary (a table of another
+    model would index past its token ids or its layers when a row is predicted); GeepError saying what differs."""
+    vocab = model.backbone.config.vocab_size
+    if table.num_layers != model.num_layers or table.vocab_size != vocab:
+        raise GeepError(f"the exit table {path} was built for {table.num_layers} layers and a vocabulary of "
+                        f"{table.vocab_size} tokens, but the model has {model.num_layers} layers and {vocab} "
+                        f"tokens; rebuild it with `geep build-table --model {path.parent}`")
 
 
 def _load_table(path: Path) -> ExitTable | None:

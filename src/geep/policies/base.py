@@ -93,6 +93,8 @@ class Policy:
             return None
         if knob is None:
             return spec.default
+        if isinstance(knob, bool):  # True is not the knob 1
+            raise GeepError(f"the {self.name} threshold must be {spec.describe()}, got {knob!r}")
         try:
             value = float(knob)
         except (TypeError, ValueError):
@@ -105,6 +107,22 @@ class Policy:
                 raise GeepError(f"the {self.name} threshold must be {spec.describe()}, got {knob}")
             return int(value)
         return min(value, spec.high)
+
+    def check_stored(self, stored: Mapping[str, float] | None, num_labels: int, num_exits: int, *,
+                     build_threshold: float | None = None) -> None:
+        """GeepError when the knob values stored for this policy in a model's config.json are unknown or out of
+        range: said as a damaged file, not as a threshold the caller never passed."""
+        if not stored:
+            return
+        try:
+            unknown = [name for name in stored if name not in self.knob_names]
+            if unknown:
+                raise GeepError(f"the {self.name} policy has no knob {unknown[0]!r}")
+            self.resolve_knob(self.knob_from_values(stored), num_labels, num_exits, build_threshold=build_threshold)
+        except GeepError as e:
+            values = ", ".join(f"{name}={value!r}" for name, value in stored.items())
+            raise GeepError(f"the {self.name} knob calibrated in config.json ({values}) is damaged: {e}; run "
+                            "`geep calibrate` again") from None
 
     def knob_values(self, knob: Any) -> dict[str, float]:
         """The knob as named values, as ``default_knobs`` stores it (``{}`` for a policy without a knob)."""

@@ -23,8 +23,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geep.errors import GeepError
 from geep.inference.inputs import GivenKnob, knob_from
@@ -34,7 +36,7 @@ from geep.runtime.base import Backend
 from geep.runtime.precision import make_backend
 from geep.serving.auth import BearerAuth
 from geep.serving.metrics import Metrics
-from geep.serving.schema import ErrorResponse, PredictRequest, PredictResponse, validation_message
+from geep.serving.schema import UNREADABLE_BODY, ErrorResponse, PredictRequest, PredictResponse, validation_message
 from geep.serving.settings import SERVABLE, ServeSettings
 from geep.serving.worker import Job, Outcome, Worker
 
@@ -111,6 +113,14 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
         if not kind or "json" not in kind:  # FastAPI reads a body as JSON only under a JSON content type
             detail = f"send the body as JSON with Content-Type: application/json (got {kind or 'none'})"
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unreadable(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and request.url.path == "/predict":  # FastAPI's answer to a body it cannot
+            metrics.request(422)                                         # decode (not UTF-8): a 422 like the rest
+            metrics.reject("invalid")
+            return JSONResponse({"detail": UNREADABLE_BODY}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     def refuse(status: int, reason: str, detail: str, headers: dict | None = None, rows: int = 0) -> HTTPException:
         metrics.request(status)

@@ -12,7 +12,10 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from geep.tokens import unicode_problem
+
 Inputs = Union[str, list[str], list[tuple[str, str]]]
+UNREADABLE_BODY = "the body is not UTF-8 text: send JSON encoded as UTF-8"
 
 
 class PredictRequest(BaseModel):
@@ -33,9 +36,10 @@ class PredictRequest(BaseModel):
     @field_validator("inputs", mode="before")
     @classmethod
     def _inputs(cls, value: Any) -> Any:
+        """Texts are strings of valid Unicode. An empty or whitespace-only text is answered like any other, as
+        ``geep.predict`` and ``geep predict`` answer it (README, "Empty texts")."""
         if isinstance(value, str):
-            if not value:
-                raise ValueError("the text is empty")
+            _check_text(value, "the text")
             return value
         if not isinstance(value, list):
             raise ValueError("must be a text, a list of texts or a list of [text, text pair] pairs")
@@ -47,20 +51,19 @@ class PredictRequest(BaseModel):
                 if not (isinstance(item, list) and len(item) == 2 and all(isinstance(t, str) for t in item)):
                     raise ValueError(f"item {i} is not a [text, text pair] pair of two strings (pairs and single "
                                      "texts cannot be mixed)")
-                if not item[0]:
-                    raise ValueError(f"text {i} is empty")
+                _check_text(item[0], f"text {i}")
+                _check_text(item[1], f"text pair {i}")
             else:
                 if not isinstance(item, str):
                     raise ValueError(f"item {i} is not a string (pairs and single texts cannot be mixed)")
-                if not item:
-                    raise ValueError(f"text {i} is empty")
+                _check_text(item, f"text {i}")
         return value
 
     @field_validator("policy", mode="before")
     @classmethod
     def _policy(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, str):
-            raise ValueError("must be a policy name")
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError("must be a policy name (leave `policy` out for the server's)")
         return value
 
     @field_validator("threshold", "continue_threshold", mode="before")
@@ -84,6 +87,12 @@ class PredictRequest(BaseModel):
         if self.inputs and isinstance(self.inputs[0], (tuple, list)):
             return [a for a, _ in self.inputs], [b for _, b in self.inputs]
         return list(self.inputs), None
+
+
+def _check_text(text: str, which: str) -> None:
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise ValueError(f"{which} is not valid Unicode text: {problem}")
 
 
 class Prediction(BaseModel):

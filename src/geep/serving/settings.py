@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 from geep.errors import GeepError
 from geep.policies import POLICIES
 from geep.scheduling import POOL_ORDERS
+
+logger = logging.getLogger(__name__)
 
 BATCHING = ("layer", "shrink")
 # The policies a request can name: not those that read the true labels, which a server never has.
@@ -39,10 +43,15 @@ class ServeSettings:
                                  ("--max-texts", self.max_texts, 1), ("--max-text-chars", self.max_text_chars, 1)):
             if value < low:
                 raise GeepError(f"{flag} must be at least {low}, got {value}")
-        if not self.max_wait_ms >= 0:
-            raise GeepError(f"--max-wait-ms must be at least 0, got {self.max_wait_ms}")
-        if not self.request_timeout_s > 0:
-            raise GeepError(f"--request-timeout-s must be above 0, got {self.request_timeout_s}")
+        if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):  # inf: a lone request waits for its 504
+            raise GeepError(f"--max-wait-ms must be a finite number of at least 0, got {self.max_wait_ms}")
+        if not (math.isfinite(self.request_timeout_s) and self.request_timeout_s > 0):
+            raise GeepError(f"--request-timeout-s must be a finite number above 0, got {self.request_timeout_s}")
+        if self.max_wait_ms >= 1000 * self.request_timeout_s:
+            logger.warning("--max-wait-ms %g is not below --request-timeout-s %g: a request whose rows do not fill a "
+                           "batch waits until it times out (504)", self.max_wait_ms, self.request_timeout_s)
+        if self.policy is not None and not self.policy:
+            raise GeepError("--policy is empty; name a policy or leave --policy out for the model's default")
         if self.batching not in BATCHING:
             raise GeepError(f"unknown batching {self.batching!r}; choose one of: {', '.join(BATCHING)}")
         if self.pool_order not in POOL_ORDERS:

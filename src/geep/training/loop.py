@@ -15,6 +15,7 @@ Batches are padded per batch with ``geep.tokens.pad_batch``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -33,6 +34,7 @@ from geep.training.card import format_accuracy_table
 logger = logging.getLogger(__name__)
 
 HEAD_GROUPS = ("teacher", "students")
+MAX_SEED = 2**32 - 1  # numpy's seeds (accelerate's set_seed seeds numpy too) are 0..2**32-1
 
 
 @dataclass
@@ -59,7 +61,10 @@ class TrainingArguments:
             (self.distil_epochs >= 0, f"distil epochs must be >= 0, got {self.distil_epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
-            (self.lr >= 0 and self.head_lr >= 0, "learning rates must be >= 0"),
+            (_positive(self.lr), f"lr must be a finite number above 0, got {self.lr}"),
+            (_positive(self.head_lr), f"head lr must be a finite number above 0, got {self.head_lr}"),
+            (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
+             f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}"),
             (0 <= self.warmup_ratio < 1, f"warm-up ratio must lie in [0, 1), got {self.warmup_ratio}"),
             (self.max_grad_norm > 0, f"max grad norm must be > 0, got {self.max_grad_norm}"),
             (self.device in (None, "cpu", "cuda"), f"device must be cpu or cuda, got {self.device!r}"),
@@ -67,6 +72,10 @@ class TrainingArguments:
         for ok, message in checks:
             if not ok:
                 raise GeepError(message)
+
+
+def _positive(value: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 @dataclass
@@ -165,7 +174,9 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     """Trains ``model`` in place over its objective's stages (``model.config.objective``) and keeps the best.
 
     Returns the per-exit dev accuracy of the kept checkpoint (also stored in ``model.config.dev_accuracy``),
-    the per-epoch history and the wall time. The model ends on the CPU in eval mode.
+    the per-epoch history and the wall time. The model ends on the CPU in eval mode. A loss that turns NaN or
+    infinite stops training with a GeepError at that step (``geep train`` then writes nothing); the model's weights
+    are then those the diverging steps left, so reload it rather than use it.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -242,13 +253,19 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                               diverse=stage.needs_diverse)
                 diverse = None if out.diverse_logits is None else out.diverse_logits.float()
                 loss = stage.loss(out.exit_logits.float(), diverse, batch["labels"], model.exit_layers)
+                value = loss.item()
+                if not math.isfinite(value):
+                    bar.close()
+                    raise GeepError(f"the training loss became {value} at stage {stage.name}, epoch {epoch}, step "
+                                    f"{step}; training stopped (learning rates too large? lr {args.lr:g}, head lr "
+                                    f"{args.head_lr:g})")
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                bar.set_postfix(step=step, loss=f"{loss.item():.4f}")
+                losses.append(value)
+                bar.set_postfix(step=step, loss=f"{value:.4f}")
             bar.close()
             acc = evaluate(model, dev_data, args.eval_batch_size, accelerator.device)
             score = sum(acc[str(k)] for k in exits) / len(exits)
