@@ -120,8 +120,9 @@ def _decisive_model(case: str, tmp_path) -> tuple[MultiExitClassifier, list[str]
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 @pytest.mark.parametrize("case", families.CASES)
 def test_layer_by_layer_policy_is_batch_invariant(case, precision, tmp_path):
-    """fastbert (rows leave between layers, the batch shrinks and is trimmed): each row's label, exit layer and
-    probabilities are the same alone and in shuffled batches of 64, at fp32 and at int8."""
+    """fastbert (rows leave between layers, the batch shrinks and is trimmed; pooled: survivors of several batches
+    are gathered into one): each row's label, exit layer and probabilities are the same alone, in shuffled batches
+    of 64 and pooled from batches of 7, at fp32 and at int8."""
     model, _, encoded = _decisive_model(case, tmp_path)
     logits = all_exit_logits(model, encoded, batch_size=16, precision=precision).logits  # (N, L, C)
     score = entropy(logits[:, 0]) / math.log(len(families.LABELS))
@@ -134,10 +135,34 @@ def test_layer_by_layer_policy_is_batch_invariant(case, precision, tmp_path):
     order = list(range(N_ROWS))
     random.Random(1).shuffle(order)
     batched = run_policy(model, encoded, "fastbert", knob, batch_size=64, order=order, precision=precision)
+    pooled = run_policy(model, encoded, "fastbert", knob, batch_size=7, order=order, schedule="pooled",
+                        precision=precision)
     ok = ~near
-    assert torch.equal(batched.exit_layer[ok], alone.exit_layer[ok])
-    assert torch.equal(batched.probabilities[ok].argmax(-1), alone.probabilities[ok].argmax(-1))
-    torch.testing.assert_close(batched.probabilities[ok], alone.probabilities[ok], atol=1e-5, rtol=0)
+    for run in (batched, pooled):
+        assert torch.equal(run.exit_layer[ok], alone.exit_layer[ok])
+        assert torch.equal(run.probabilities[ok].argmax(-1), alone.probabilities[ok].argmax(-1))
+        torch.testing.assert_close(run.probabilities[ok], alone.probabilities[ok], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["mpnet", "deberta-v2", "modernbert", "albert"])
+def test_rows_pooled_from_two_batches_keep_their_own_extras(case):
+    """Rows gathered from two batches of different lengths (each row's extras padded or trimmed with it, the layers'
+    inputs rebuilt) run on to h_L exactly as each row alone does."""
+    backbone = Backbone(families.build(case))
+    a, b = random_batch(batch_size=4, seq_len=12, seed=1), random_batch(batch_size=3, seq_len=7, seed=2)
+    picks = [(a, 2), (b, 1), (a, 1), (b, 2)]  # (batch, row) in the pooled order
+    with torch.no_grad():
+        sa, sb = (backbone.run_layers(backbone.embed(**x), 2) for x in (a, b))
+        pooled = backbone.gather_rows([(sa, torch.tensor([1, 2])), (sb, torch.tensor([1, 2]))],
+                                      torch.tensor([1, 2, 0, 3]))
+        for name, t in pooled.extras.items():
+            assert all(t.shape[d] == pooled.seq_len for d in backbone.family.extra_dims[name]), name
+        out = backbone.run_layers(pooled, backbone.num_layers)
+        for r, (batch, i) in enumerate(picks):
+            n = int(batch["attention_mask"][i].sum())
+            row = {key: v[i:i + 1, :n] for key, v in batch.items()}
+            alone = backbone.run_layers(backbone.embed(**row), backbone.num_layers)
+            torch.testing.assert_close(out.hidden[r, :n], alone.hidden[0], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("case", families.CASES)
@@ -187,3 +212,36 @@ def test_decoders_are_refused_before_loading(case):
     with pytest.raises(GeepError, match="decoder|encoder-decoder") as e:
         Backbone(AutoModel.from_config(config))
     assert "geep steps encoders: BERT" in str(e.value)
+
+
+# geep (its diverse terms run Layer_L on h_1..h_{L-2} stacked, each row with its extras) on every family; every
+# objective on the pre-norm family and on the one with a convolution after layer 1 (objectives read only the exits'
+# logits, which nothing above the backbone makes per family).
+OBJECTIVE_CASES = [(case, "geep") for case in families.CASES] + [
+    (case, objective) for case in ("modernbert", "deberta-v2") for objective in ("fastbert", "deebert", "pabee")]
+
+
+@pytest.mark.parametrize("case, objective", OBJECTIVE_CASES)
+def test_every_objective_trains_every_family(case, objective, tmp_path):
+    """One short run of an objective on a new multi-exit model of a family: the dev accuracies are finite, the
+    backbone learns (its family's position parameters included, where it has some), and the trained model still
+    steps as its own forward runs."""
+    from geep.training import EncodedData, TrainingArguments, train
+
+    directory = families.save(tmp_path / "enc", case)
+    torch.manual_seed(0)
+    model = MultiExitClassifier.from_encoder(directory, list(families.LABELS), head="linear", objective=objective,
+                                             max_length=16)
+    before = {name: p.detach().clone() for name, p in model.backbone.named_parameters()}
+    texts = random_texts(32, seed=3)
+    labels = [i % 3 for i in range(32)]
+    data = EncodedData.from_texts(model, texts, None, labels)
+    result = train(model, data, data, TrainingArguments(epochs=1, distil_epochs=1, batch_size=16, lr=1e-3,
+                                                        show_progress_bar=False))
+    assert all(math.isfinite(v) for v in result.dev_accuracy.values())
+    moved = {name for name, p in model.backbone.named_parameters() if not torch.equal(p, before[name])}
+    assert moved, "the backbone should learn"
+    for name in ("relative_attention_bias", "rel_embeddings"):
+        if any(name in n for n in before):
+            assert any(name in n for n in moved), name
+    model.backbone.check_parity()  # the trained model still steps as its own forward runs

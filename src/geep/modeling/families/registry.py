@@ -39,9 +39,11 @@ def family_for(config: PreTrainedConfig) -> Family:
     model_type = getattr(config, "model_type", None) or "?"
     if getattr(config, "is_encoder_decoder", False):
         raise GeepError(f"{model_type} is an encoder-decoder model; geep steps encoders: {supported()}")
-    decoder_only = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    if decoder_only or getattr(config, "is_decoder", False):
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         raise GeepError(f"{model_type} is a decoder (causal attention); geep steps encoders: {supported()}")
+    if getattr(config, "is_decoder", False):
+        raise GeepError(f"this {model_type} model is configured as a decoder (causal attention); geep steps "
+                        f"encoders: {supported()}")
     family = _BY_MODEL_TYPE.get(model_type)
     if family is None:
         logger.info("no adapter names model type %s: stepping it as BERT-shaped, if it is", model_type)
