@@ -12,8 +12,15 @@ fine-tuned ``*ForSequenceClassification`` is saved with a WordPiece vocabulary a
 - geep: ``run_policy(model, encoded, "full")`` over the same rows (the executor, the scheduler, the backbone's
   adapter calling the family's own modules layer by layer, the teacher head).
 
-The report gives each median, the ratio geep / HF, the spread of the runs (largest |run / median - 1|), and the
-largest difference between the two's probabilities (0 when stepping is exact).
+Then one more ``full`` run under cProfile: the share of its time spent in geep's own Python code (``src/geep``: the
+executor, the scheduler, the backbone and its adapter, everything but the calls into torch and transformers), an
+upper bound on what stepping adds (the profiler inflates Python's share), measured within one run, so other jobs on
+the machine hardly move it.
+
+Each run is timed by the process's CPU time (``time.process_time``: on a machine shared with other jobs, a run's
+wall time also counts the time the core spent on them) and by wall time. The report gives each median, the ratio
+geep / HF, the spread of the runs (largest |run / median - 1|), and the largest difference between the two's
+probabilities (0 when stepping is exact).
 
     taskset -c 1 python benchmarks/families.py --rounds 7 --output benchmarks/results/families.md
 """
@@ -21,7 +28,9 @@ largest difference between the two's probabilities (0 when stepping is exact).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import platform
+import pstats
 import statistics
 import tempfile
 import time
@@ -112,6 +121,18 @@ def hf_run(model: MultiExitClassifier, hf, batches, pad_id: int) -> torch.Tensor
     return torch.cat(probs)
 
 
+def geep_share(fn) -> float:
+    """The share of ``fn()``'s profiled time spent in geep's own code (functions defined under src/geep)."""
+    profile = cProfile.Profile()
+    profile.enable()
+    fn()
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # (file, line, name) -> (calls, prim calls, tottime, cumtime, callers)
+    total = sum(v[2] for v in stats.values())
+    own = sum(v[2] for (path, _, _), v in stats.items() if f"{Path('src', 'geep')}" in path)
+    return own / total
+
+
 def spread(times: list[float]) -> float:
     m = statistics.median(times)
     return max(abs(t / m - 1) for t in times)
@@ -131,9 +152,10 @@ def main() -> None:
              f"torch {torch.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}, "
              f"{platform.processor() or platform.machine()}; cores this process may use: "
              f"{sorted(__import__('os').sched_getaffinity(0))}. The machine was shared with other agents' jobs.", "",
-             "| family | size | rows (tokens) | HF forward median (ms) | geep `full` median (ms) | geep / HF | "
-             "HF spread | geep spread | max |p_geep - p_HF| |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "CPU time per run (median ms), its ratio and spreads; then the ratio of the wall-time medians.", "",
+             "| family | size | rows (tokens) | HF forward (ms) | geep `full` (ms) | geep / HF | HF spread | geep spread "
+             "| geep / HF, wall | geep's own code, profiled | max abs p_geep - p_HF |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         for size in args.sizes.split(","):
             encoded = {"input_ids": data[size]}
@@ -146,19 +168,22 @@ def main() -> None:
                 hf_p = hf_run(model, hf, batches, pad)
                 order = sorted(range(len(data[size])), key=lambda i: (-len(data[size][i]), i))
                 diff = float((geep_p[order] - hf_p).abs().max())
-                times = {"hf": [], "geep": []}
+                cpu, wall = {"hf": [], "geep": []}, {"hf": [], "geep": []}
                 for r in range(args.rounds):
                     for which in (("hf", "geep") if r % 2 == 0 else ("geep", "hf")):
-                        start = time.perf_counter()
+                        start, start_cpu = time.perf_counter(), time.process_time()
                         if which == "hf":
                             hf_run(model, hf, batches, pad)
                         else:
                             run_policy(model, encoded, "full", batch_size=args.batch_size)
-                        times[which].append(time.perf_counter() - start)
-                h, g = statistics.median(times["hf"]), statistics.median(times["geep"])
+                        cpu[which].append(time.process_time() - start_cpu)
+                        wall[which].append(time.perf_counter() - start)
+                share = geep_share(lambda: run_policy(model, encoded, "full", batch_size=args.batch_size))
+                h, g = statistics.median(cpu["hf"]), statistics.median(cpu["geep"])
+                wall_ratio = statistics.median(wall["geep"]) / statistics.median(wall["hf"])
                 line = (f"| {name} | {size} | {len(data[size])} ({tokens}) | {1000 * h:.1f} | {1000 * g:.1f} | "
-                        f"{g / h:.3f} | ±{100 * spread(times['hf']):.1f}% | ±{100 * spread(times['geep']):.1f}% | "
-                        f"{diff:.1e} |")
+                        f"{g / h:.3f} | ±{100 * spread(cpu['hf']):.1f}% | ±{100 * spread(cpu['geep']):.1f}% | "
+                        f"{wall_ratio:.3f} | {100 * share:.2f}% | {diff:.1e} |")
                 print(line, flush=True)
                 lines.append(line)
     report = "\n".join(lines) + "\n"

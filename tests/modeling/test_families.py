@@ -202,6 +202,21 @@ def test_a_layer_whose_signature_moved_is_refused(monkeypatch):
         Backbone(families.build("distilbert")).check_parity()
 
 
+def test_a_model_type_no_adapter_names_runs_only_if_stepping_reproduces_it():
+    """A model type without an adapter is stepped as BERT-shaped: data2vec-text (RoBERTa's layers) reproduces its
+    own forward and runs; RoBERTa-PreLayerNorm (a final LayerNorm after its layers) does not, and is refused."""
+    from transformers import Data2VecTextConfig, RobertaPreLayerNormConfig
+
+    roberta = families.CONFIGS["roberta"][1]
+    same = Backbone(AutoModel.from_config(Data2VecTextConfig(**roberta)).eval())
+    assert same.check_parity() <= PARITY_TOLERANCE
+    different = Backbone(AutoModel.from_config(RobertaPreLayerNormConfig(**roberta)).eval())
+    with pytest.raises(GeepError, match=r"^geep refuses this model: stepped layer by layer, the BERT, RoBERTa, "
+                                        r"XLM-RoBERTa, CamemBERT adapter on a roberta-prelayernorm model does not "
+                                        r"reproduce its own forward \(largest difference"):
+        different.check_parity()
+
+
 @pytest.mark.parametrize("case", ["gpt2", "t5", "bert-decoder"])
 def test_decoders_are_refused_before_loading(case):
     from transformers import BertConfig, GPT2Config, T5Config

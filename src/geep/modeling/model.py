@@ -212,7 +212,10 @@ class MultiExitClassifier(nn.Module):
         """A new multi-exit model on a pretrained encoder directory (or a packaged name such as ``minilm``).
 
         A fine-tuned ``*ForSequenceClassification`` directory keeps its classifier as the teacher (a ``linear``
-        head with first-token pooling) and its label names. ``pooling`` ``auto`` (the default) and ``max_length``
+        head with first-token pooling where the family's head has that shape, else a ``classifier`` head running the
+        family's own head modules: ``geep.modeling.families``) and its label names; exit L is checked to give the
+        fine-tuned model's own logits. Any family is refused in one line if stepping it layer by layer does not
+        reproduce its own forward (``Backbone.check_parity``). ``pooling`` ``auto`` (the default) and ``max_length``
         None (the default) are read from the backbone's files (``geep.modeling.backbone_defaults``); the config
         records why (``auto_settings``).
         """

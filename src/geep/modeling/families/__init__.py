@@ -9,6 +9,7 @@ from geep.modeling.families.base import Family, LayerShape, Teacher
 from geep.modeling.families.registry import FAMILIES, family_for, register, supported
 
 # Importing a family's file registers it (the order is the order messages and the README list them in).
-from geep.modeling.families import bert, electra, distilbert, albert, mpnet, deberta, deberta_v2, modernbert  # noqa: E402,F401,I001
+from geep.modeling.families import (  # noqa: E402,F401,I001
+    bert, electra, distilbert, albert, mpnet, deberta, deberta_v2, modernbert)
 
 __all__ = ["FAMILIES", "Family", "LayerShape", "Teacher", "family_for", "register", "supported"]

@@ -22,10 +22,10 @@ with the same adapter. They call transformers' own modules and never copy or pat
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
@@ -167,17 +167,6 @@ def linear_teacher(dense: nn.Linear, out: nn.Linear) -> Teacher:
 
 def with_labels(config: PreTrainedConfig, num_labels: int) -> PreTrainedConfig:
     """A copy of ``config`` with ``num_labels`` classes (what a family's head module reads)."""
-    config = config.__class__.from_dict(config.to_dict())
+    config = copy.deepcopy(config)
     config.num_labels = num_labels
     return config
-
-
-def first_token(hidden: Tensor) -> Tensor:
-    """(B, T, H) -> (B, H): the first token, as every first-token classifier reads it."""
-    return hidden[:, 0]
-
-
-def no_grad_copy(module: nn.Module, weights: dict[str, Tensor]) -> None:
-    """Loads ``weights`` into ``module``, every key checked."""
-    with torch.no_grad():
-        module.load_state_dict(weights, strict=True)

@@ -16,7 +16,7 @@ from torch import Tensor
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.models.deberta_v2.modeling_deberta_v2 import ContextPooler
 
-from geep.modeling.families.base import LayerShape, bert_layer_products
+from geep.modeling.families.base import LayerShape
 from geep.modeling.families.deberta import Deberta, DebertaClassifier, _relative_terms
 from geep.modeling.families.registry import register
 
