@@ -143,6 +143,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--sizes", default="tiny,minilm")
+    p.add_argument("--families", default=None, help="comma-separated names from the table (default: all)")
     p.add_argument("--output", default=None, help="a Markdown report (default: print it)")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -161,6 +162,8 @@ def main() -> None:
             encoded = {"input_ids": data[size]}
             tokens = sum(map(len, data[size]))
             for name, config in configs(size).items():
+                if args.families and name not in args.families.split(","):
+                    continue
                 model, hf = wrap(config, Path(tmp) / f"{size}-{name.replace(' ', '_')}")
                 batches = hf_batches(model, encoded, args.batch_size)
                 pad = model.pad_token_id
