@@ -51,5 +51,5 @@ def test_rejects_encoder_without_layers():
 
     from geep.errors import GeepError
 
-    with pytest.raises(GeepError, match="encoder.layer"):
+    with pytest.raises(GeepError, match="not a Hugging Face model; geep steps these encoder families: BERT"):
         Backbone(torch.nn.Linear(2, 2))

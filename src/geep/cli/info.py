@@ -51,7 +51,8 @@ def format_info(directory: str | Path) -> str:
     lines = [
         f"model:          {directory}",
         f"backbone:       {backbone.get('model_type', '?')}, {config.num_layers} layers, hidden "
-        f"{backbone.get('hidden_size', '?')}, {backbone.get('num_attention_heads', '?')} attention heads, "
+        f"{backbone.get('hidden_size', backbone.get('dim', '?'))}, "  # DistilBERT's config says dim and n_heads
+        f"{backbone.get('num_attention_heads', backbone.get('n_heads', '?'))} attention heads, "
         f"vocab {backbone.get('vocab_size', '?')}",
         f"exits:          {', '.join(map(str, config.exit_layers))} (teacher: exit {config.num_layers})",
         f"exit heads:     {config.head}, {config.pooling} pooling, width {config.head_width}; "

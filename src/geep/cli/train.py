@@ -294,9 +294,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_max_length(model_path: Path, max_length: int) -> None:
-    from transformers import AutoConfig
+    from geep.modeling.model import read_hf_config
 
-    limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    limit = getattr(read_hf_config(model_path), "max_position_embeddings", None)
     if limit is not None and max_length > limit:
         raise GeepError(f"--max-length {max_length} is longer than the model's {limit} positions")
 

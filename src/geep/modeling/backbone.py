@@ -1,25 +1,38 @@
-"""Runs a Hugging Face encoder layer by layer.
+"""Runs a Hugging Face encoder layer by layer, whatever its family.
 
-Notation: h_0 is the embeddings' output and h_k = Layer_k(h_{k-1}) for k = 1..L. The encoder's own modules do
-all the work (its embeddings and each ``encoder.layer[i]``); the attention mask is made by transformers' own
-``create_bidirectional_mask``. Nothing here copies or patches model code.
+Notation: h_0 is the embeddings' output (in the hidden size) and h_k = Layer_k(h_{k-1}) for k = 1..L. The encoder's
+own modules do all the work, called as the family's own forward calls them: an adapter per family
+(``geep.modeling.families``, chosen from the model's config) says how to embed, what each layer takes besides h
+(masks made by transformers' own functions, a position bias, relative embeddings, rotary tables) and what an exit
+reads (``output``: the final norm of a pre-norm family). Nothing here or there copies or patches model code, and
+nothing above this module knows the family.
 
-A :class:`State` is a batch in flight: the hidden states h_k of the rows still running, their padding mask,
-and the row ids that say which input row each one is. Rows leave a state only through :func:`select_rows`,
-which indexes every per-row tensor together and rebuilds the attention mask, so no row ever attends with
-another row's mask.
+A :class:`State` is a batch in flight: the hidden states h_k of the rows still running, their padding mask, the
+per-row extras the family made at embedding time, the layers' other inputs, and the row ids that say which input
+row each one is. Rows leave a state only through :func:`Backbone.select_rows` (or are pooled by
+:func:`Backbone.gather_rows`), which index every per-row tensor together and rebuild the layers' inputs, so no row
+ever attends with another row's mask or position bias.
+
+When a model is wrapped, :meth:`Backbone.check_parity` runs it both ways on a short padded batch: a model that
+stepping does not reproduce is refused in one line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel
-from transformers.masking_utils import create_bidirectional_mask
 
 from geep.errors import GeepError
+from geep.modeling.families import Family, LayerShape, family_for, supported
+
+PARITY_TOLERANCE = 1e-5  # largest |stepped - forward| over real tokens, fp32
 
 
 @dataclass
@@ -27,15 +40,18 @@ class State:
     """Rows of a batch after ``layer`` layers.
 
     hidden: (B, T, H) = h_layer of each row; attention_mask: (B, T) 1 for real tokens, 0 for padding (right
-    padded); mask: the attention mask transformers' layers take (made from ``attention_mask``; may be None
-    when nothing is padded); row_ids: (B,) each row's index in the caller's batch; layer: layers run so far.
+    padded); mask: what the layers take besides h, made from ``attention_mask`` and ``extras`` by the family's
+    adapter (for BERT-shaped models transformers' attention mask, None when nothing is padded); row_ids: (B,) each
+    row's index in the caller's batch; layer: layers run so far; extras: per-row tensors (batch first) the family
+    made at embedding time, e.g. MPNet's position bias (B, nh, T, T), moved with their rows.
     """
 
     hidden: Tensor
     attention_mask: Tensor
-    mask: Tensor | None
+    mask: Any
     row_ids: Tensor
     layer: int
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -47,21 +63,22 @@ class State:
 
 
 class Backbone(nn.Module):
-    """A Hugging Face encoder (BERT, RoBERTa, MiniLM, ...) stepped one layer at a time.
-
-    The wrapped model must expose ``embeddings`` and ``encoder.layer`` and must not be a decoder.
-    """
+    """A Hugging Face encoder stepped one layer at a time through its family's adapter."""
 
     def __init__(self, encoder: PreTrainedModel) -> None:
         super().__init__()
-        if not hasattr(encoder, "embeddings") or not hasattr(getattr(encoder, "encoder", None), "layer"):
-            raise GeepError(
-                f"{type(encoder).__name__} does not expose `embeddings` and `encoder.layer`; "
-                "geep supports BERT-shaped encoders (BERT, RoBERTa, MiniLM, ...)"
-            )
-        if getattr(encoder, "pooler", None) is not None:
-            encoder.pooler = None  # the exits pool for themselves; an unused pooler would only be saved
+        config = getattr(encoder, "config", None)
+        if config is None:
+            raise GeepError(f"{type(encoder).__name__} is not a Hugging Face model; geep steps these encoder "
+                            f"families: {supported()}")
+        family = family_for(config)
+        try:
+            family.check_structure(encoder)
+        except GeepError as e:
+            raise GeepError(f"{e}; geep steps these encoder families: {supported()}") from None
+        family.drop_unused(encoder)
         self.encoder = encoder
+        self.family: Family = family  # stateless: every call passes the encoder
 
     @property
     def config(self):
@@ -69,20 +86,43 @@ class Backbone(nn.Module):
 
     @property
     def layers(self) -> nn.ModuleList:
-        return self.encoder.encoder.layer
+        """The distinct modules holding the layers' weights (what int8 quantises)."""
+        return self.family.layers(self.encoder)
 
     @property
     def num_layers(self) -> int:
-        return len(self.layers)
+        return self.family.num_layers(self.encoder)
 
     @property
     def max_positions(self) -> int | None:
         """Tokens a row may have (:func:`max_positions`)."""
         return max_positions(self.encoder)
 
-    def attention_mask_for(self, hidden: Tensor, attention_mask: Tensor) -> Tensor | None:
-        """The mask the layers take, made by transformers for this model's attention implementation."""
-        return create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    def layer_shapes(self) -> list[LayerShape]:
+        """The sizes of each layer's matrix products, k = 1..L (what ``geep.runtime.flops`` counts)."""
+        return self.family.layer_shapes(self.config)
+
+    def classifier_head(self, num_labels: int) -> nn.Module:
+        """A fresh ``classifier`` head: the family's own sequence-classification head."""
+        return self.family.classifier_head(self.config, num_labels)
+
+    # ------------------------------------------------------------------------------------------------ stepping
+    def inputs_for(self, hidden: Tensor, attention_mask: Tensor, extras: dict[str, Tensor] | None = None) -> Any:
+        """What the layers take besides h for rows (B, T, H) with padding mask (B, T) (extras made afresh when
+        not given)."""
+        if extras is None:
+            extras = self.family.extras(self.encoder, hidden, attention_mask)
+        return self.family.inputs(self.encoder, hidden, attention_mask, extras)
+
+    def attention_mask_for(self, hidden: Tensor, attention_mask: Tensor) -> Any:
+        """The layers' inputs for fresh rows: for a BERT-shaped model, transformers' mask for its attention
+        implementation."""
+        return self.inputs_for(hidden, attention_mask)
+
+    def state(self, hidden: Tensor, attention_mask: Tensor, row_ids: Tensor, layer: int,
+              extras: dict[str, Tensor]) -> State:
+        """A state of these rows with the layers' inputs built for them."""
+        return State(hidden, attention_mask, self.inputs_for(hidden, attention_mask, extras), row_ids, layer, extras)
 
     def embed(
         self,
@@ -92,16 +132,19 @@ class Backbone(nn.Module):
         row_ids: Tensor | None = None,
     ) -> State:
         """h_0 for a batch of token ids (B, T)."""
-        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        hidden = self.encoder.embeddings(input_ids=input_ids, **kwargs)  # (B, T, H)
+        hidden = self.family.embed(self.encoder, input_ids, attention_mask, token_type_ids)  # (B, T, H)
         if row_ids is None:
             row_ids = torch.arange(input_ids.shape[0], device=input_ids.device)
-        return State(hidden, attention_mask, self.attention_mask_for(hidden, attention_mask), row_ids, 0)
+        extras = self.family.extras(self.encoder, hidden, attention_mask)
+        return self.state(hidden, attention_mask, row_ids, 0, extras)
 
-    def layer(self, k: int, hidden: Tensor, mask: Tensor | None) -> Tensor:
-        """Layer_k (1-based) on hidden states (B, T, H) with a mask from :meth:`attention_mask_for`."""
-        out = self.layers[k - 1](hidden, attention_mask=mask)
-        return out[0] if isinstance(out, tuple) else out  # transformers 5 returns a Tensor; older ones a tuple
+    def layer(self, k: int, hidden: Tensor, mask: Any) -> Tensor:
+        """Layer_k (1-based) on hidden states (B, T, H) with the inputs from :meth:`inputs_for`."""
+        return self.family.layer(self.encoder, k, hidden, mask)
+
+    def output(self, hidden: Tensor) -> Tensor:
+        """What an exit reads from h_k (B, T, H): h_k, or the final norm of a pre-norm family."""
+        return self.family.output(self.encoder, hidden)
 
     def run_layers(self, state: State, to_layer: int) -> State:
         """Runs layers ``state.layer + 1 .. to_layer`` and returns the state at h_{to_layer}."""
@@ -110,29 +153,118 @@ class Backbone(nn.Module):
         hidden = state.hidden
         for k in range(state.layer + 1, to_layer + 1):
             hidden = self.layer(k, hidden, state.mask)
-        return State(hidden, state.attention_mask, state.mask, state.row_ids, to_layer)
+        return State(hidden, state.attention_mask, state.mask, state.row_ids, to_layer, state.extras)
 
     def select_rows(self, state: State, keep: Tensor, trim: bool = True) -> State:
         """The state of the rows picked by ``keep`` ((B,) bool mask or long indices).
 
-        Every per-row tensor is indexed together and the layers' mask is rebuilt from the kept rows' padding
-        mask. With ``trim``, columns that are padding for every kept row are dropped (rows are right padded),
-        so the survivors run at their own longest length.
+        Every per-row tensor (hidden states, padding mask, row ids, the family's extras) is indexed together and
+        the layers' inputs are rebuilt from the kept rows. With ``trim``, columns that are padding for every kept
+        row are dropped (rows are right padded), so the survivors run at their own longest length.
         """
         if keep.dtype == torch.bool:
             keep = keep.nonzero().squeeze(1)
         hidden = state.hidden.index_select(0, keep)  # (B', T, H)
         attention_mask = state.attention_mask.index_select(0, keep)  # (B', T)
+        extras = {name: t.index_select(0, keep) for name, t in state.extras.items()}
         if trim and hidden.shape[0] > 0:
             length = int(attention_mask.sum(1).max())
             hidden, attention_mask = hidden[:, :length], attention_mask[:, :length]
-        return State(
-            hidden,
-            attention_mask,
-            self.attention_mask_for(hidden, attention_mask),
-            state.row_ids.index_select(0, keep),
-            state.layer,
-        )
+            extras = {name: _resize(t, self.family.extra_dims[name], length) for name, t in extras.items()}
+        return self.state(hidden, attention_mask, state.row_ids.index_select(0, keep), state.layer, extras)
+
+    def gather_rows(self, parts: Sequence[tuple[State, Tensor]], order: Tensor) -> State:
+        """The rows ``keep`` of every ``(state, keep)`` part (states at the same layer), padded to the longest part
+        and concatenated, then put in ``order`` (positions into the concatenation) and trimmed: rows of different
+        batches pooled into one, each with its own extras."""
+        T = max(state.seq_len for state, _ in parts)
+        hidden, mask, ids, extras = [], [], [], {}
+        for state, keep in parts:
+            keep = keep.to(state.hidden.device)
+            pad = T - state.seq_len
+            hidden.append(F.pad(state.hidden.index_select(0, keep), (0, 0, 0, pad)))  # (b, T, H)
+            mask.append(F.pad(state.attention_mask.index_select(0, keep), (0, pad)))  # (b, T)
+            ids.append(state.row_ids.index_select(0, keep))
+            for name, t in state.extras.items():
+                extras.setdefault(name, []).append(_resize(t.index_select(0, keep), self.family.extra_dims[name], T))
+        layer = parts[0][0].layer
+        pooled = State(torch.cat(hidden), torch.cat(mask), None, torch.cat(ids), layer,
+                       {name: torch.cat(ts) for name, ts in extras.items()})
+        return self.select_rows(pooled, order.to(pooled.hidden.device))
+
+    # ------------------------------------------------------------------------------------------------ parity
+    def parity_batch(self) -> dict[str, Tensor]:
+        """The parity check's batch for this model (:func:`parity_batch`)."""
+        return parity_batch(self.encoder)
+
+    def check_parity(self, batch: dict[str, Tensor] | None = None) -> float:
+        """Runs the model's own forward and the layers one by one on a short padded batch and returns the largest
+        difference of ``last_hidden_state`` over real tokens; a GeepError (one line) when it exceeds
+        PARITY_TOLERANCE: geep never runs a model stepping does not reproduce."""
+        batch = self.parity_batch() if batch is None else batch
+        family, config = self.family, self.config
+        name = f"{family.title} adapter on a {getattr(config, 'model_type', '?')} model"
+        try:
+            with evaluating(self), torch.no_grad():
+                reference = self.encoder(**family.forward_kwargs(**batch)).last_hidden_state  # (2, T, H)
+                stepped = self.output(self.run_layers(self.embed(**batch), self.num_layers).hidden)
+        except Exception as e:  # a layer whose signature moved in this transformers release: refuse, in one line
+            why = (str(e).strip().splitlines() or [""])[0]
+            raise GeepError(f"geep cannot step this model: the {name} failed ({type(e).__name__}: {why}); "
+                            f"it steps these encoder families: {supported()}") from None
+        real = batch["attention_mask"].bool()
+        if stepped.shape != reference.shape:
+            diff = float("inf")
+        else:
+            diff = float((stepped[real].float() - reference[real].float()).abs().max())
+        if not diff <= PARITY_TOLERANCE:
+            raise GeepError(f"geep refuses this model: stepped layer by layer, the {name} does not reproduce its "
+                            f"own forward (largest difference {diff:.1e} > {PARITY_TOLERANCE:.0e}); it steps these "
+                            f"encoder families: {supported()}")
+        return diff
+
+
+def parity_batch(encoder: PreTrainedModel) -> dict[str, Tensor]:
+    """A short padded batch for the parity check of ``encoder``: 2 rows of random ids (fixed seed), the second
+    half padding, as long as the family needs (``Family.parity_length``) and the model allows."""
+    config = encoder.config
+    T = family_for(config).parity_length(config)
+    positions = max_positions(encoder)
+    if positions is not None:
+        T = max(2, min(T, positions))
+    vocab = config.vocab_size
+    ids = torch.randint(min(5, vocab - 1), vocab, (2, T), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, T, dtype=torch.long)
+    mask[1, max(1, T // 2):] = 0
+    pad = config.pad_token_id if isinstance(config.pad_token_id, int) and 0 <= config.pad_token_id < vocab else 0
+    ids[1][mask[1] == 0] = pad
+    device = next(encoder.parameters()).device
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+            "token_type_ids": torch.zeros_like(ids).to(device)}
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (no dropout) for the block; every submodule's own mode is restored after."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _resize(t: Tensor, dims: tuple[int, ...], length: int) -> Tensor:
+    """``t`` cut or zero-padded to ``length`` along each of its token dimensions ``dims`` (right padding)."""
+    for d in dims:
+        n = t.shape[d]
+        if n > length:
+            t = t.narrow(d, 0, length)
+        elif n < length:
+            pad = [0, 0] * (t.dim() - d - 1) + [0, length - n]
+            t = F.pad(t, pad)
+    return t
 
 
 def max_positions(encoder: PreTrainedModel) -> int | None:

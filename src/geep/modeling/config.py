@@ -17,6 +17,8 @@ from geep.errors import GeepError
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 HEAD_KINDS = ("attention", "linear")
+# The teacher may also be "classifier": a fine-tuned model's own head, as its encoder family builds it.
+TEACHER_KINDS = HEAD_KINDS + ("classifier",)
 POOLINGS = ("first", "mean")
 
 
@@ -33,7 +35,7 @@ class GeepConfig:
     exit_layers: list[int] = field(default_factory=list)  # E; empty means all of 1..L
     head: str = "attention"
     pooling: str = "first"
-    teacher_head: str | None = None  # None: same as `head` (a fine-tuned classifier's teacher is "linear")
+    teacher_head: str | None = None  # None: same as `head`; a fine-tuned classifier's is "linear" or "classifier"
     teacher_pooling: str | None = None  # None: same as `pooling`
     head_width: int = 128  # width of the attention head (FastBERT's 128)
     head_dropout: float = 0.1
@@ -75,7 +77,7 @@ class GeepConfig:
         self.exit_layers = exits
         for name, value, allowed in (
             ("head", self.head, HEAD_KINDS),
-            ("teacher head", self.teacher_head or self.head, HEAD_KINDS),
+            ("teacher head", self.teacher_head or self.head, TEACHER_KINDS),
             ("pooling", self.pooling, POOLINGS),
             ("teacher pooling", self.teacher_pooling or self.pooling, POOLINGS),
         ):

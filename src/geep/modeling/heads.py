@@ -10,6 +10,10 @@ Two kinds, looked up by name in :data:`HEADS`:
 
 Pooling is ``first`` (the first token, as in the papers) or ``mean`` (over non-padded tokens, what
 sentence-embedding backbones such as MiniLM were trained for).
+
+A fine-tuned classifier whose head has another shape (ELECTRA's GELU head, DistilBERT's, DeBERTa's ``ContextPooler``,
+ModernBERT's) becomes the teacher as a ``classifier`` head: its family's adapter builds it from transformers' own
+modules (``geep.modeling.families``), and it reads h_L (B, T, H) and the padding mask (B, T) as these heads do.
 """
 
 from __future__ import annotations

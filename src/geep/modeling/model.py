@@ -23,14 +23,16 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedConfig,
+                          PreTrainedModel)
 
 from geep.errors import GeepError
 from geep.exit_table import ExitTable
 from geep.io import atomic_path, write_text_atomic
-from geep.modeling.backbone import Backbone, State, max_positions
+from geep.modeling.backbone import PARITY_TOLERANCE, Backbone, State, evaluating, max_positions, parity_batch
 from geep.modeling.backbone_defaults import Choice, auto_max_length, auto_pooling
 from geep.modeling.config import GeepConfig
+from geep.modeling.families import family_for
 from geep.modeling.heads import build_head
 
 logger = logging.getLogger(__name__)
@@ -71,7 +73,9 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
 class MultiExitClassifier(nn.Module):
     """Backbone + one exit head per layer in E (the head at L is the teacher)."""
 
-    def __init__(self, encoder: PreTrainedModel, config: GeepConfig, tokenizer: Any = None) -> None:
+    def __init__(self, encoder: PreTrainedModel, config: GeepConfig, tokenizer: Any = None, check: bool = True
+                 ) -> None:
+        """``check``: run the backbone's parity check now (``from_pretrained`` runs it once the weights are in)."""
         super().__init__()
         self.backbone = Backbone(encoder)
         if config.num_layers != self.backbone.num_layers:
@@ -82,10 +86,15 @@ class MultiExitClassifier(nn.Module):
         heads = {}
         for k in config.exit_layers:
             kind, pooling = config.head_spec(k)
-            heads[str(k)] = build_head(kind, hidden_size, config.num_labels, pooling,
-                                       width=config.head_width, dropout=config.head_dropout)
+            if kind == "classifier":  # the family's own fine-tuned head (the teacher only)
+                heads[str(k)] = self.backbone.classifier_head(config.num_labels)
+            else:
+                heads[str(k)] = build_head(kind, hidden_size, config.num_labels, pooling,
+                                           width=config.head_width, dropout=config.head_dropout)
         self.heads = nn.ModuleDict(heads)
         self.exit_table: ExitTable | None = None  # loaded with the model; built by geep.build_table
+        if check:
+            self.backbone.check_parity()
 
     # ----------------------------------------------------------------------------------------- structure
     @property
@@ -138,11 +147,15 @@ class MultiExitClassifier(nn.Module):
         k = state.layer if k is None else k
         if k != state.layer:
             raise ValueError(f"exit {k} reads h_{k}, but the state holds h_{state.layer}")
-        return self.heads[str(k)](state.hidden, state.attention_mask)
+        return self.heads[str(k)](self.backbone.output(state.hidden), state.attention_mask)
 
     def select_rows(self, state: State, keep: Tensor, trim: bool = True) -> State:
         """The state of the rows picked by ``keep`` (every per-row tensor indexed together)."""
         return self.backbone.select_rows(state, keep, trim=trim)
+
+    def gather_rows(self, parts: Sequence[tuple[State, Tensor]], order: Tensor) -> State:
+        """Rows of several states pooled into one, in ``order`` (``Backbone.gather_rows``)."""
+        return self.backbone.gather_rows(parts, order)
 
     # -------------------------------------------------------------------------------------------- training
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
@@ -153,6 +166,7 @@ class MultiExitClassifier(nn.Module):
         """
         L = self.num_layers
         state = self.embed(input_ids, attention_mask, token_type_ids)
+        h0 = state
         exits, prefix = [], []
         for k in range(1, L + 1):
             state = self.run_layers(state, k)
@@ -165,10 +179,12 @@ class MultiExitClassifier(nn.Module):
         if diverse:
             B = input_ids.shape[0]
             if prefix:
-                stacked = torch.cat(prefix)  # ((L-2)*B, T, H)
-                mask2d = attention_mask.repeat(len(prefix), 1)  # ((L-2)*B, T)
-                out = self.backbone.layer(L, stacked, self.backbone.attention_mask_for(stacked, mask2d))
-                diverse_logits = self.teacher(out, mask2d).view(len(prefix), B, -1)  # (L-2, B, C)
+                n = len(prefix)
+                stacked = self.backbone.state(  # ((L-2)*B, T, H): the rows of h_1..h_{L-2}, each with its extras
+                    torch.cat(prefix), attention_mask.repeat(n, 1), h0.row_ids.repeat(n), L - 1,
+                    {name: torch.cat([t] * n) for name, t in h0.extras.items()})
+                out = self.backbone.layer(L, stacked.hidden, stacked.mask)
+                diverse_logits = self.teacher(self.backbone.output(out), stacked.attention_mask).view(n, B, -1)
             else:
                 diverse_logits = exit_logits.new_zeros((0, B, exit_logits.shape[-1]))
         return MultiExitOutput(exit_logits, diverse_logits)
@@ -196,7 +212,10 @@ class MultiExitClassifier(nn.Module):
         """A new multi-exit model on a pretrained encoder directory (or a packaged name such as ``minilm``).
 
         A fine-tuned ``*ForSequenceClassification`` directory keeps its classifier as the teacher (a ``linear``
-        head with first-token pooling) and its label names. ``pooling`` ``auto`` (the default) and ``max_length``
+        head with first-token pooling where the family's head has that shape, else a ``classifier`` head running the
+        family's own head modules: ``geep.modeling.families``) and its label names; exit L is checked to give the
+        fine-tuned model's own logits. Any family is refused in one line if stepping it layer by layer does not
+        reproduce its own forward (``Backbone.check_parity``). ``pooling`` ``auto`` (the default) and ``max_length``
         None (the default) are read from the backbone's files (``geep.modeling.backbone_defaults``); the config
         records why (``auto_settings``).
         """
@@ -206,30 +225,35 @@ class MultiExitClassifier(nn.Module):
         if config_kwargs.get("pooling", "auto") == "auto":
             auto["pooling"] = auto_pooling(path)
             config_kwargs["pooling"] = auto["pooling"].value
-        hf_config = AutoConfig.from_pretrained(path)
+        hf_config = read_hf_config(path)
+        family = family_for(hf_config)  # a decoder or encoder-decoder is refused before any weight is read
         architectures = getattr(hf_config, "architectures", None) or []
         fine_tuned = any(a.endswith("ForSequenceClassification") for a in architectures)
+        if not fine_tuned and label_names is None:
+            raise GeepError("a new model needs label names (from the training data)")
         tokenizer = load_tokenizer(path)
         if fine_tuned:
-            hf_model = AutoModelForSequenceClassification.from_pretrained(path)
+            hf_model = _load_hf_model(AutoModelForSequenceClassification, path)
             names = [hf_config.id2label[i] for i in range(hf_config.num_labels)]
             if label_names is not None and sorted(label_names) != sorted(names):
                 raise GeepError(f"the data's labels {sorted(label_names)} differ from the model's {names}")
             encoder = hf_model.base_model
             config_kwargs = _with_max_length(config_kwargs, auto, path, max_positions(encoder), tokenizer)
-            config = GeepConfig(num_layers=hf_config.num_hidden_layers, label_names=names,
-                                teacher_head="linear", teacher_pooling="first", **config_kwargs)
-            dense, out = _classifier_weights(hf_model)  # before the backbone drops its pooler
-            model = cls(encoder, config, tokenizer)
+            teacher = family.teacher(hf_model)  # before the backbone drops a pooler
+            batch = parity_batch(encoder)
             with torch.no_grad():
-                model.teacher.dense.load_state_dict(dense)
-                model.teacher.classifier.load_state_dict(out)
+                reference = hf_model.eval()(**family.forward_kwargs(**batch)).logits  # (2, C), with the pooler
+            config = GeepConfig(num_layers=family.num_layers(encoder), label_names=names,
+                                teacher_head=teacher.kind, teacher_pooling=teacher.pooling, **config_kwargs)
+            model = cls(encoder, config, tokenizer, check=False)
+            model.backbone.check_parity(batch)
+            with torch.no_grad():
+                model.teacher.load_state_dict(teacher.weights, strict=True)
+            _check_teacher(model, batch, reference, type(hf_model).__name__)
             return model
-        if label_names is None:
-            raise GeepError("a new model needs label names (from the training data)")
-        encoder = AutoModel.from_pretrained(path)
+        encoder = _load_hf_model(AutoModel, path)
         config_kwargs = _with_max_length(config_kwargs, auto, path, max_positions(encoder), tokenizer)
-        config = GeepConfig(num_layers=encoder.config.num_hidden_layers, label_names=list(label_names),
+        config = GeepConfig(num_layers=family.num_layers(encoder), label_names=list(label_names),
                             **config_kwargs)
         return cls(encoder, config, tokenizer)
 
@@ -282,7 +306,8 @@ class MultiExitClassifier(nn.Module):
             lines = str(e).strip().splitlines() or [type(e).__name__]
             why = lines[-1].strip() if isinstance(e, StrictDataclassError) else lines[0]  # its cause is last
             raise GeepError(f"{directory / CONFIG_NAME} is damaged: {why}") from None
-        model = cls(AutoModel.from_config(hf_config), config)
+        family_for(hf_config)  # a model type geep cannot step: one line, before building anything
+        model = cls(AutoModel.from_config(hf_config), config, check=False)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise GeepError(f"{directory} has no {WEIGHTS_NAME}")
@@ -291,6 +316,7 @@ class MultiExitClassifier(nn.Module):
         except Exception as e:  # safetensors raises its own error types for a truncated or foreign file
             raise GeepError(f"cannot read {weights}: {str(e).splitlines()[0]}") from None
         model.load_weights(state)
+        model.backbone.check_parity()
         if model.max_length < config.max_length:
             logger.warning("%s stores max_length %d, but its backbone has %d positions: texts are cut at %d tokens",
                            directory, config.max_length, model.max_length, model.max_length)
@@ -369,13 +395,40 @@ def _load_table(path: Path) -> ExitTable | None:
         raise GeepError(f"cannot read the exit table {path}: {str(e).splitlines()[0]}") from None
 
 
-def _classifier_weights(hf_model: PreTrainedModel) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """The (dense, output) layer weights of a fine-tuned sequence classifier, in LinearHead's shape."""
-    classifier = getattr(hf_model, "classifier", None)
-    if classifier is not None and hasattr(classifier, "out_proj"):  # RoBERTa-style head: dense + out_proj
-        dense, out = classifier.dense, classifier.out_proj
-    elif isinstance(classifier, nn.Linear) and getattr(hf_model.base_model, "pooler", None) is not None:
-        dense, out = hf_model.base_model.pooler.dense, classifier  # BERT: pooler + linear classifier
-    else:
-        raise GeepError(f"cannot take the classifier of {type(hf_model).__name__} as a teacher")
-    return dense.state_dict(), out.state_dict()
+def read_hf_config(path: str | os.PathLike) -> PreTrainedConfig:
+    """The Hugging Face config of the model directory ``path``; a one-line GeepError when transformers cannot read
+    it (an unknown ``model_type``, a damaged file)."""
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (ValueError, KeyError, TypeError, OSError, StrictDataclassError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise GeepError(f"cannot read {Path(path) / CONFIG_NAME}: {why}") from None
+
+
+def _load_hf_model(auto_class: Any, path: Path) -> PreTrainedModel:
+    """``auto_class.from_pretrained(path)``, refusing in one line weights that do not match the config (a tensor of
+    the wrong shape, or one missing: transformers would initialise it at random). A missing pooler is allowed when
+    only the encoder is loaded: geep drops it."""
+    try:
+        model, info = auto_class.from_pretrained(path, output_loading_info=True)
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise GeepError(f"cannot load the model in {path}: {why}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if auto_class is AutoModel:
+        missing = [k for k in missing if not k.startswith("pooler.")]
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        parts = ([f"missing {', '.join(missing[:3])}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")]
+                 if missing else []) + ([f"wrong shape {', '.join(mismatched[:3])}"] if mismatched else [])
+        raise GeepError(f"the weights in {path} do not match its {CONFIG_NAME}: {'; '.join(parts)}")
+    return model
+
+
+def _check_teacher(model: "MultiExitClassifier", batch: dict[str, Tensor], reference: Tensor, name: str) -> None:
+    """GeepError unless exit L gives the fine-tuned classifier's own logits on the parity batch."""
+    with evaluating(model), torch.no_grad():
+        logits = model.exit_logits(model.run_layers(model.embed(**batch), model.num_layers))
+    diff = float((logits - reference).abs().max())
+    if not diff <= PARITY_TOLERANCE:
+        raise GeepError(f"cannot take the classifier of {name} as a teacher: its logits differ by {diff:.1e}")

@@ -7,13 +7,23 @@ biases, layer norms, softmax, tanh, GELU, pooling sums and the embeddings' and e
 Per row, with T the padded length the row ran at, H the hidden size, I the intermediate size:
 
 - an encoder layer: ``2T(4H^2 + 2HI) + 4T^2 H`` -- the Q, K, V and output projections (8TH^2), the two
-  feed-forward matrices (4THI), and the attention scores QK^T and their product with V (2T^2H each);
+  feed-forward matrices (4THI), and the attention scores QK^T and their product with V (2T^2H each). Each encoder
+  family's adapter describes its layers by size (``geep.modeling.families.LayerShape``), and the general formula
+  is, per row, ``2T(r p + o) + 2 r q P(T) + 2 r t T (2s) a`` plus, per call, ``2 r j (2s) h a``: p the per-token
+  products of the layer's modules, run r times (ALBERT's inner group); o those run once outside them (a projection
+  of the embeddings to the hidden size, DeBERTa-v2's convolution, both at layer 1, which only ever runs right after
+  the embeddings on the same rows); q the products per attended (query, key) pair (2A, plus DeBERTa's talking heads);
+  P(T) the pairs: T^2, or, in a local-attention layer of half-window w (ModernBERT's sliding layers), the pairs
+  with |i - j| <= w: ``T(2w + 1) - w(w + 1)`` (what the attention needs; on the CPU, SDPA also computes the masked
+  scores, which ``FlopCounterMode`` counts); DeBERTa's t relative terms (c2p, p2c) each multiply every token with
+  2s relative embeddings of width a, and j projections map those rows once per call (h -> a);
 - an ``attention`` exit head of width w over C classes (see ``geep.heads.AttentionHead``), with Tq = 1 for
   ``first`` pooling (only the first query is computed) and Tq = T for ``mean`` pooling:
   ``2THw`` (projection) ``+ 2Tq w^2 + 4T w^2`` (query; key and value) ``+ 4 Tq T w`` (scores, weighted values)
   ``+ 2Tq w^2`` (attention output) ``+ 2w^2 + 2wC`` (dense, classifier);
 - a ``linear`` exit head (``geep.heads.LinearHead``): ``2H^2 + 2HC`` (dense, classifier), independent of T
-  (its pooling is a pick or a masked mean, elementwise).
+  (its pooling is a pick or a masked mean, elementwise); a ``classifier`` head (a fine-tuned model's own, run by its
+  family's modules) reads one pooled vector per row: 2 x the in x out of each of its Linears.
 
 A :class:`FlopsCount` records every call the executor made -- ``(layer, rows, T)`` for layers and
 ``(exit, rows, T)`` for heads -- and turns the record into FLOPs with the formulas above, so the count is
@@ -27,6 +37,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from torch import nn
+
+from geep.modeling.families import LayerShape
 from geep.modeling.model import MultiExitClassifier
 
 
@@ -34,6 +47,34 @@ def layer_flops(T: int, hidden: int, intermediate: int) -> int:
     """FLOPs of one encoder layer on one row of padded length T."""
     H, I = hidden, intermediate
     return 2 * T * (4 * H * H + 2 * H * I) + 4 * T * T * H
+
+
+def attended_pairs(T: int, window: int | None) -> int:
+    """(query, key) pairs a row of padded length T attends: all T^2, or those with |i - j| <= window."""
+    if window is None or window >= T - 1:
+        return T * T
+    return T * (2 * window + 1) - window * (window + 1)  # every query sees 2w + 1 keys, less those past either end
+
+
+def relative_span(shape: LayerShape, T: int) -> int:
+    """s: DeBERTa's attention span at padded length T (2s relative embeddings are read)."""
+    return min(T, shape.relative_span) if shape.span_follows_length else shape.relative_span
+
+
+def shape_flops(shape: LayerShape, T: int) -> int:
+    """FLOPs of one layer of this shape on one row of padded length T (the per-row part)."""
+    r = shape.repeats
+    flops = 2 * T * (r * shape.token_products + shape.once_products)
+    flops += 2 * r * shape.pair_products * attended_pairs(T, shape.window)
+    flops += 2 * r * shape.relative_terms * T * 2 * relative_span(shape, T) * shape.relative_width
+    return flops
+
+
+def shape_call_flops(shape: LayerShape, T: int) -> int:
+    """FLOPs one call of a layer of this shape costs whatever its rows: DeBERTa's projections of the relative
+    embeddings."""
+    return (2 * shape.repeats * shape.relative_projections * 2 * relative_span(shape, T) * shape.relative_hidden
+            * shape.relative_width)
 
 
 def attention_head_flops(T: int, hidden: int, width: int, num_labels: int, pooling: str) -> int:
@@ -54,23 +95,36 @@ def linear_head_flops(hidden: int, num_labels: int) -> int:
 
 @dataclass(frozen=True)
 class FlopsSpec:
-    """The sizes the formulas need: hidden H, intermediate I, classes C, and each exit's head."""
+    """The sizes the formulas need: hidden H, intermediate I, classes C, each exit's head, and each layer's shape
+    (``shapes[k - 1]``; none: every layer is BERT-shaped of sizes H and I)."""
 
     hidden: int
     intermediate: int
     num_labels: int
     heads: dict[int, tuple[str, str, int]]  # exit k -> (kind, pooling, width)
+    shapes: tuple[LayerShape, ...] = ()
+    head_products: dict[int, int] = field(default_factory=dict)  # exit k -> multiply-adds per row of a classifier
 
     @classmethod
     def from_model(cls, model: MultiExitClassifier) -> "FlopsSpec":
         """The sizes of ``model``."""
         hf = model.backbone.config
         heads = {k: (*model.config.head_spec(k), model.config.head_width) for k in model.exit_layers}
-        return cls(hf.hidden_size, hf.intermediate_size, model.config.num_labels, heads)
+        products = {k: sum(m.in_features * m.out_features for m in model.heads[str(k)].modules()
+                           if isinstance(m, nn.Linear))
+                    for k, (kind, _, _) in heads.items() if kind == "classifier"}
+        return cls(hf.hidden_size, getattr(hf, "intermediate_size", 0), model.config.num_labels, heads,
+                   tuple(model.backbone.layer_shapes()), products)
 
-    def layer(self, T: int) -> int:
-        """FLOPs of one layer on one row at padded length T."""
-        return layer_flops(T, self.hidden, self.intermediate)
+    def layer(self, T: int, k: int | None = None) -> int:
+        """FLOPs of layer k (default: the last) on one row at padded length T."""
+        if not self.shapes:
+            return layer_flops(T, self.hidden, self.intermediate)
+        return shape_flops(self.shapes[-1 if k is None else k - 1], T)
+
+    def layer_call(self, T: int, k: int) -> int:
+        """FLOPs one call of layer k at padded length T costs besides its rows' (0 but for DeBERTa)."""
+        return shape_call_flops(self.shapes[k - 1], T) if self.shapes else 0
 
     def head(self, k: int, T: int) -> int:
         """FLOPs of exit k's head on one row at padded length T."""
@@ -79,6 +133,8 @@ class FlopsSpec:
             return attention_head_flops(T, self.hidden, width, self.num_labels, pooling)
         if kind == "linear":
             return linear_head_flops(self.hidden, self.num_labels)
+        if kind == "classifier":
+            return 2 * self.head_products[k]
         raise ValueError(f"no FLOPs formula for head kind {kind!r}")
 
 
@@ -107,7 +163,8 @@ class FlopsCount:
     @property
     def layers(self) -> int:
         """FLOPs of the encoder layers."""
-        return sum(n * rows * self.spec.layer(T) for (_, rows, T), n in self.layer_calls.items())
+        return sum(n * (rows * self.spec.layer(T, k) + self.spec.layer_call(T, k))
+                   for (k, rows, T), n in self.layer_calls.items())
 
     @property
     def heads(self) -> int:

@@ -75,8 +75,12 @@ class Int8Linear(nn.Module):
                 f"out {str(self.out_dtype).removeprefix('torch.')}")
 
 
-# The attention projections whose output feeds the attention sums (BERT, RoBERTa, MiniLM; DistilBERT).
-ATTENTION_INPUTS = ("query", "key", "value", "q_lin", "k_lin", "v_lin")
+# The attention projections whose output feeds the attention sums, by the name each encoder family gives them: BERT,
+# RoBERTa, MiniLM, ELECTRA, ALBERT; DistilBERT; MPNet; DeBERTa (the fused in_proj, and the projections of the
+# relative embeddings its scores multiply with); DeBERTa-v2/v3; ModernBERT (the fused Wqkv).
+ATTENTION_INPUTS = ("query", "key", "value", "q_lin", "k_lin", "v_lin", "q", "k", "v",
+                    "in_proj", "pos_proj", "pos_q_proj",
+                    "query_proj", "key_proj", "value_proj", "pos_key_proj", "pos_query_proj", "Wqkv")
 
 
 def quantize_linears(module: nn.Module) -> int:

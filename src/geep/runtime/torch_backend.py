@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from geep.modeling.backbone import State
@@ -14,7 +13,8 @@ from geep.tokens import pad_token_ids
 
 
 class TorchBackend:
-    """Runs a model's own modules: embeddings, ``encoder.layer[i]`` and the exit heads, on the model's device."""
+    """Runs a model's own modules (its embeddings, layers and exit heads, stepped by ``geep.modeling``'s backbone)
+    on the model's device."""
 
     def __init__(self, model: MultiExitClassifier) -> None:
         self.model = model
@@ -46,17 +46,9 @@ class TorchBackend:
         return self.model.select_rows(state, keep.to(state.hidden.device))
 
     def gather(self, parts: Sequence[tuple[State, Tensor]], order: Tensor) -> State:
-        """The picked rows of every part, padded to the longest part and concatenated, then in ``order``."""
-        T = max(state.seq_len for state, _ in parts)
-        hidden, mask, ids = [], [], []
-        for state, keep in parts:
-            keep = keep.to(state.hidden.device)
-            pad = T - state.seq_len
-            hidden.append(F.pad(state.hidden.index_select(0, keep), (0, 0, 0, pad)))  # (b, T, H)
-            mask.append(F.pad(state.attention_mask.index_select(0, keep), (0, pad)))  # (b, T)
-            ids.append(state.row_ids.index_select(0, keep))
-        pooled = State(torch.cat(hidden), torch.cat(mask), None, torch.cat(ids), parts[0][0].layer)
-        return self.model.select_rows(pooled, order.to(pooled.hidden.device))
+        """The picked rows of every part, padded to the longest part and concatenated, then in ``order``
+        (``Backbone.gather_rows``: each row's extras move with it)."""
+        return self.model.gather_rows(parts, order)
 
     def row_ids(self, state: State) -> Tensor:
         return state.row_ids

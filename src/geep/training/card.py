@@ -50,12 +50,13 @@ def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, 
     exits = ", ".join(str(k) for k in config.exit_layers)
     pair = f", text pair column `{config.text_pair_column}`" if config.text_pair_column else ""
     teacher = config.teacher_head or config.head
+    hidden = backbone.get("hidden_size", backbone.get("dim", "?"))  # DistilBERT's config says dim
     chosen = "".join(f"\n- **{setting.replace('_', ' ').capitalize()} chosen by geep**: {reason}"
                      for setting, reason in config.auto_settings.items())
     return f"""# geep multi-exit classifier
 
 An early-exit text classifier trained with `geep` (GEEP, Li et al. 2024): a
-`{backbone.get('model_type', '?')}` encoder ({config.num_layers} layers, hidden {backbone.get('hidden_size', '?')})
+`{backbone.get('model_type', '?')}` encoder ({config.num_layers} layers, hidden {hidden})
 with an exit head after layers {exits}. Each exit can answer on its own, so easy inputs leave early.
 
 - **Base model**: `{summary.get('model', '?')}`
