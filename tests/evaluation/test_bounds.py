@@ -4,12 +4,14 @@ Expected values are worked out here without scipy: the Clopper-Pearson bound fro
 bisection, or from its closed forms (all-lost rows: p_u = 1; b of n_d with b = n_d - 1 or b = 0: a root)."""
 
 import math
+from statistics import NormalDist
 
 import pytest
 
 from geep.errors import GeepError
 from geep.evaluation import KnobPoint, choose_knob, choose_policy
-from geep.evaluation.bounds import check_confidence, clopper_pearson_upper, drop_upper_bound, fixed_sequence
+from geep.evaluation.bounds import (check_confidence, clopper_pearson_upper, drop_upper_bound, fixed_sequence,
+                                   score_upper_bound)
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
@@ -142,3 +144,68 @@ def test_a_confidence_outside_zero_one_is_refused(bad):
 def test_a_point_without_counts_has_no_bound():
     with pytest.raises(GeepError, match="paired dev counts"):
         choose_knob([KnobPoint("fastbert", 0.2, 0.9, 1.5, 1.0)], 0.9, max_accuracy_drop=1.0)
+
+
+# ---- Tango's score bound, worked out here: closed forms where it has them, else a numeric restricted likelihood.
+
+Z90 = NormalDist().inv_cdf(0.9)
+
+
+def wilson_upper(k: int, n: int, z: float) -> float:
+    """The Wilson score upper bound on k / n: the larger root of (n p - k)^2 = z^2 n p (1 - p)."""
+    a, b, c = n * n + z * z * n, -(2 * k * n + z * z * n), k * k
+    return (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+
+
+def reference_score_bound(lost: int, gained: int, rows: int, confidence: float) -> float:
+    """Tango's bound from first principles: at each Delta = q_lost - q_gained, q_gained maximises the trinomial
+    log-likelihood (a golden-section search, not Tango's closed form); the score is
+    (b - c - n Delta) / sqrt(n (2 q + Delta - Delta^2)); the bound is the Delta where it falls to -z (bisection)."""
+    b, c, n = lost, gained, rows
+    z = NormalDist().inv_cdf(confidence)
+
+    def loglik(q: float, d: float) -> float:
+        total = 0.0
+        for count, share in ((b, q + d), (c, q), (n - b - c, 1 - 2 * q - d)):
+            if count:
+                if share <= 0:
+                    return -math.inf
+                total += count * math.log(share)
+        return total
+
+    def restricted_q(d: float) -> float:
+        lo, hi = max(0.0, -d), (1 - d) / 2
+        for _ in range(200):
+            m1, m2 = lo + (hi - lo) * 0.382, lo + (hi - lo) * 0.618
+            lo, hi = (m1, hi) if loglik(m1, d) < loglik(m2, d) else (lo, m2)
+        return (lo + hi) / 2
+
+    def score(d: float) -> float:
+        variance = n * (2 * restricted_q(d) + d - d * d)
+        return (b - c - n * d) / math.sqrt(variance) if variance > 0 else -math.inf
+
+    lo, hi = (b - c) / n, 1.0 - 1e-12
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if score(mid) >= -z else (lo, mid)
+    return lo
+
+
+def test_score_bound_with_no_disagreement_is_z2_over_n_plus_z2():
+    """With no discordant row the score is -sqrt(n Delta / (1 - Delta)), so the bound is z^2 / (n + z^2): 0.81
+    points on 200 rows at 90% -- not 0: no disagreement seen on 200 rows does not make a rate of 0."""
+    for n in (100, 200, 1000):
+        assert score_upper_bound(0, 0, n, 0.9) == pytest.approx(Z90 ** 2 / (n + Z90 ** 2), abs=1e-9)
+    assert 100 * score_upper_bound(0, 0, 200, 0.9) == pytest.approx(0.814, abs=1e-3)
+
+
+@pytest.mark.parametrize("lost, rows", [(1, 200), (2, 200), (6, 1000), (13, 500)])
+def test_score_bound_with_no_gained_row_is_wilson_on_the_lost_share(lost, rows):
+    assert score_upper_bound(lost, 0, rows, 0.9) == pytest.approx(wilson_upper(lost, rows, Z90), abs=1e-9)
+
+
+@pytest.mark.parametrize("lost, gained, rows, confidence", [(2, 1, 213, 0.9), (5, 5, 200, 0.9), (7, 2, 500, 0.95),
+                                                           (1, 6, 100, 0.8)])
+def test_score_bound_equals_a_numeric_restricted_likelihood(lost, gained, rows, confidence):
+    assert score_upper_bound(lost, gained, rows, confidence) == pytest.approx(
+        reference_score_bound(lost, gained, rows, confidence), abs=1e-6)
