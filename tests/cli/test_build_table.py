@@ -10,6 +10,7 @@ import torch
 
 from geep.cli.main import main
 from geep.modeling.model import MultiExitClassifier
+from tests.evaluation.test_bounds import reference_drop_bound
 from tests.helpers import write_csv
 from tests.helpers import random_texts
 
@@ -100,8 +101,8 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
 
 
 def test_calibrate_stores_geep_verify_s_pair_and_the_fastest_policy_as_the_default(saved, capsys):
-    """geep-verify's (tau, t) is searched and stored; the default policy is the fastest of those that met the
-    target, and `geep.predict` without a policy runs it."""
+    """geep-verify's (tau, t) is searched and stored; the default policy is the fastest of those whose knob passed
+    the bound (tests/evaluation/test_bounds.py's reference), and `geep.predict` without a policy runs it."""
     from geep.evaluation import sweep
     from geep.inference import label_ids, predict
 
@@ -118,11 +119,19 @@ def test_calibrate_stores_geep_verify_s_pair_and_the_fastest_policy_as_the_defau
     texts, labels = random_texts(40, seed=3), [f"c{i % 3}" for i in range(40)]
     result = sweep(model, model.tokenize(texts), label_ids(model, labels), batch_size=32, grid_points=9,
                    policies=list(config["default_knobs"]["fp32"]))
-    floor = result.full.accuracy - 0.03 - 1e-12
-    best = {name: max(p.flops_speedup for p in points if p.accuracy >= floor)
-            for name, points in result.points.items()}
+    best = {}  # per policy: the speed-up of its fastest knob the fixed-sequence test passes, worked out here
+    for name, points in result.points.items():
+        for i, p in sorted(enumerate(points), key=lambda ip: (ip[1].flops_speedup, -ip[1].mean_exit_layer, ip[0])):
+            if reference_drop_bound(p.lost, p.gained, 40, 0.9) > 3 + 1e-12:
+                break
+            if p.flops_speedup > 1:
+                best[name] = max(best.get(name, 0.0), p.flops_speedup)
     default = config["default_policy"]["fp32"]
-    assert best[default] == max(best.values()) and f"default policy at fp32: {default}" in out
+    assert f"default policy at fp32: {default}" in out
+    if best:
+        assert best[default] == max(best.values())
+    else:
+        assert default == "full"
     ran = predict(model, texts)
     assert torch.equal(ran.exit_layer, predict(model, texts, policy=default).exit_layer)
     assert predict(model, texts, policy="full").exit_layer.tolist() == [4] * 40

@@ -58,3 +58,15 @@ def test_a_damaged_training_args_file_is_ignored(model_dir, capsys):
         (model_dir / "training_args.json").write_text(damaged)
         assert main(["info", str(model_dir)]) == 0
         assert "per-exit dev accuracy" in capsys.readouterr().out
+
+
+def test_info_on_a_0_1_0_directory_shows_its_knobs_without_a_bound(capsys):
+    """geep 0.1.0 stored one number per policy and no evidence: info shows the values alone and no default policy."""
+    from pathlib import Path
+
+    golden = Path(__file__).resolve().parents[1] / "golden" / "attention-mean-all-exits"
+    assert main(["info", str(golden)]) == 0
+    out = capsys.readouterr().out
+    knobs = json.loads((golden / "config.json").read_text())["geep"]["default_knobs"]
+    assert f"fp32 fastbert threshold={knobs['fastbert']:g}\n" in out
+    assert "% confidence" not in out and "default policy: none (run `geep calibrate`)" in out

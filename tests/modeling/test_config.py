@@ -55,3 +55,27 @@ def test_the_default_policy_is_stored_per_precision_and_older_sections_load_with
     assert again == config and again.stored_policy("fp32") == "geep-verify" and again.stored_policy("bf16") is None
     assert again.drop_knobs(["geep", "geep-verify"]) == ["geep-verify"]
     assert again.default_policy == {"int8": "fastbert"}
+
+
+def test_the_calibration_evidence_round_trips_beside_its_knob_and_older_sections_load_without_it():
+    """A format-2 section from before the bound existed loads with no evidence; evidence stored with a knob
+    round-trips, is forgotten when the knob is stored again without it or dropped (a new exit table), and a
+    damaged record is one line."""
+    assert GeepConfig.from_dict(GOOD).calibration == {}
+    config = GeepConfig.from_dict(GOOD)
+    evidence = {"confidence": 0.9, "drop_bound": 0.82, "drop": 0.47, "dev_rows": 213, "promised": True,
+                "max_accuracy_drop": 1.0}
+    config.store_knob("fp32", "geep", {"tau": 0.3}, evidence)
+    config.store_knob("fp32", "fastbert", {"threshold": 0.4}, {**evidence, "promised": False, "drop_bound": None})
+    again = GeepConfig.from_dict(config.to_dict())
+    assert again == config and again.stored_evidence("fp32", "geep") == evidence
+    assert again.stored_evidence("fp32", "fastbert")["promised"] is False
+    assert again.stored_evidence("int8", "geep") is None
+    again.store_knob("fp32", "fastbert", {"threshold": 0.5})  # stored by hand: no evidence is kept for it
+    assert again.stored_evidence("fp32", "fastbert") is None
+    again.drop_knobs(["geep"])
+    assert again.calibration == {} and again.default_knobs == {"fp32": {"fastbert": {"threshold": 0.5}}}
+    for bad in ("x", {"fp32": "x"}, {"fp32": {"geep": {"drop_bound": "0.8"}}}):
+        with pytest.raises(GeepError, match="calibration in config.json must map precision -> policy") as e:
+            GeepConfig.from_dict({**GOOD, "calibration": bad})
+        assert "\n" not in str(e.value)

@@ -10,19 +10,28 @@ from geep.errors import GeepError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from geep.evaluation.bounds import DEFAULT_CONFIDENCE
+
     p = subparsers.add_parser(
         "calibrate", help="choose each policy's default knob on dev",
         description="Score every knob of every policy on dev from one all-exits pass and store, per policy, the "
-                    "knob that meets the target as the model's default (used by predict). DIR is updated in place, "
-                    "by design (no --output): only its config.json is rewritten, and only when the target is met.")
+                    "knob that meets the target with stated confidence as the model's default (used by predict): "
+                    "an upper bound on its accuracy drop against full, knobs tested from the slowest (fixed-"
+                    "sequence testing). DIR is updated in place, by design (no --output): only its config.json is "
+                    "rewritten, and not when a --target-speedup is unreachable.")
     p.add_argument("--model", required=True, metavar="DIR", help="a geep model directory (its config.json is "
                    "updated in place; it must be writable)")
     p.add_argument("--dev", required=True, metavar="DATA", help="labelled dev data (FILE or NAME[:split])")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-speedup", type=finite_float, metavar="X",
-                        help="the most accurate knob whose FLOPs speed-up vs full is at least X")
+                        help="among knobs whose FLOPs speed-up vs full is at least X, the one with the smallest "
+                        "upper bound on its accuracy drop (at --confidence over all of them)")
     target.add_argument("--max-accuracy-drop", type=finite_float, metavar="D",
-                        help="the fastest knob whose dev accuracy is at least full's minus D points")
+                        help="the fastest knob whose accuracy drop against full is at most D points with "
+                        "--confidence, bounded on dev")
+    p.add_argument("--confidence", type=finite_float, default=DEFAULT_CONFIDENCE, metavar="C",
+                   help="the confidence of the bound on each knob's accuracy drop, strictly between 0 and 1 "
+                   f"(default {DEFAULT_CONFIDENCE:g}); stored with the knob and shown by `geep info`")
     p.add_argument("--policies", default=None,
                    help="comma-separated (default: fastbert,deebert,confidence,pabee and, with a table, geep,geep-verify)")
     p.add_argument("--grid-points", type=int, default=41, help="knobs per policy (integer knobs: all)")
@@ -41,6 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from geep.cli.columns import pair_column
     from geep.cli.outputs import check_writable
+    from geep.evaluation.bounds import check_confidence
     from geep.evaluation.calibrate import CALIBRATED_POLICIES, calibrate
     from geep.data import get_columns, load_dataset_spec
     from geep.inference.spec import resolve_device
@@ -51,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise GeepError(f"--target-speedup must be positive, got {args.target_speedup}")
     if args.max_accuracy_drop is not None and not 0 <= args.max_accuracy_drop <= 100:
         raise GeepError(f"--max-accuracy-drop must be in [0, 100] points, got {args.max_accuracy_drop:g}")
+    check_confidence(args.confidence)
     check_grid_points(args.grid_points)
     directory = Path(args.model)
     device = resolve_device(args.device)
@@ -71,21 +82,32 @@ def run(args: argparse.Namespace) -> int:
                        source=args.dev, require_labels=True)
     chosen = calibrate(model, cols.texts, cols.labels, cols.text_pairs, target_speedup=args.target_speedup,
                        max_accuracy_drop=args.max_accuracy_drop, policies=policies, batch_size=args.batch_size,
-                       grid_points=args.grid_points, precision=args.precision)
+                       grid_points=args.grid_points, precision=args.precision, confidence=args.confidence)
     model.save_config(directory)
     target = (f"FLOPs speed-up >= {args.target_speedup:g}x" if args.target_speedup is not None
               else f"accuracy drop <= {args.max_accuracy_drop:g} points")
-    print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) at {args.precision} for {target}; "
-          "stored as defaults:")
-    print(f"| {'policy':<12} | {'knob':>16} | {'dev acc':>7} | {'FLOPs x':>7} | {'mean layer':>10} |")
-    print(f"|{'-' * 14}|{'-' * 18}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
+    print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) at {args.precision} for {target} at "
+          f"{100 * args.confidence:g}% confidence; stored as defaults:")
+    print(f"| {'policy':<12} | {'knob':>16} | {'dev acc':>7} | {'drop':>6} | {'bound':>6} | {'promised':>8} | "
+          f"{'FLOPs x':>7} | {'mean layer':>10} |")
+    print(f"|{'-' * 14}|{'-' * 18}|{'-' * 9}|{'-' * 8}|{'-' * 8}|{'-' * 10}|{'-' * 9}|{'-' * 12}|")
     for name, point in chosen.items():
+        evidence = model.config.stored_evidence(args.precision, name) or {}
         print(f"| {name:<12} | {knob_text(get_policy(name).knob_values(point.knob)):>16} | "
-              f"{100 * point.accuracy:>6.2f}% | {point.flops_speedup:>6.2f}x | {point.mean_exit_layer:>10.2f} |")
+              f"{100 * point.accuracy:>6.2f}% | {evidence.get('drop', 0.0):>6.2f} | {point.drop_bound:>6.2f} | "
+              f"{'yes' if point.promised else 'no':>8} | {point.flops_speedup:>6.2f}x | {point.mean_exit_layer:>10.2f} |")
+    how = ("tested slowest knob first, so every knob that passed holds at once" if args.max_accuracy_drop is not None
+           else "Bonferroni over the knobs that reach the speed-up, so it holds for the one chosen")
+    print(f"drop: full's dev accuracy minus the knob's, in points; bound: its upper bound at "
+          f"{100 * args.confidence:g}% confidence ({how})")
     default = model.config.stored_policy(args.precision)
-    print(f"default policy at {args.precision}: {default} ("
-          + ("the fastest" if args.max_accuracy_drop is not None else "the most accurate")
-          + " that met the target; predict and serve run it when no policy is named)")
+    if args.max_accuracy_drop is not None and default == "full":
+        how = "no policy's knob was promised on these rows"
+    elif args.max_accuracy_drop is not None:
+        how = "the fastest whose knob was promised"
+    else:
+        how = "the smallest bound on its drop among those that reach the speed-up"
+    print(f"default policy at {args.precision}: {default} ({how}; predict and serve run it when no policy is named)")
     return 0
 
 

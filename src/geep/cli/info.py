@@ -63,7 +63,9 @@ def format_info(directory: str | Path) -> str:
         f"columns:        text={config.text_column}"
         + (f", pair={config.text_pair_column}" if config.text_pair_column else "")
         + f", label={config.label_column}",
-        "default knobs:  " + (_describe_knobs(config.default_knobs) or "none (run `geep calibrate`)"),
+        "default knobs:  " + (_describe_knobs(config) or "none (run `geep calibrate`)"),
+        "default policy: " + (", ".join(f"{precision}: {policy}" for precision, policy in
+                                        sorted(config.default_policy.items())) or "none (run `geep calibrate`)"),
         "exit table:     " + (_describe_table(config.exit_table) if config.exit_table
                               else "none (run `geep build-table`)"),
     ]
@@ -101,11 +103,31 @@ def _describe_table(table: dict) -> str:
     return line
 
 
-def _describe_knobs(knobs: dict) -> str:
-    """One line per precision: each policy's calibrated knob values."""
+def _describe_knobs(config: GeepConfig) -> str:
+    """One line per precision and policy: the calibrated knob values and, where calibration recorded it, the bound
+    it was chosen with (a knob calibrated before bounds existed shows its values alone)."""
     lines = []
-    for precision, per_policy in sorted(knobs.items()):
-        parts = [f"{policy} " + ", ".join(f"{name}={value:g}" for name, value in values.items())
-                 for policy, values in sorted(per_policy.items())]
-        lines.append(f"{precision}: " + "; ".join(parts))
+    for precision, per_policy in sorted(config.default_knobs.items()):
+        for policy, values in sorted(per_policy.items()):
+            line = f"{precision} {policy} " + ", ".join(f"{name}={value:g}" for name, value in values.items())
+            evidence = config.stored_evidence(precision, policy)
+            if evidence:
+                line += ": " + describe_evidence(evidence)
+            lines.append(line)
     return "\n                ".join(lines)
+
+
+def describe_evidence(evidence: dict) -> str:
+    """What a knob was calibrated on, in words: its bound, confidence, point estimate, dev rows and target."""
+    bound, confidence = evidence.get("drop_bound"), evidence.get("confidence")
+    text = (f"accuracy drop <= {bound:.2f} points at {100 * confidence:g}% confidence" if bound is not None
+            and confidence is not None else "no bound")
+    text += f" (dev drop {evidence.get('drop', float('nan')):.2f} points on {evidence.get('dev_rows', '?')} rows"
+    if evidence.get("max_accuracy_drop") is not None:
+        text += f"; budget {evidence['max_accuracy_drop']:g} points"
+    if evidence.get("target_speedup") is not None:
+        text += f"; target {evidence['target_speedup']:g}x"
+    text += ")"
+    if evidence.get("promised") is False:
+        text += "; NOT promised: too few dev rows to keep the budget at that confidence"
+    return text

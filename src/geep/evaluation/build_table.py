@@ -71,6 +71,13 @@ def auto_build_threshold(model: MultiExitClassifier, texts: Sequence[str], label
     dynamic rule keeps its accuracy makes the table record exits the model can afford. The default allows no
     loss: an S allowed 1 point on bbc's 213 dev rows sent 167 of 169 table rows to layer 1, so the table
     predicted layer 1 for every row and lost 2.8 points on test; S is also geep-verify's threshold.
+
+    S is chosen by the point estimate, not by ``geep calibrate``'s confidence bound (:mod:`geep.evaluation.bounds`):
+    S is a build parameter of the table, not a promise stored for predict -- the knobs calibrated on top of the
+    table (geep's tau, geep-verify's (tau, t)) carry the bound. At a zero budget a bound passes only knobs that
+    change no row's correctness or are confidently more accurate than full, so S would hang on the first row a
+    knob loses (on bbc's 213 dev rows, BENCHMARKS.md: "Calibration you can trust"); the point rule at 0 points is
+    already conservative, and below ``NOISY_DEV_ROWS`` rows it warns as before.
     """
     texts = as_texts(texts)
     if len(texts) < NOISY_DEV_ROWS:
@@ -79,7 +86,8 @@ def auto_build_threshold(model: MultiExitClassifier, texts: Sequence[str], label
     encoded = model.tokenize(texts, None if text_pairs is None else as_texts(text_pairs, "text_pairs"))
     result = sweep(model, encoded, label_ids(model, list(labels)), policies=["fastbert"], batch_size=batch_size,
                    grid_points=41)
-    point = choose_knob(result.points["fastbert"], result.full.accuracy, max_accuracy_drop=max_accuracy_drop)
+    point = choose_knob(result.points["fastbert"], result.full.accuracy, max_accuracy_drop=max_accuracy_drop,
+                        confidence=None)
     logger.info("build threshold S = %.3g: fastbert's dev accuracy %.2f%% (full %.2f%%), mean exit layer %.2f",
                 point.knob, 100 * point.accuracy, 100 * result.full.accuracy, point.mean_exit_layer)
     return float(point.knob)

@@ -1,8 +1,10 @@
 """Calibration: choose each policy's knob on dev and store it as the model's default, and the default policy.
 
 Every knob of every policy is scored on dev from one all-exits pass (``geep.evaluation.sweep``); per policy the knob
-that meets the target is stored in ``model.config.default_knobs`` (named values, per precision and policy), which
-predict then uses; the policy that meets it best is stored in ``model.config.default_policy`` (per precision).
+that meets the target with stated confidence (``geep.evaluation.bounds``: an upper bound on its accuracy drop
+against ``full``, knobs tested slowest first) is stored in ``model.config.default_knobs`` (named values, per
+precision and policy), which predict then uses, with its evidence beside it in ``model.config.calibration``; the
+policy that meets it best is stored in ``model.config.default_policy`` (per precision).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from geep.errors import GeepError
+from geep.evaluation.bounds import DEFAULT_CONFIDENCE, check_confidence
 from geep.evaluation.sweep import KnobPoint, choose_knob, choose_policy, sweep
 from geep.inference.inputs import as_texts, check_lengths, label_ids
 from geep.modeling.model import MultiExitClassifier
@@ -27,17 +30,28 @@ CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "ge
 def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence[str] | Tensor,
               text_pairs: Sequence[str] | None = None, *, target_speedup: float | None = None,
               max_accuracy_drop: float | None = None, policies: Sequence[str] | None = None,
-              batch_size: int = 32, grid_points: int = 41, precision: str = "fp32") -> dict[str, KnobPoint]:
+              batch_size: int = 32, grid_points: int = 41, precision: str = "fp32",
+              confidence: float = DEFAULT_CONFIDENCE) -> dict[str, KnobPoint]:
     """Chooses each policy's knob on dev and stores it in ``model.config.default_knobs`` under ``precision``, and
-    the policy predict and serve run by default (``model.config.default_policy``): of the policies calibrated here,
-    the fastest that meets ``max_accuracy_drop``, or the most accurate that meets ``target_speedup``
-    (:func:`geep.evaluation.sweep.choose_policy`). geep-verify's knob is the pair (tau, t), searched over tau x every
-    fastbert t.
+    the policy predict and serve run by default (``model.config.default_policy``). geep-verify's knob is the pair
+    (tau, t), searched over tau x every fastbert t.
 
-    Returns the chosen point per policy. Without an exit table, the geep policies are skipped. Every policy is
-    checked before anything is stored, so an unreachable target changes nothing. The all-exits pass runs at
-    ``precision`` (int8 confidences differ from fp32's); the other precisions' knobs stay as they are.
+    ``max_accuracy_drop`` D: per policy, the fastest knob whose accuracy drop against ``full`` is at most D points
+    with probability ``confidence`` (:func:`geep.evaluation.sweep.choose_knob`: a Clopper-Pearson bound on the
+    paired drop, fixed-sequence testing from the slowest knob); the default policy is the fastest of the policies
+    whose knob passed. A policy with no knob faster than full that passes stores its most accurate knob that is
+    still faster than full, marked ``promised: false``; if no policy passed, the default policy is ``full``; either
+    way one warning line says so. ``target_speedup`` X: per policy, among knobs at least X faster (FLOPs), the one
+    with the smallest bound on its drop; the default policy is the one with the smallest bound.
+
+    Beside each knob, ``model.config.calibration[precision][policy]`` records the confidence, the bound
+    (``drop_bound``, points), the point estimate (``drop``, points), the dev rows, whether it was promised and the
+    target. Returns the chosen point per policy (bound fields filled). Without an exit table, the geep policies
+    are skipped. Every argument and policy is checked before anything is stored, so an unreachable speed-up
+    changes nothing. The all-exits pass runs at ``precision`` (int8 confidences differ from fp32's); the other
+    precisions' knobs stay as they are.
     """
+    confidence = check_confidence(confidence)
     if policies is None:
         policies = [p for p in CALIBRATED_POLICIES if model.exit_table is not None or not get_policy(p).needs_table]
     texts = as_texts(texts)
@@ -48,10 +62,21 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     result = sweep(model, encoded, label_ids(model, labels), policies=policies, batch_size=batch_size,
                    grid_points=grid_points, precision=precision)
     chosen = {name: choose_knob(result.points[name], result.full.accuracy, target_speedup=target_speedup,
-                                max_accuracy_drop=max_accuracy_drop) for name in policies}
+                                max_accuracy_drop=max_accuracy_drop, confidence=confidence) for name in policies}
+    target = ({"max_accuracy_drop": float(max_accuracy_drop)} if max_accuracy_drop is not None
+              else {"target_speedup": float(target_speedup)})
     for name, point in chosen.items():
-        model.config.store_knob(precision, name, get_policy(name).knob_values(point.knob))
+        evidence = {"confidence": confidence, "drop_bound": point.drop_bound,
+                    "drop": 100.0 * (result.full.accuracy - point.accuracy), "dev_rows": len(texts),
+                    "promised": bool(point.promised), **target}
+        model.config.store_knob(precision, name, get_policy(name).knob_values(point.knob), evidence)
     default = choose_policy(chosen, target_speedup=target_speedup, max_accuracy_drop=max_accuracy_drop)
     model.config.store_policy(precision, default)
+    unpromised = [name for name, point in chosen.items() if not point.promised]
+    if unpromised:
+        logger.warning("%d dev rows are too few to promise an accuracy drop of at most %g points at %g%% "
+                       "confidence for %s: stored %s most accurate knob still faster than full (not promised); "
+                       "default policy at %s: %s", len(texts), max_accuracy_drop, 100 * confidence,
+                       ", ".join(unpromised), "its" if len(unpromised) == 1 else "each one's", precision, default)
     logger.info("default policy at %s: %s", precision, default)
     return chosen

@@ -3,19 +3,21 @@
 The all-exits pass records every exit's logits for every row (a row's outputs do not depend on its batch). Each
 knob is then run by the real scheduler and executor on a backend that serves those logits
 (``geep.runtime.replay``): the exits, the answers and the FLOPs are those the same run on the model gives, and no
-second copy of any schedule exists. :func:`choose_knob` picks the knob that meets a speed or accuracy target.
+second copy of any schedule exists. :func:`choose_knob` picks the knob that meets a speed or accuracy target with
+stated confidence (:mod:`geep.evaluation.bounds`), :func:`choose_policy` the policy run by default.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import Tensor
 
 from geep.errors import GeepError
+from geep.evaluation.bounds import DEFAULT_CONFIDENCE, check_confidence, drop_upper_bound, fixed_sequence
 from geep.evaluation.metrics import macro_f1
 from geep.exit_table import exit_distribution
 from geep.inference.offline import run_rows
@@ -32,24 +34,64 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class KnobPoint:
-    """One knob of one policy, scored on dev. accuracy in [0, 1]; flops_speedup vs the ``full`` policy."""
+    """One knob of one policy, scored on dev. accuracy in [0, 1]; flops_speedup vs the ``full`` policy.
+
+    ``lost``: dev rows ``full`` labels right and this knob wrong; ``gained``: the reverse; ``rows``: dev rows (the
+    paired counts the drop bound reads, :mod:`geep.evaluation.bounds`). :func:`choose_knob` fills the last three
+    for the knob it chooses: ``confidence`` (None: chosen by the point estimate), ``drop_bound`` (the upper bound on
+    the accuracy drop against ``full``, in points) and ``promised`` (False: no knob faster than full met the budget
+    with that confidence, and this is the fallback).
+    """
 
     policy: str
-    knob: float | None
+    knob: Any
     accuracy: float
     flops_speedup: float
     mean_exit_layer: float
     macro_f1: float = 0.0
     exit_histogram: dict[int, int] = field(default_factory=dict)
+    lost: int = 0
+    gained: int = 0
+    rows: int = 0
+    confidence: float | None = None
+    drop_bound: float | None = None
+    promised: bool | None = None
+
+    def bound(self, confidence: float) -> float:
+        """The upper bound on this knob's accuracy drop against ``full`` at ``confidence``, in points."""
+        if self.rows <= 0:
+            raise GeepError(f"{self.policy}: a knob scored without its paired dev counts has no bound")
+        return 100.0 * drop_upper_bound(self.lost, self.gained, self.rows, confidence)
+
+
+def slowest_first(points: Sequence[KnobPoint]) -> list[KnobPoint]:
+    """The points in the fixed order the fixed-sequence test walks: FLOPs speed-up on dev, slowest first (ties: the
+    deeper mean exit layer first, then the grid's order). It reads the dev inputs' exits, never the labels."""
+    order = sorted(range(len(points)), key=lambda i: (points[i].flops_speedup, -points[i].mean_exit_layer, i))
+    return [points[i] for i in order]
 
 
 def choose_knob(points: list[KnobPoint], full_accuracy: float, *, target_speedup: float | None = None,
-                max_accuracy_drop: float | None = None) -> KnobPoint:
-    """The knob that meets the target, from the points of ONE policy.
+                max_accuracy_drop: float | None = None, confidence: float | None = DEFAULT_CONFIDENCE
+                ) -> KnobPoint:
+    """The knob that meets the target, from the points of ONE policy, with its bound filled in.
 
-    ``target_speedup`` X: among knobs whose FLOPs speed-up is at least X, the most accurate (ties: the faster).
-    ``max_accuracy_drop`` D (points): among knobs whose accuracy is at least full's minus D, the fastest (ties: the
-    more accurate). An unreachable target raises GeepError naming the best reachable value.
+    ``max_accuracy_drop`` D (points): the fastest knob certified by the fixed-sequence test at ``confidence``
+    (:mod:`geep.evaluation.bounds`): knobs are taken slowest first (:func:`slowest_first`) and pass while the upper
+    bound on their drop against ``full`` is at most D; the fastest that passed is chosen (ties: the smaller bound),
+    ``promised=True``. When no knob faster than full passes, the dev set is too small to promise D at that
+    confidence: the knob returned is the most accurate one still faster than full -- the smallest bound, ties: the
+    faster -- with ``promised=False`` (calibration stores it, marked, so that predict runs the safest knob rather than
+    the policy's uncalibrated default; the caller says so in one line). Never an error.
+
+    ``target_speedup`` X: among knobs whose FLOPs speed-up is at least X (label-free; none -> GeepError naming the
+    best reachable), the one with the smallest upper bound on its drop, each of the m candidates bounded at
+    confidence 1 - (1 - ``confidence``) / m (Bonferroni), so the stored bound holds for the knob chosen whichever
+    it is (ties: the faster).
+
+    ``confidence=None``: the point estimate, as before bounds (``auto_build_threshold``'s S): among knobs whose dev
+    accuracy is at least full's minus D, the fastest (ties: the more accurate); with X, the most accurate (ties:
+    the faster); an unreachable D raises GeepError.
     """
     if (target_speedup is None) == (max_accuracy_drop is None):
         raise GeepError("give exactly one of --target-speedup and --max-accuracy-drop")
@@ -62,26 +104,57 @@ def choose_knob(points: list[KnobPoint], full_accuracy: float, *, target_speedup
             best = max(p.flops_speedup for p in points)
             raise GeepError(f"{policy}: a FLOPs speed-up of {target_speedup:g}x is unreachable on dev; "
                             f"the best reachable is {best:.2f}x")
-        return max(ok, key=lambda p: (p.accuracy, p.flops_speedup))
-    floor = full_accuracy - max_accuracy_drop / 100.0
-    ok = [p for p in points if p.accuracy >= floor - 1e-12]
-    if not ok:
-        best = max(p.accuracy for p in points)
-        raise GeepError(f"{policy}: an accuracy drop of at most {max_accuracy_drop:g} points is unreachable on dev; "
-                        f"the smallest reachable drop is {100 * (full_accuracy - best):.2f} points")
-    return max(ok, key=lambda p: (p.flops_speedup, p.accuracy))
+        if confidence is None:
+            return replace(max(ok, key=lambda p: (p.accuracy, p.flops_speedup)), promised=True)
+        confidence = check_confidence(confidence)
+        each = 1.0 - (1.0 - confidence) / len(ok)
+        bounds = {id(p): p.bound(each) for p in ok}
+        best = min(ok, key=lambda p: (bounds[id(p)], -p.flops_speedup))
+        return replace(best, confidence=confidence, drop_bound=bounds[id(best)], promised=True)
+    if confidence is None:
+        floor = full_accuracy - max_accuracy_drop / 100.0
+        ok = [p for p in points if p.accuracy >= floor - 1e-12]
+        if not ok:
+            best = max(p.accuracy for p in points)
+            raise GeepError(f"{policy}: an accuracy drop of at most {max_accuracy_drop:g} points is unreachable on "
+                            f"dev; the smallest reachable drop is {100 * (full_accuracy - best):.2f} points")
+        return replace(max(ok, key=lambda p: (p.flops_speedup, p.accuracy)), promised=True)
+    confidence = check_confidence(confidence)
+    ordered = slowest_first(points)
+    bounds = [p.bound(confidence) for p in ordered]
+    passed = fixed_sequence(bounds, max_accuracy_drop)
+    faster = [(p, b) for p, b in zip(ordered[:passed], bounds[:passed]) if p.flops_speedup > 1.0]
+    if faster:
+        point, bound = max(faster, key=lambda pb: (pb[0].flops_speedup, -pb[1]))
+        return replace(point, confidence=confidence, drop_bound=bound, promised=True)
+    candidates = [(p, b) for p, b in zip(ordered, bounds) if p.flops_speedup > 1.0] or list(zip(ordered, bounds))
+    point, bound = min(candidates, key=lambda pb: (pb[1], -pb[0].flops_speedup))
+    return replace(point, confidence=confidence, drop_bound=bound, promised=False)
 
 
 def choose_policy(chosen: Mapping[str, KnobPoint], *, target_speedup: float | None = None,
                   max_accuracy_drop: float | None = None) -> str:
-    """The policy to run by default, among policies each at the knob :func:`choose_knob` chose for the same
-    target: with ``max_accuracy_drop`` the fastest (FLOPs; ties: the more accurate), with ``target_speedup`` the most
-    accurate (ties: the faster); a tie in both keeps the first in ``chosen``'s order."""
+    """The policy to run by default, among policies each at the knob :func:`choose_knob` chose for the same target.
+
+    With ``max_accuracy_drop``: only policies whose knob was promised (passed its bound) compete; the fastest
+    (FLOPs; ties: the smaller bound, then the more accurate). When none was promised, ``full``: nothing faster was
+    shown to keep the budget, so the default stays the full model. With ``target_speedup``: the smallest bound on
+    the drop (a knob chosen by the point estimate: the most accurate; ties: the faster). A tie in everything keeps
+    the first in ``chosen``'s order.
+    """
     if not chosen:
         raise GeepError("nothing to choose from: no calibrated policy")
+
+    def bound(name: str) -> float:
+        point = chosen[name]
+        return point.drop_bound if point.drop_bound is not None else 100.0 * (1.0 - point.accuracy)
+
     if max_accuracy_drop is not None:
-        return max(chosen, key=lambda name: (chosen[name].flops_speedup, chosen[name].accuracy))
-    return max(chosen, key=lambda name: (chosen[name].accuracy, chosen[name].flops_speedup))
+        kept = [name for name in chosen if chosen[name].promised is not False]
+        if not kept:
+            return "full"
+        return max(kept, key=lambda name: (chosen[name].flops_speedup, -bound(name), chosen[name].accuracy))
+    return min(chosen, key=lambda name: (bound(name), -chosen[name].flops_speedup))
 
 
 @dataclass
@@ -94,12 +167,18 @@ class Sweep:
 
 
 def _score(policy: str, knob: Any, probabilities: Tensor, layers: Tensor, labels: Tensor,
-           exit_layers: Sequence[int], flops: int, full_flops: int) -> KnobPoint:
-    """Scores rows whose answers are ``probabilities`` (N, C), given at exit ``layers`` (N,)."""
+           exit_layers: Sequence[int], flops: int, full_flops: int, full_right: Tensor | None = None) -> KnobPoint:
+    """Scores rows whose answers are ``probabilities`` (N, C), given at exit ``layers`` (N,); ``full_right`` (N,)
+    bool: which rows ``full`` labels right (None: these are full's own answers)."""
     predictions = probabilities.argmax(-1)  # (N,)
+    right = predictions == labels  # (N,)
+    if full_right is None:
+        full_right = right
     histogram = {int(k): int((layers == k).sum()) for k in exit_layers}
-    return KnobPoint(policy, knob, float((predictions == labels).double().mean()), full_flops / max(flops, 1),
-                     float(layers.float().mean()), macro_f1(predictions, labels, probabilities.shape[-1]), histogram)
+    return KnobPoint(policy, knob, float(right.double().mean()), full_flops / max(flops, 1),
+                     float(layers.float().mean()), macro_f1(predictions, labels, probabilities.shape[-1]), histogram,
+                     lost=int((full_right & ~right).sum()), gained=int((right & ~full_right).sum()),
+                     rows=int(labels.numel()))
 
 
 def replay(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, policy: str, knob: Any, *,
@@ -128,7 +207,8 @@ def replay(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, po
 def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, policies: Sequence[str],
           batch_size: int = 32, grid_points: int = 21, exit_logits: Tensor | None = None,
           precision: str = "fp32", knobs: Mapping[str, Sequence[Any]] | None = None) -> Sweep:
-    """Accuracy, macro-F1, mean exit layer, exit histogram and FLOPs speed-up of every knob of every policy.
+    """Accuracy, macro-F1, mean exit layer, exit histogram, FLOPs speed-up and the rows lost and gained against
+    ``full`` (:class:`KnobPoint`) of every knob of every policy.
 
     One all-exits pass at ``precision`` gives every exit's logits for every row (pass ``exit_logits`` (N, |E|, C)
     to reuse one); each knob is then run by the real scheduler on those logits (:func:`replay`), at ``batch_size``.
@@ -144,10 +224,11 @@ def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, polic
     def score(name: str, knob: Any, distribution: Tensor | None) -> KnobPoint:
         probabilities, layers, flops = replay(model, exit_logits, encoded, name, knob, batch_size=batch_size,
                                               labels=labels, distribution=distribution)
-        return _score(name, knob, probabilities, layers, labels, E, flops.total, full_flops)
+        return _score(name, knob, probabilities, layers, labels, E, flops.total, full_flops, full_right)
 
     probabilities, layers, flops = replay(model, exit_logits, encoded, "full", None, batch_size=batch_size)
     full_flops = flops.total
+    full_right = probabilities.argmax(-1) == labels  # (N,)
     full = _score("full", None, probabilities, layers, labels, E, full_flops, full_flops)
     distribution = None
     if any(get_policy(name).predicts_layers for name in policies):

@@ -3,7 +3,9 @@
 A saved model directory holds one ``config.json``: the backbone's own Hugging Face config with a ``geep``
 section added. ``format_version`` guards the layout; an unknown version is a clear error. Version 1 (geep 0.1.0)
 stored one number per policy as its default knob; version 2 stores named knob values per precision and policy
-(``default_knobs``), and a version-1 section is read as the fp32 knobs of version 2.
+(``default_knobs``), and a version-1 section is read as the fp32 knobs of version 2. ``calibration`` (the confidence
+bound each knob was chosen with) was added within version 2: a section without it reads as calibrated without
+evidence.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ class GeepConfig:
     # Filled by `geep calibrate`: {precision: {policy: {knob name: value}}}, e.g.
     # {"fp32": {"fastbert": {"threshold": 0.3}, "geep-verify": {"tau": 0.4, "continue_threshold": 0.25}}}.
     default_knobs: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Filled by `geep calibrate` beside each knob: {precision: {policy: evidence}}, the evidence being
+    # {"confidence": 0.9, "drop_bound": 0.82, "drop": 0.47, "dev_rows": 213, "promised": true,
+    #  "max_accuracy_drop": 1.0} (or "target_speedup": X): the upper bound on the knob's accuracy drop against full
+    # (points) at that confidence, the point estimate, and whether the bound met the budget. Absent in directories
+    # calibrated before it existed (then: {}); a knob stored without evidence has none.
+    calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     # Filled by `geep calibrate`: per precision, the calibrated policy that met the target fastest (with
     # --target-speedup: the most accurate one that met it), e.g. {"fp32": "geep-verify"}; predict and serve run it
     # when no policy is named. Absent in directories calibrated before it existed (then: {}).
@@ -89,6 +97,7 @@ class GeepConfig:
         if repeated:  # two classes of one name: a predicted name could not say which class it was
             raise GeepError(f"label names must be distinct; repeated: {', '.join(map(repr, repeated))}")
         _check_knobs(self.default_knobs)
+        _check_calibration(self.calibration)
 
     @property
     def num_labels(self) -> int:
@@ -104,9 +113,21 @@ class GeepConfig:
         """The named knob values calibrated for ``policy`` at ``precision``, or None."""
         return self.default_knobs.get(precision, {}).get(policy)
 
-    def store_knob(self, precision: str, policy: str, values: dict[str, float]) -> None:
-        """Records ``policy``'s calibrated knob values at ``precision`` (the other precisions' stay)."""
+    def store_knob(self, precision: str, policy: str, values: dict[str, float],
+                   evidence: dict[str, Any] | None = None) -> None:
+        """Records ``policy``'s calibrated knob values at ``precision`` (the other precisions' stay), and the
+        evidence it was chosen on (``calibration``); without evidence, any earlier record of it is forgotten."""
         self.default_knobs.setdefault(precision, {})[policy] = {k: float(v) for k, v in values.items()}
+        if evidence is None:
+            self.calibration.get(precision, {}).pop(policy, None)
+            self.calibration = {p: records for p, records in self.calibration.items() if records}
+        else:
+            self.calibration.setdefault(precision, {})[policy] = dict(evidence)
+        _check_calibration(self.calibration)
+
+    def stored_evidence(self, precision: str, policy: str) -> dict[str, Any] | None:
+        """What ``policy``'s knob at ``precision`` was calibrated on (confidence, bound, ...), or None."""
+        return self.calibration.get(precision, {}).get(policy)
 
     def stored_policy(self, precision: str) -> str | None:
         """The default policy calibrated at ``precision``, or None."""
@@ -123,6 +144,10 @@ class GeepConfig:
         for knobs in self.default_knobs.values():
             dropped |= {p for p in policies if knobs.pop(p, None) is not None}
         self.default_knobs = {precision: knobs for precision, knobs in self.default_knobs.items() if knobs}
+        for records in self.calibration.values():
+            for p in policies:
+                records.pop(p, None)
+        self.calibration = {precision: records for precision, records in self.calibration.items() if records}
         self.default_policy = {precision: p for precision, p in self.default_policy.items() if p not in policies}
         return sorted(dropped)
 
@@ -177,6 +202,19 @@ def _check_knobs(knobs: Any) -> None:
         for per_policy in knobs.values())
     if not ok:
         raise GeepError("default_knobs in config.json must map precision -> policy -> {knob name: number}")
+
+
+def _check_calibration(records: Any) -> None:
+    """calibration must be {precision: {policy: {name: number, bool or null}}}: a damaged one is a one-line error."""
+    ok = isinstance(records, dict) and all(
+        isinstance(per_policy, dict) and all(
+            isinstance(evidence, dict) and all(isinstance(k, str) and (v is None or isinstance(v, (int, float)))
+                                               for k, v in evidence.items())
+            for evidence in per_policy.values())
+        for per_policy in records.values())
+    if not ok:
+        raise GeepError("calibration in config.json must map precision -> policy -> {name: number, true/false or "
+                        "null}")
 
 
 def _is_int(v: Any) -> bool:
