@@ -56,17 +56,26 @@ def own_length_attention(module: nn.Module, query: Tensor, key: Tensor, value: T
     lengths = valid.sum(1)  # (B,)
     if not torch.equal(valid, torch.arange(T, device=valid.device) < lengths[:, None]):
         raise ValueError("own-length attention needs right padding: a row's keys are its first n positions")
+    padding_only = bool((attends == valid[:, None, None, :]).all())  # no structure but the padding (no window)
     out = query.new_zeros((B, T, heads, d))  # padded query positions stay 0
     for n in lengths.unique().tolist():
-        rows = (lengths == n).nonzero().squeeze(1)  # (b,)
         if n == 0:
             continue
-        mask = attention_mask.index_select(0, rows)[..., :n, :n]  # (b, 1|h, n, n)
-        inside = bool(mask.all()) if mask.dtype == torch.bool else bool((mask == 0).all())
-        group, _ = sdpa_attention_forward(
-            module, query.index_select(0, rows)[:, :, :n], key.index_select(0, rows)[:, :, :n],
-            value.index_select(0, rows)[:, :, :n], None if inside else mask, **kwargs)  # (b, n, h, d)
-        out[rows, :n] = group
+        rows = (lengths == n).nonzero().squeeze(1)  # (b,)
+        first, count = int(rows[0]), len(rows)
+        consecutive = int(rows[-1]) - first + 1 == count  # geep's batches are sorted by length: views, no copies
+        take = (lambda t: t[first:first + count]) if consecutive else (lambda t: t.index_select(0, rows))
+        mask = None
+        if not padding_only:
+            mask = take(attention_mask)[..., :n, :n]  # (b, 1|h, n, n)
+            if bool(mask.all() if mask.dtype == torch.bool else (mask == 0).all()):
+                mask = None  # nothing masked inside: the same call as the row alone
+        group, _ = sdpa_attention_forward(module, take(query)[:, :, :n], take(key)[:, :, :n], take(value)[:, :, :n],
+                                          mask, **kwargs)  # (b, n, h, d)
+        if consecutive:
+            out[first:first + count, :n] = group
+        else:
+            out[rows, :n] = group
     return out, None
 
 
