@@ -55,7 +55,9 @@ def test_an_additive_mask_and_no_mask_are_read_as_well():
     q, k, v, mask = padded(LENGTHS)
     additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
     module = encoder_attention()
-    assert torch.equal(own_length_attention(module, q, k, v, additive)[0], own_length_attention(module, q, k, v, mask)[0])
+    expected = own_length_attention(module, q, k, v, mask)[0]
+    assert torch.equal(own_length_attention(module, q, k, v, additive)[0], expected)
+    assert torch.equal(own_length_attention(module, q, k, v, mask[:, :, :1])[0], expected)  # (B, 1, 1, T) broadcast
     full = [17] * 3
     q, k, v, _ = padded(full)
     expected = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)

@@ -36,13 +36,13 @@ def own_length_attention(module: nn.Module, query: Tensor, key: Tensor, value: T
                          attention_mask: Tensor | None, **kwargs) -> tuple[Tensor, None]:
     """Attention of each row over its own length (see the module docstring), in the AttentionInterface's contract.
 
-    query (B, h, T, d), key and value (B, h_kv, T, d); attention_mask (B, 1 or h, T, T), boolean (True: attend) or
-    additive, or None (nothing padded) -> (output (B, T, h, d), None), as ``sdpa_attention_forward`` returns.
+    query (B, h, T, d), key and value (B, h_kv, T, d); attention_mask (B, 1 or h, T or 1, T), boolean (True: attend)
+    or additive, or None (nothing padded) -> (output (B, T, h, d), None), as ``sdpa_attention_forward`` returns.
     """
     B, heads, T, d = query.shape
     if attention_mask is None:  # nothing padded: one group, every row at length T
         return sdpa_attention_forward(module, query, key, value, None, **kwargs)
-    if key.shape[2] != T or attention_mask.shape[-2:] != (T, T):
+    if key.shape[2] != T or attention_mask.shape[-1] != T or attention_mask.shape[-2] not in (1, T):
         raise ValueError(f"own-length attention is self-attention: queries {T}, keys {key.shape[2]}, "
                          f"mask {tuple(attention_mask.shape)}")
     for name, arg in kwargs.items():
