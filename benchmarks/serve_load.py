@@ -1,30 +1,40 @@
-"""Issue 11's load benchmark: `geep serve` under open-loop Poisson load and closed-loop clients, over real HTTP.
+"""Issues 11 and 23's load benchmark: `geep serve` under open-loop Poisson load and closed-loop clients, over HTTP.
 
 Side by side in one run (``--configs``, default all four): (a) ``full`` (a plain dynamic batcher), (b) ``fastbert``
 with ``--batching shrink`` (early exit as served today), (c) ``fastbert`` with ``--batching layer``, (d)
 ``geep-verify`` with ``--batching layer``. Each configuration is its own `geep serve` process at ``--threads 1``,
 pinned to ``--server-cpus``; the load comes from `benchmarks/serve_client.py` in its own process pinned to
-``--client-cpus``. One text per request, half from each ``--data`` set (default bbc:test and tweets:test).
+``--client-cpus``. One text per request, half from each ``--data`` set (default bbc:test and tweets:test). Every
+server runs at ``--precision`` (default fp32; ``int8`` for issue 23: then (a) is a full-model int8 dynamic batcher).
 
 First, (a)'s latency for one full batch (``--max-batch`` texts in one request, idle server, median of 5): T. The
 latency bound is 4T. The open-loop ladder is ``--rates`` (requests/s) or ``--rate-factors`` times 32/T-ish, i.e.
 (a)'s full-batch rate ``max_batch / T``. A configuration's ladder stops after the first rate whose p95 is over the
-bound (higher rates only queue longer). Capacity = the highest ladder rate up to which every p95 stayed under the
-bound; rejected or failed requests count as never answered. Then every configuration also runs at half of (a)'s
-capacity, and closed-loop with ``--closed-clients`` clients. Per point: throughput, p50/p95/p99 overall and by
-exit layer, mean batch size per layer (from the server's /metrics), rejections and errors, the client's CPU share.
+bound (higher rates only queue longer); a ladder that ends with every p95 under the bound goes on, each rate
+``--extend-factor`` times the last, until one is over (at most ``--max-extra-rates`` more), so that every capacity
+is bounded from above. Capacity = the highest ladder rate up to which every p95 stayed under the bound; rejected or
+failed requests count as never answered. Then every configuration also runs at half of (a)'s capacity, and
+closed-loop with ``--closed-clients`` clients. Per point: throughput, p50/p95/p99 overall and by exit layer, mean
+batch size per layer (from the server's /metrics), rejections and errors, the client's CPU share.
 
-Everything is bounded: each point sends for at most ``--max-point-s`` seconds and ``--requests`` requests, every
-request times out, and the run skips what is left once ``--budget-min`` minutes have passed (said in the report).
+An open-loop point sends Poisson arrivals for ``--point-s`` seconds (rate x point-s requests, at least
+``--requests``), long enough that a server falling behind does cross the bound: offered a rate (1 + e) times what it
+can serve, its backlog grows by e x capacity requests a second, so the request sent at 95% of a point of D seconds
+waits about 0.95 e D; it crosses the bound B once e >= B / (0.95 D) (the report gives this resolution; 30 s and a
+bound of 2 s: 7%). With a fixed, small number of requests a point can end before the queue has grown that long.
 
-    python benchmarks/serve_load.py --model runs/demo/geep --output benchmarks/results/serve_load \\
-        --rate-factors 0.5,1,1.5,2,2.5,3,4,5 --requests 500 --server-cpus 0 --client-cpus 1
+Everything is bounded: each point sends for at most ``--max-point-s`` seconds, every request times out, and the
+run skips what is left once ``--budget-min`` minutes have passed (said in the report).
+
+    python benchmarks/serve_load.py --model runs/bbc-geep --precision int8 --server-cpus 0 --client-cpus 1 \\
+        --rate-factors 0.5,1,1.5,2,2.5,3,4,5 --point-s 30 --output benchmarks/results/serve_load_int8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import queue
 import random
@@ -55,8 +65,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rates", default=None, help="open-loop rates, requests/s, e.g. 2,4,8")
     p.add_argument("--rate-factors", default="0.5,1,1.5,2,2.5,3,4,5",
                    help="rates as multiples of (a)'s full-batch rate max_batch/T (used without --rates)")
-    p.add_argument("--requests", type=int, default=500, help="requests per point (issue 11: at least 500)")
-    p.add_argument("--max-point-s", type=float, default=120.0, help="most seconds of sending per point")
+    p.add_argument("--precision", default="fp32", help="every server's --precision (issue 23: int8)")
+    p.add_argument("--requests", type=int, default=500,
+                   help="requests per closed-loop point, and at least this many per open-loop point (issue 11: 500)")
+    p.add_argument("--point-s", type=float, default=30.0, help="seconds of arrivals per open-loop point (default 30)")
+    p.add_argument("--max-point-s", type=float, default=300.0, help="most seconds of sending per point")
+    p.add_argument("--extend-factor", type=float, default=1.5,
+                   help="a ladder still under the bound goes on at this times its last rate")
+    p.add_argument("--max-extra-rates", type=int, default=8, help="most rates added to a ladder (0: none)")
     p.add_argument("--closed-clients", default="1,8,32", help="closed-loop points: clients (empty: none)")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--batch-repeats", type=int, default=5, help="timed full batches of (a) for T (median)")
@@ -91,7 +107,8 @@ class Server:
 
     def __init__(self, args: argparse.Namespace, policy: str, batching: str) -> None:
         command = [sys.executable, "-m", "geep.cli.main", "serve", "--model", args.model, "--port", "0",
-                   "--policy", policy, "--batching", batching, "--threads", "1", "--max-batch",
+                   "--policy", policy, "--batching", batching, "--threads", "1", "--precision", args.precision,
+                   "--max-batch",
                    str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms), "--request-timeout-s", "60",
                    *[a for a in args.serve_arg]]
         knobs = dict(t.split("=", 1) for t in args.threshold)
@@ -217,13 +234,18 @@ def main(argv: list[str] | None = None) -> int:
         if over_budget():
             record["skipped"].append([config, mode, value])
             return None
-        job = {"url": server.url, "mode": "closed" if mode == "closed" else "open", "requests": args.requests,
-               "max_s": args.max_point_s,
-               "texts": texts, "seed": rng.randrange(1 << 30), "timeout_s": 60.0,
+        requests, max_s = args.requests, args.max_point_s
+        if mode != "closed":  # point-s seconds of arrivals (at least --requests); the count ends the point
+            requests = max(args.requests, math.ceil(value * args.point_s))
+            max_s = min(args.max_point_s, 1.2 * requests / value + 1.0)
+        job = {"url": server.url, "mode": "closed" if mode == "closed" else "open", "requests": requests,
+               "max_s": max_s, "texts": texts, "seed": rng.randrange(1 << 30), "timeout_s": 60.0,
                ("clients" if mode == "closed" else "rate"): value}
         before = server.metrics()
         result = client_point(args, job)
         summary = {"config": config, "mode": mode, "offered": value, **summarise(result, before, server.metrics())}
+        if mode != "closed":  # the smallest overload (a fraction over capacity) this point's length shows
+            summary["resolution"] = record["bound_s"] / (0.95 * requests / value)
         record["points"].append(summary)
         print(f"  ({config}) {mode} {value:g}: {summary['throughput']:.1f}/s, p50 {summary['p50']:.3f} s, "
               f"p95 {summary['p95']:.3f} s, rejected {summary['rejected_503']}, client CPU "
@@ -245,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                 record["rates"] = rates
                 print(f"  full batch of {args.max_batch}: {T:.3f} s; bound 4T = {4 * T:.3f} s", flush=True)
             capacity, over = 0.0, None  # over: the first rate over the bound (None: none on the ladder)
-            for rate in rates:
+            ladder = list(rates)
+            extra = [round(rates[-1] * args.extend_factor ** i, 2) for i in range(1, args.max_extra_rates + 1)]
+            for rate in ladder + extra:
                 s = point(server, config, "open", rate)
                 if s is None:
                     over = "skipped"

@@ -1,5 +1,5 @@
-"""The report of `benchmarks/serve_load.py`: serve_load.md (every point, capacities, issue 11's targets met or not)
-and serve_load_p95.png (p95 latency against offered load, one line per configuration)."""
+"""The report of `benchmarks/serve_load.py`: serve_load.md (every point, capacities, issue 11's targets met or not,
+or issue 23's at int8) and serve_load_p95.png (p95 latency against offered load, one line per configuration)."""
 
 from __future__ import annotations
 
@@ -43,14 +43,16 @@ def _ratio(record: dict, x: str, y: str, target: float) -> str:
 
 
 def targets(record: dict) -> list[str]:
-    """Issue 11's targets, each met, not met, or undetermined, with its figures."""
+    """Issue 11's targets (issue 23's at int8: capacity >= 3x a full int8 dynamic batcher), each met, not met, or
+    undetermined, with its figures."""
     cap = record.get("capacity", {})
+    vs_a = 3.0 if record["args"].get("precision") == "int8" else 2.5
     lines = []
     for x in ("c", "d"):
         if x not in cap or not cap.get("a"):
             lines.append(f"- capacity of ({x}) vs (a): not measured")
             continue
-        line = f"- ({x}) capacity {cap[x]:g}/s = " + _ratio(record, x, "a", 2.5)
+        line = f"- ({x}) capacity {cap[x]:g}/s = " + _ratio(record, x, "a", vs_a)
         if cap.get("b"):
             line += "; " + _ratio(record, x, "b", 1.2)
         lines.append(line)
@@ -77,17 +79,24 @@ def targets(record: dict) -> list[str]:
 def write_report(record: dict, out: Path) -> None:
     env = record.get("environment", {})
     args = record["args"]
+    precision = args.get("precision", "fp32")
+    resolutions = [p["resolution"] for p in record["points"] if p.get("resolution") is not None]
+    points = (f"open-loop points: {args['point_s']:g} s of arrivals, at least {args['requests']} requests (a point "
+              f"shows an overload of e >= bound / (0.95 x its length): here e >= {100 * min(resolutions):.0f}%"
+              f"-{100 * max(resolutions):.0f}%); closed-loop points: {args['requests']} requests"
+              if "point_s" in args and resolutions else f"{args['requests']} requests per point at most")
     lines = [
-        "# `geep serve` under load (issue 11)", "",
+        f"# `geep serve` under load (issue 11{'; issue 23: int8' if precision == 'int8' else ''})", "",
         f"git {env.get('git_commit')} (dirty: {env.get('git_dirty')}), {env.get('versions')}, {env.get('platform')}",
         f"model {args['model']}; data {args['data'] or ['bbc:test', 'tweets:test']}, one text per request; "
-        f"max batch {args['max_batch']}, max wait {args['max_wait_ms']} ms; server --threads 1 on CPUs "
-        f"{args['server_cpus']}, client on CPUs {args['client_cpus']}; {args['requests']} requests per point at "
-        f"most, {args['max_point_s']:g} s of sending at most; {record['elapsed_s'] / 60:.1f} minutes in all.", "",
+        f"--precision {precision}; max batch {args['max_batch']}, max wait {args['max_wait_ms']} ms; server "
+        f"--threads 1 on CPUs {args['server_cpus']}, client on CPUs {args['client_cpus']}; {points}, "
+        f"{args['max_point_s']:g} s of sending at most; {record['elapsed_s'] / 60:.1f} minutes in all.", "",
         f"(a)'s latency for one full batch T = {_ms(record.get('full_batch_latency_s'))} ms; latency bound 4T = "
         f"{_ms(record.get('bound_s'))} ms. Open-loop rates (requests/s): {record.get('rates')}.",
         "Latency is measured from each request's scheduled send time; rejected or failed requests count as never "
-        "answered (inf). A ladder stops after the first rate over the bound.", "",
+        "answered (inf). A ladder stops after the first rate over the bound, and goes on past its last rate until "
+        "one is over.", "",
         "## Capacity (the highest ladder rate up to which p95 < 4T)", "",
         "| configuration | capacity (requests/s) | first rate over the bound | server exit status |",
         "|---|---|---|---|",

@@ -32,11 +32,20 @@ def int8_setup(make_model):
     return model, texts, encoded, recorded, labels
 
 
+@pytest.mark.parametrize("attention", ["own-length", "length-grouped"])
 @pytest.mark.parametrize("policy", list(POLICIES))
-def test_every_policy_at_int8_is_batch_invariant(int8_setup, policy):
+def test_every_policy_at_int8_is_batch_invariant(int8_setup, policy, attention, monkeypatch):
     """At int8, a row's label, exit layer and probabilities are the same alone, in shuffled batches of 7 and 64,
-    and through predict (per-token activation scales: a row's batch-mates and padding do not move it)."""
+    and through predict (per-token activation scales and each row's attention over its own length: a row's
+    batch-mates and padding do not move it); also where the encoder's attention cannot be switched and the backend
+    runs each length of a step apart."""
     model, texts, encoded, recorded, labels = int8_setup
+    if attention == "length-grouped":
+        from geep.runtime import precision
+
+        monkeypatch.setattr(precision, "supports_own_length_attention", lambda encoder: False)
+        with torch.no_grad():
+            model.backbone.layers[0].output.dense.bias.add_(0.0)  # a new version of a weight: a new int8 copy
     knob = knobs_for(model, recorded.logits)[policy]
     model_threshold[0] = model.config.exit_table["build_threshold"]
     alone = run_policy(model, encoded, policy, knob, batch_size=1, labels=labels, precision="int8")
@@ -51,6 +60,10 @@ def test_every_policy_at_int8_is_batch_invariant(int8_setup, policy):
         runs.append(run_policy(model, encoded, policy, knob, batch_size=size, order=order, labels=labels,
                                precision="int8"))
     runs.append(predict(model, texts, policy=policy, knob=knob, batch_size=32, labels=labels, precision="int8"))
+    if attention == "length-grouped":
+        from geep.runtime.torch_backend import LengthGroupedBackend
+
+        assert type(precision.make_backend(model, "int8")) is LengthGroupedBackend
     ok = ~near
     for run in runs:
         assert torch.equal(run.exit_layer[ok], alone.exit_layer[ok])

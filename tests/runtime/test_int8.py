@@ -42,6 +42,17 @@ def test_a_rows_output_does_not_depend_on_its_batch():
     assert torch.equal(q(many)[-3:], q(many[-3:]))
 
 
+def test_a_row_is_the_same_bits_at_any_place_when_widths_are_not_multiples_of_a_vector():
+    """Widths of 29 and 37: a row's last values fall in a kernel's scalar tail alone and in its vector body inside a
+    batch; the rescaling must round the same way in both (one operation at a time, no fused multiply-add)."""
+    torch.manual_seed(2)
+    q = Int8Linear(nn.Linear(29, 37))
+    x = torch.randn(45, 29)
+    together = q(x)
+    for i in range(45):
+        assert torch.equal(q(x[i:i + 1]), together[i:i + 1]), i
+
+
 def test_quantize_linears_replaces_every_linear():
     block = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 3, bias=False)))
     assert quantize_linears(block) == 2

@@ -5,7 +5,9 @@ import torch
 
 from geep.errors import GeepError
 from geep.runtime import PRECISIONS, check_precision, make_backend, parse_precisions, prepared_model
+from geep.runtime.exact_attention import NAME as OWN_LENGTH
 from geep.runtime.int8 import Int8Linear
+from geep.runtime.torch_backend import LengthGroupedBackend, TorchBackend
 
 
 def test_precisions_and_devices():
@@ -55,25 +57,67 @@ def test_bf16_on_the_cpu_reads_fp32_logits(make_model):
     assert backend.read_head(state).dtype == torch.float32
 
 
-def test_int8_rows_do_not_depend_on_the_padding_of_their_batch():
-    """A row alone and padded among longer rows: the same exit logits at int8 to fp32's own noise. Attention sums
-    over the padded length; its inputs are handed over in float64 so int8 rounding never sees the difference."""
+def _wide_model():
+    """Wide enough for some values to sit at a rounding boundary: with padded attention a row's int8 logits move by
+    1e-5 between alone and a batch of 40 (measured), so the checks below can fail."""
     from transformers import BertModel
 
-    from geep.inference import all_exit_logits
     from geep.modeling import GeepConfig, MultiExitClassifier
     from tests.helpers import tiny_bert_config
 
     torch.manual_seed(3)
-    # Wide enough for some values to sit at a rounding boundary (with fp32 attention the logits differ by 1e-5).
     encoder = BertModel(tiny_bert_config(4, hidden_size=256, intermediate_size=512, num_attention_heads=4))
     model = MultiExitClassifier(encoder, GeepConfig(num_layers=4, label_names=["a", "b"])).eval()
     g = torch.Generator().manual_seed(0)
     rows = [[2] + torch.randint(5, 99, (int(n),), generator=g).tolist() for n in torch.randint(3, 60, (40,), generator=g)]
+    return model, rows
+
+
+def _exit_logits(backend, rows, batch_size):
+    """Every exit's logits (N, |E|, C) of ``rows`` run through ``backend`` in batches of ``batch_size``, in order."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start:start + batch_size]
+            state, logits = backend.embed(list(range(len(batch))), batch), []
+            for k in backend.exit_layers:
+                state = backend.run_layers(state, k)
+                logits.append(backend.read_head(state))
+            out.append(torch.stack(logits, 1))
+    return torch.cat(out)
+
+
+def test_int8_rows_do_not_depend_on_the_padding_of_their_batch():
+    """A row alone and padded among longer rows: the same exit logits at int8 to fp32's own noise (the exit heads
+    pool in fp32). Each row's attention runs over its own length, switched through the config; the model itself
+    keeps its attention."""
+    from geep.inference import all_exit_logits
+
+    model, rows = _wide_model()
     encoded = {"input_ids": rows}
-    attention = [m for m in prepared_model(model, "int8").modules() if isinstance(m, Int8Linear)
-                 and m.out_dtype == torch.float64]
-    assert len(attention) == 3 * 4  # query, key, value of each layer
+    prepared = prepared_model(model, "int8")
+    assert prepared.backbone.config._attn_implementation == OWN_LENGTH
+    assert model.backbone.config._attn_implementation == "sdpa"
+    assert type(make_backend(model, "int8")) is TorchBackend
     together = all_exit_logits(model, encoded, batch_size=40, precision="int8").logits
     alone = all_exit_logits(model, encoded, batch_size=1, precision="int8").logits
     assert float((together - alone).abs().max()) < 1e-6
+
+
+def test_an_encoder_whose_attention_cannot_be_switched_runs_each_length_apart(monkeypatch):
+    """Where the encoder computes its own attention (MPNet, DeBERTa), int8 runs the rows of a step one length at a
+    time: the same logits alone and in a batch of 40, and the same as own-length attention on the same rows."""
+    from geep.runtime import precision
+
+    model, rows = _wide_model()
+    reference = _exit_logits(make_backend(model, "int8"), rows, 40)  # own-length attention
+    monkeypatch.setattr(precision, "supports_own_length_attention", lambda encoder: False)
+    with torch.no_grad():
+        model.backbone.layers[0].output.dense.bias.add_(0.0)  # a new version of a weight: a new prepared copy
+    backend = make_backend(model, "int8")
+    assert type(backend) is LengthGroupedBackend
+    assert backend.model.backbone.config._attn_implementation == "sdpa"  # padded attention, as the family's own
+    together = _exit_logits(backend, rows, 40)
+    alone = _exit_logits(backend, rows, 1)
+    assert float((together - alone).abs().max()) < 1e-6
+    assert float((together - reference).abs().max()) < 1e-6

@@ -8,19 +8,15 @@ in fp32: ``y = (x_q @ W_q^T) * x_scale * w_scale + b``. This is the arithmetic o
 ``Int8DynamicActivationInt8WeightConfig`` (per-token dynamic activations, per-channel weights) without its
 generic quantisation ops, which cost more than the product itself on a CPU (``benchmarks/int8_choice.py``).
 
-Batch invariance: a row's scales come from that row alone and the int32 accumulation is exact, so a row's output
-does not depend on its batch-mates or on padding (torch's ``quantize_dynamic`` and ONNX Runtime's
-``DynamicQuantizeLinear`` take one activation scale per tensor: a row's result moves with its batch). One more
-thing would move it: attention, the only operation that mixes tokens, sums over the padded length, so in fp32 a
-row's context vectors differ in the last bits between a batch padded to 40 tokens and the row alone, and int8
-rounding turns a last-bit difference at a rounding boundary into a whole step (on MiniLM, 2.5e-4 in a row's
-probabilities). The query, key and value projections therefore hand their output over in float64: attention then
-sums in float64, whose last-bit differences never reach the fp32 the next int8 Linear quantises (3e-8, as fp32's
-own). That costs about a fifth of int8's throughput on MiniLM (bbc: 1.53x fp32 instead of 2.01x); setting
-``ATTENTION_INPUTS = ()`` trades it back (BENCHMARKS.md).
+Batch invariance: a row's scales come from that row alone, the int32 accumulation is exact, and the rescaling is
+one correctly rounded operation at a time (no fused multiply-add, whose vector and scalar paths round differently),
+so a row's output is the same bits whatever its batch-mates or its place in the batch (torch's
+``quantize_dynamic`` and ONNX Runtime's ``DynamicQuantizeLinear`` take one activation scale per tensor: a row's
+result moves with its batch). Attention, the one operation that mixes tokens, is made independent of the padding by
+``geep.runtime.exact_attention`` (each row attends over its own length).
 
-Embeddings, layer norms, attention scores and the exit heads stay fp32: the heads are a few percent of a layer's
-FLOPs and their confidences decide who exits.
+Embeddings, layer norms, attention and the exit heads stay fp32: the heads are a few percent of a layer's FLOPs and
+their confidences decide who exits.
 """
 
 from __future__ import annotations
@@ -35,16 +31,23 @@ QMAX = 127  # symmetric int8: [-127, 127], so negating a value never overflows
 BLOCK_TOKENS = 512
 
 
+def row_scales(x: Tensor) -> Tensor:
+    """The symmetric int8 scale of each row of x (M, K): max|x[m]| / 127 -> (M, 1) fp32 (never 0)."""
+    # amax and amin read x twice but allocate nothing: cheaper than x.abs().amax(), which writes a copy of x.
+    peak = torch.maximum(x.amax(-1, keepdim=True), x.amin(-1, keepdim=True).neg_())  # (M, 1)
+    return peak.clamp_(min=1e-12).div_(QMAX)
+
+
 def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     """Symmetric int8 of each row of x (M, K): (x_q (M, K) int8, scale (M, 1) fp32) with x ~= x_q * scale."""
-    scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-12) / QMAX  # (M, 1)
-    return torch.round(x / scale).to(torch.int8), scale
+    scale = row_scales(x)
+    return torch.div(x, scale).round_().to(torch.int8), scale
 
 
 class Int8Linear(nn.Module):
     """``nn.Linear`` with int8 weights (per output channel) and int8 activations (per row), fp32 in and out."""
 
-    def __init__(self, linear: nn.Linear, out_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         weight = linear.weight.detach().float()  # (N, K)
         w_q, w_scale = quantize_rows(weight)
@@ -53,44 +56,31 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_scale", w_scale.view(1, -1), persistent=False)  # (1, N)
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("bias", bias, persistent=False)  # (N,) or None
-        self.out_dtype = out_dtype
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (..., K) fp32 or fp64 -> (..., N) in ``out_dtype``, ``BLOCK_TOKENS`` tokens at a time (each token is
-        independent)."""
+        """x (..., K) fp32 -> (..., N) fp32, ``BLOCK_TOKENS`` tokens at a time (each token is independent)."""
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (M, K)
-        y = torch.empty((x.shape[0], self.out_features), dtype=self.out_dtype, device=x.device)  # (M, N)
+        y = torch.empty((x.shape[0], self.out_features), dtype=torch.float32, device=x.device)  # (M, N)
         for start in range(0, x.shape[0], BLOCK_TOKENS):
             x_q, x_scale = quantize_rows(x[start:start + BLOCK_TOKENS])  # (m, K) int8, (m, 1)
-            block = y[start:start + BLOCK_TOKENS]
-            block.copy_(torch._int_mm(x_q, self.weight_t))  # exact int32 sums, in out_dtype
-            block.mul_(x_scale.to(block.dtype)).mul_(self.weight_scale.to(block.dtype))  # one dtype: vectorised
+            block = y[start:start + BLOCK_TOKENS]  # (m, N)
+            block.copy_(torch._int_mm(x_q, self.weight_t))  # exact int32 sums, in fp32
+            block.mul_(x_scale).mul_(self.weight_scale)  # one rounding each: the same bits in any lane
             if self.bias is not None:
                 block.add_(self.bias)
         return y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, int8 per-token, "
-                f"out {str(self.out_dtype).removeprefix('torch.')}")
-
-
-# The attention projections whose output feeds the attention sums, by the name each encoder family gives them: BERT,
-# RoBERTa, MiniLM, ELECTRA, ALBERT; DistilBERT; MPNet; DeBERTa (the fused in_proj, and the projections of the
-# relative embeddings its scores multiply with); DeBERTa-v2/v3; ModernBERT (the fused Wqkv).
-ATTENTION_INPUTS = ("query", "key", "value", "q_lin", "k_lin", "v_lin", "q", "k", "v",
-                    "in_proj", "pos_proj", "pos_q_proj",
-                    "query_proj", "key_proj", "value_proj", "pos_key_proj", "pos_query_proj", "Wqkv")
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-token"
 
 
 def quantize_linears(module: nn.Module) -> int:
-    """Replaces every ``nn.Linear`` inside ``module`` (in place) by an :class:`Int8Linear`, those named in
-    :data:`ATTENTION_INPUTS` with float64 output (see the module docstring); returns how many."""
+    """Replaces every ``nn.Linear`` inside ``module`` (in place) by an :class:`Int8Linear`; returns how many."""
     count = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
-            out_dtype = torch.float64 if name in ATTENTION_INPUTS else torch.float32
-            setattr(module, name, Int8Linear(child, out_dtype))
+            setattr(module, name, Int8Linear(child))
             count += 1
         else:
             count += quantize_linears(child)

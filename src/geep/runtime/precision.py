@@ -3,8 +3,10 @@
 Precisions (``--precision``):
 
 - ``fp32``: the model as it is (``TorchBackend``), on the CPU or CUDA;
-- ``int8``: the CPU only; every Linear of the encoder in int8 with per-token activation scales, attention summed in
-  float64 (``geep.runtime.int8``), embeddings, layer norms and exit heads in fp32;
+- ``int8``: the CPU only; every Linear of the encoder in int8 with per-token activation scales
+  (``geep.runtime.int8``), each row's attention over its own length (``geep.runtime.exact_attention``; a family whose
+  attention does not run through transformers' AttentionInterface runs each length of a step apart instead,
+  ``LengthGroupedBackend``), embeddings, layer norms and exit heads in fp32: a row's answer is the same in any batch;
 - ``fp16``: CUDA only;
 - ``bf16``: CUDA, and the CPU (measured faster than fp32 on this project's CPU, which has AVX512-BF16:
   ``benchmarks/int8_choice.py``).
@@ -24,8 +26,9 @@ import torch
 
 from geep.errors import GeepError
 from geep.modeling.model import MultiExitClassifier
+from geep.runtime.exact_attention import NAME as OWN_LENGTH, supports_own_length_attention, use_own_length_attention
 from geep.runtime.int8 import quantize_linears
-from geep.runtime.torch_backend import TorchBackend
+from geep.runtime.torch_backend import LengthGroupedBackend, TorchBackend
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,10 @@ def make_backend(model: MultiExitClassifier, precision: str = "fp32",
         model.to(device)
     if precision == "fp32":
         return TorchBackend(model)
-    return TorchBackend(prepared_model(model, precision))
+    prepared = prepared_model(model, precision)
+    if precision == "int8" and prepared.backbone.config._attn_implementation != OWN_LENGTH:
+        return LengthGroupedBackend(prepared)  # attention it cannot switch: rows of one length at a time
+    return TorchBackend(prepared)
 
 
 def prepared_model(model: MultiExitClassifier, precision: str) -> MultiExitClassifier:
@@ -93,7 +99,13 @@ def _prepare(model: MultiExitClassifier, precision: str) -> MultiExitClassifier:
     prepared = copy.deepcopy(model, memo)
     if precision == "int8":
         n = sum(quantize_linears(layer) for layer in prepared.backbone.layers)
-        logger.info("int8: %d Linear layers of the encoder quantised (per-token activations)", n)
+        encoder = prepared.backbone.encoder
+        if supports_own_length_attention(encoder):
+            use_own_length_attention(encoder)
+            how = "each row's attention over its own length"
+        else:
+            how = f"{type(encoder).__name__} computes its own attention: each length of a step runs apart"
+        logger.info("int8: %d Linear layers of the encoder quantised (per-token activations); %s", n, how)
     else:
         prepared.to(_HALF[precision])
         logger.info("%s: a copy of the model cast to %s", precision, _HALF[precision])

@@ -52,3 +52,27 @@ class TorchBackend:
 
     def row_ids(self, state: State) -> Tensor:
         return state.row_ids
+
+
+class LengthGroupedBackend(TorchBackend):
+    """A :class:`TorchBackend` that runs the rows of a step one length at a time, unpadded.
+
+    For an int8 model whose encoder computes attention in its own modelling code (MPNet, DeBERTa: no
+    AttentionInterface to switch to ``geep.runtime.exact_attention``): a row then attends over its own length, as
+    alone, whatever its batch. Rows are split by length with :meth:`select` (trimmed, so nothing is padded), each
+    group runs its layers, and :meth:`gather` puts them back in the step's order; every other operation is
+    TorchBackend's. Slower than one padded call when a step mixes many lengths, the same when it does not.
+    """
+
+    def run_layers(self, state: State, to_layer: int) -> State:
+        lengths = state.attention_mask.sum(1)  # (B,)
+        if bool((lengths == state.seq_len).all()):  # nothing padded: one call, as alone
+            return self.model.run_layers(state, to_layer)
+        parts, members = [], []
+        for n in lengths.unique().tolist():
+            rows = (lengths == n).nonzero().squeeze(1)  # (b,) positions in the step
+            group = self.model.run_layers(self.select(state, rows), to_layer)  # (b, n, H)
+            parts.append((group, torch.arange(len(rows), device=rows.device)))
+            members.append(rows)
+        order = torch.cat(members).argsort()  # row i of the step is row order[i] of the concatenation
+        return self.gather(parts, order)
