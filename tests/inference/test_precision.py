@@ -14,7 +14,7 @@ from geep.modeling import MultiExitClassifier
 from geep.policies import POLICIES, entropy
 from tests import helpers
 from tests.helpers import make_decisive
-from tests.inference.test_predictor import knobs_for, model_threshold, near_threshold
+from tests.inference.test_predictor import CLASSIFICATION, knobs_for, model_threshold, near_threshold
 
 N_ROWS = 70
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -32,7 +32,7 @@ def int8_setup(make_model):
     return model, texts, encoded, recorded, labels
 
 
-@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("policy", CLASSIFICATION)
 def test_every_policy_at_int8_is_batch_invariant(int8_setup, policy):
     """At int8, a row's label, exit layer and probabilities are the same alone, in shuffled batches of 7 and 64,
     and through predict (per-token activation scales: a row's batch-mates and padding do not move it)."""

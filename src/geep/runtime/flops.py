@@ -13,7 +13,9 @@ Per row, with T the padded length the row ran at, H the hidden size, I the inter
   ``2THw`` (projection) ``+ 2Tq w^2 + 4T w^2`` (query; key and value) ``+ 4 Tq T w`` (scores, weighted values)
   ``+ 2Tq w^2`` (attention output) ``+ 2w^2 + 2wC`` (dense, classifier);
 - a ``linear`` exit head (``geep.heads.LinearHead``): ``2H^2 + 2HC`` (dense, classifier), independent of T
-  (its pooling is a pick or a masked mean, elementwise).
+  (its pooling is a pick or a masked mean, elementwise);
+- C is the task's outputs (classes, labels, or 1 for a score); a model with an exit module (``LearnedExit``: one
+  Linear H -> 1 on the pooled h_k) adds ``2H`` per head call.
 
 A :class:`FlopsCount` records every call the executor made -- ``(layer, rows, T)`` for layers and
 ``(exit, rows, T)`` for heads -- and turns the record into FLOPs with the formulas above, so the count is
@@ -58,15 +60,16 @@ class FlopsSpec:
 
     hidden: int
     intermediate: int
-    num_labels: int
+    num_labels: int  # the task's outputs per head (C, or 1 for a score)
     heads: dict[int, tuple[str, str, int]]  # exit k -> (kind, pooling, width)
+    signals: int = 0  # the exit module's outputs per head call (a Linear H -> 1 each)
 
     @classmethod
     def from_model(cls, model: MultiExitClassifier) -> "FlopsSpec":
         """The sizes of ``model``."""
         hf = model.backbone.config
         heads = {k: (*model.config.head_spec(k), model.config.head_width) for k in model.exit_layers}
-        return cls(hf.hidden_size, hf.intermediate_size, model.config.num_labels, heads)
+        return cls(hf.hidden_size, hf.intermediate_size, model.config.num_outputs, heads, model.config.num_signals)
 
     def layer(self, T: int) -> int:
         """FLOPs of one layer on one row at padded length T."""
@@ -75,10 +78,11 @@ class FlopsSpec:
     def head(self, k: int, T: int) -> int:
         """FLOPs of exit k's head on one row at padded length T."""
         kind, pooling, width = self.heads[k]
+        module = 2 * self.hidden * self.signals  # the exit module's Linear H -> S on the pooled h_k
         if kind == "attention":
-            return attention_head_flops(T, self.hidden, width, self.num_labels, pooling)
+            return attention_head_flops(T, self.hidden, width, self.num_labels, pooling) + module
         if kind == "linear":
-            return linear_head_flops(self.hidden, self.num_labels)
+            return linear_head_flops(self.hidden, self.num_labels) + module
         raise ValueError(f"no FLOPs formula for head kind {kind!r}")
 
 

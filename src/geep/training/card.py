@@ -9,17 +9,18 @@ from typing import Any
 from geep.modeling.config import GeepConfig
 
 
-def format_accuracy_table(accuracy: dict[str, float], markdown: bool = False) -> str:
-    """A table of per-exit accuracy, {str(k): accuracy}, one row per exit in layer order."""
+def format_accuracy_table(accuracy: dict[str, float], markdown: bool = False, metric: str = "accuracy") -> str:
+    """A table of per-exit dev scores, {str(k): score}, one row per exit in layer order; ``metric`` names the
+    score (the task's primary metric: accuracy, micro-f1, pearson)."""
     rows = sorted(accuracy.items(), key=lambda kv: int(kv[0]))
     if not rows:
-        return "(no accuracy recorded)"
+        return f"(no {metric} recorded)"
     last = max(int(k) for k, _ in rows)
     if markdown:
-        lines = ["| exit layer | dev accuracy |", "|---:|---:|"]
+        lines = [f"| exit layer | dev {metric} |", "|---:|---:|"]
         lines += [f"| {k}{' (teacher)' if int(k) == last else ''} | {acc:.4f} |" for k, acc in rows]
         return "\n".join(lines)
-    lines = ["exit  dev accuracy"]
+    lines = [f"exit  dev {metric}"]
     lines += [f"{k:>4}  {acc:.4f}{'  (teacher)' if int(k) == last else ''}" for k, acc in rows]
     return "\n".join(lines)
 
