@@ -22,9 +22,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--target-speedup", type=finite_float, metavar="X",
                         help="the most accurate knob whose FLOPs speed-up vs full is at least X")
     target.add_argument("--max-accuracy-drop", type=finite_float, metavar="D",
-                        help="the fastest knob whose dev accuracy is at least full's minus D points")
+                        help="the fastest knob whose dev score is at least full's minus D points; the score is the "
+                        "model's task's primary metric: accuracy (classification), micro-F1 (multi-label) or Pearson "
+                        "(regression), in points (x 100)")
     p.add_argument("--policies", default=None,
-                   help="comma-separated (default: fastbert,deebert,confidence,pabee and, with a table, geep,geep-verify)")
+                   help="comma-separated (default: every policy with a knob that applies to the model's task: for a "
+                   "classifier fastbert,deebert,confidence,pabee,elbert,vote and, with a table, geep,geep-verify; lte "
+                   "with an exit module)")
     p.add_argument("--grid-points", type=int, default=41, help="knobs per policy (integer knobs: all)")
     p.add_argument("--batch-size", type=int, default=32, help="the batch size whose FLOPs are counted")
     p.add_argument("--text-column", default=None)
@@ -74,15 +78,19 @@ def run(args: argparse.Namespace) -> int:
                        max_accuracy_drop=args.max_accuracy_drop, policies=policies, batch_size=args.batch_size,
                        grid_points=args.grid_points, precision=args.precision)
     model.save_config(directory)
+    metric = model.task.primary
+    what = "accuracy" if metric == "accuracy" else metric.replace("_", "-")
     target = (f"FLOPs speed-up >= {args.target_speedup:g}x" if args.target_speedup is not None
-              else f"accuracy drop <= {args.max_accuracy_drop:g} points")
+              else f"{what} drop <= {args.max_accuracy_drop:g} points")
     print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) at {args.precision} for {target}; "
           "stored as defaults:")
-    print(f"| {'policy':<12} | {'knob':>16} | {'dev acc':>7} | {'FLOPs x':>7} | {'mean layer':>10} |")
+    column, unit = {"accuracy": ("dev acc", "%"), "pearson": ("dev r", " "), "micro_f1": ("dev µF1", " ")}.get(
+        metric, (f"dev {what}"[:8], " "))
+    print(f"| {'policy':<12} | {'knob':>16} | {column:>7} | {'FLOPs x':>7} | {'mean layer':>10} |")
     print(f"|{'-' * 14}|{'-' * 18}|{'-' * 9}|{'-' * 9}|{'-' * 12}|")
     for name, point in chosen.items():
         print(f"| {name:<12} | {knob_text(get_policy(name).knob_values(point.knob)):>16} | "
-              f"{100 * point.accuracy:>6.2f}% | {point.flops_speedup:>6.2f}x | {point.mean_exit_layer:>10.2f} |")
+              f"{100 * point.score:>6.2f}{unit} | {point.flops_speedup:>6.2f}x | {point.mean_exit_layer:>10.2f} |")
     default = model.config.stored_policy(args.precision)
     print(f"default policy at {args.precision}: {default} ("
           + ("the fastest" if args.max_accuracy_drop is not None else "the most accurate")

@@ -40,6 +40,18 @@ def describe_objective(config: GeepConfig, summary: dict[str, Any]) -> str:
     return text + (f"; trained: {', '.join(stages)}" if stages else "")
 
 
+def describe_task(config: GeepConfig, why: str | None = None) -> str:
+    """One line: the task, how it was chosen, its metric, and what the task stores (a regression target's scale; an
+    exit module)."""
+    task = config.make_task()
+    text = f"`{task.name}`" + (f" ({why})" if why else "") + f"; metric {task.primary.replace('_', '-')}"
+    if task.name == "regression":
+        text += f"; target mean {task.target_mean:.4g}, std {task.target_std:.4g} (the heads learn the standardised score)"
+    if config.exit_module:
+        text += f"; exit module `{config.exit_module}` (BERxiT's learned exit, policy `lte`)"
+    return text
+
+
 def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, Any]) -> str:
     """The README.md text of a trained model directory.
 
@@ -47,7 +59,9 @@ def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, 
     ``train``/``dev`` descriptions, data sizes, ``train_seconds``).
     """
     sizes = summary.get("data_sizes", {})
-    labels = ", ".join(f"`{name}`" for name in config.label_names)
+    labels = ", ".join(f"`{name}`" for name in config.label_names) or "none (a score)"
+    metric = config.make_task().primary.replace("_", "-")
+    why = (summary.get("task") or {}).get("why")
     exits = ", ".join(str(k) for k in config.exit_layers)
     pair = f", text pair column `{config.text_pair_column}`" if config.text_pair_column else ""
     teacher = config.teacher_head or config.head
@@ -55,11 +69,12 @@ def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, 
                      for setting, reason in config.auto_settings.items())
     return f"""# geep multi-exit classifier
 
-An early-exit text classifier trained with `geep` (GEEP, Li et al. 2024): a
+An early-exit text model trained with `geep` (GEEP, Li et al. 2024): a
 `{backbone.get('model_type', '?')}` encoder ({config.num_layers} layers, hidden {backbone.get('hidden_size', '?')})
 with an exit head after layers {exits}. Each exit can answer on its own, so easy inputs leave early.
 
 - **Base model**: `{summary.get('model', '?')}`
+- **Task**: {describe_task(config, why)}
 - **Labels** ({config.num_labels}): {labels}
 - **Objective**: {describe_objective(config, summary)}
 - **Exit heads**: `{config.head}` with `{config.pooling}` pooling; teacher (exit {config.num_layers}): `{teacher}`
@@ -68,9 +83,9 @@ with an exit head after layers {exits}. Each exit can answer on its own, so easy
   dev: {summary.get('dev', '?')} ({sizes.get('dev', '?')} rows); exit-table slice: {sizes.get('table', 0)} rows
 - **Training time**: {summary.get('train_seconds', 0.0):.1f} s on {summary.get('device', '?')}
 
-## Per-exit dev accuracy
+## Per-exit dev {metric}
 
-{format_accuracy_table(config.dev_accuracy, markdown=True)}
+{format_accuracy_table(config.dev_accuracy, markdown=True, metric=metric)}
 
 ## Use
 
