@@ -194,7 +194,8 @@ def split_rows(args: argparse.Namespace, train: ColumnData) -> tuple[Slice, Slic
     """(train, table, dev) slices of --train; table is None with --table-data or a 0 fraction, dev None with
     --dev. The three never share a row."""
     rows = list(range(len(train.texts)))
-    strata = args.data_task.strata(train.labels)  # the labels seeded splits keep in proportion
+    task = getattr(args, "data_task", None)
+    strata = train.labels if task is None else task.strata(train.labels)  # what seeded splits keep in proportion
     if args.max_train_samples is not None and args.max_train_samples < len(rows):
         rows = stratified_subset(strata, args.max_train_samples, args.seed)
         logger.info("--max-train-samples: a seeded stratified subset of %d of %d rows", len(rows), len(train.texts))
