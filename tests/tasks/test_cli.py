@@ -149,3 +149,25 @@ def test_bad_runs_for_a_task_are_one_line_and_write_nothing(trained, tmp_path, c
     rc, _, err = cli(["bench", "--model", str(trained / "ml"), "--data", str(empty), "--output", str(tmp_path / "b")],
                      capsys)
     assert rc == 2 and "has no label" in err and not (tmp_path / "b").exists()
+
+
+@pytest.mark.timeout(180)
+def test_predict_ray_writes_each_task_s_rows_as_single_process_predict(trained, tmp_path, capsys):
+    pytest.importorskip("ray")
+    from geep.integrations.ray_data import read_output
+
+    rows = [{"id": f"r{i:02d}", **row} for i, row in enumerate(multi_label_rows(16, seed=7))]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    single = tmp_path / "single.jsonl"
+    assert main(["predict", "--model", str(trained / "ml"), "--input", str(data), "--output", str(single),
+                 "--policy", "margin", "--threshold", "0.1", "--no-progress"]) == 0
+    expected = {r["id"]: r for r in map(json.loads, single.read_text().splitlines())}
+    rc, _, err = cli(["predict", "--ray", "--model", str(trained / "ml"), "--input", str(data), "--output",
+                      str(tmp_path / "ray"), "--policy", "margin", "--threshold", "0.1", "--output-format", "parquet",
+                      "--threads", "1"], capsys)
+    assert rc == 0, err
+    frame, manifest = read_output(tmp_path / "ray")
+    assert manifest["rows_out"] == 16 and list(frame.columns) == ["id", "prediction", "probabilities", "exit_layer"]
+    for row in frame.to_dict("records"):
+        want = expected[row["id"]]
+        assert list(row["prediction"]) == want["prediction"] and row["exit_layer"] == want["exit_layer"]
