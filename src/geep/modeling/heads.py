@@ -93,7 +93,7 @@ def build_head(kind: str, hidden_size: int, num_labels: int, pooling: str, width
 
 
 class LearnedExit(nn.Module):
-    """BERxiT's learning-to-exit module (Xin et al., EACL 2021, section 3.2): ONE module shared by every exit that
+    """BERxiT's learning-to-exit module (Xin et al., EACL 2021): ONE module shared by every exit that
     reads h_k (pooled) and predicts how likely exit k is already right, u_k = sigmoid(c^T h_k + b). It returns the
     logit c^T h_k + b; a policy applies the sigmoid (``geep.policies.lte``)."""
 

@@ -240,7 +240,7 @@ OBJECTIVES: dict[str, Objective] = {
         (Stage("pabee", pabee_loss, trains=("backbone", "teacher", "students")),),
         "one step: cross entropy at every exit weighted by its depth",
     ),
-    # BERxiT (Xin et al., EACL 2021, section 3.1, "alternating"): odd steps the last layer's loss, even steps the
+    # BERxiT (Xin et al., EACL 2021, its "alternating" fine-tuning): odd steps the last layer's loss, even steps the
     # sum of every exit's, so the exits learn without the teacher losing what the plain fine-tuning gives it.
     "berxit": Objective(
         "berxit",

@@ -1,5 +1,5 @@
 """``elbert`` (ELBERT's two-stage early exit, Xie et al., "ELBERT: Fast ALBERT with Confidence-Window Based Early
-Exit", ICASSP 2021, arXiv:2107.00175, section 2.3; the ``bias_1`` rule of the authors' code): exit at k when
+Exit", ICASSP 2021, arXiv:2107.00175; its code's rule ``bias_1`` in ``ExitLayer.lower_than_thres``): exit at k when
 
 1. the normalised entropy H(p_k) / ln C is at most t (the first stage, FastBERT's rule), or
 2. the confidence window holds: over the last N exits up to k, one and the same class had probability above 1/2 at

@@ -1,4 +1,4 @@
-"""``lte`` (BERxiT's learning to exit, Xin et al., EACL 2021, section 3.2): exit at k when the learned exit module's
+"""``lte`` (BERxiT's learning to exit, Xin et al., EACL 2021): exit at k when the learned exit module's
 certainty u_k = sigmoid(c^T h_k + b), its prediction of how likely exit k is already right (for regression: how close
 it is), reaches t; t in [0, 1]. Every task; the model needs the module (``geep train --exit-module lte``), whose
 signal trails each exit's outputs.

@@ -1,4 +1,4 @@
-"""``vote`` (after Sun et al., "Early Exiting with Ensemble Internal Classifiers", 2021, arXiv:2105.13792, section 4,
+"""``vote`` (after Sun et al., "Early Exiting with Ensemble Internal Classifiers", 2021, arXiv:2105.13792,
 voting-based exiting): the exits so far vote, and the vote decides both the label and when to stop.
 
 Each exit k votes for every class with its probability p_k(c) (a vote weighted by the exit's confidence), so after
