@@ -189,7 +189,8 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
             ratio = r["wall_speedup"] / r["flops_speedup"] if r["flops_speedup"] else None
             note = " (reads labels)" if r["reporting_only"] else ""
             lines.append(f"| {r['policy']}{note} | {knob_text(r)} | {_pct(score_of(r), metric_of(r), 2)} | "
-                         f"{100 * r['macro_f1']:.2f} | {r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
+                         f"{_fmt(None if r['macro_f1'] is None else 100 * r['macro_f1'], '.2f')} | "
+                         f"{r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
                          f"{_fmt(r['wall_speedup'], '.2f', 'x')} | {_fmt(r['samples_per_s'], '.0f')} | "
                          f"{_fmt(ratio, '.2f')} | {_spread(r.get('wall_runs'))} |")
         lines += ["", "Pareto frontiers, slowest to fastest, as knob (accuracy, speed-up):", ""]

@@ -45,7 +45,7 @@ class KnobPoint:
     accuracy: float | None
     flops_speedup: float
     mean_exit_layer: float
-    macro_f1: float = 0.0
+    macro_f1: float | None = 0.0  # None for a task without one (regression)
     exit_histogram: dict[int, int] = field(default_factory=dict)
     metric: str = "accuracy"
     score: float | None = None
@@ -118,7 +118,7 @@ def _score(policy: str, knob: Any, predictions: Tensor, layers: Tensor, labels: 
     histogram = {int(k): int((layers == k).sum()) for k in exit_layers}
     metrics = task.metrics(predictions, labels)
     return KnobPoint(policy, knob, metrics.get("accuracy"), full_flops / max(flops, 1), float(layers.float().mean()),
-                     metrics.get("macro_f1", 0.0), histogram, task.primary, metrics[task.primary], metrics)
+                     metrics.get("macro_f1"), histogram, task.primary, metrics[task.primary], metrics)
 
 
 def replay_answers(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, policy: str, knob: Any, *,
