@@ -4,6 +4,7 @@
 set -e
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src
+mkdir -p runs/tasks
 G="${PYTHON:-.venv/bin/python} -m geep.cli.main"
 $G train --model minilm --train lee:train --dev lee:dev --text-pair-column text_pair --exit-module lte \
   --objective berxit --epochs 2 --no-progress --output runs/tasks/lee --overwrite > runs/tasks/lee.log 2>&1
