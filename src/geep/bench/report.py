@@ -159,7 +159,8 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
                      if metric == "accuracy" else
                      f"task {m.get('task')}, full {_name(metric)} {_pct(m.get('full_score'), metric)} (x 100: the "
                      "budget and frontiers are in its points)")
-        lines.append(f"- model `{name}` (objective {m['objective']}, exits {m['exit_layers']}): {full_text}; tokenising "
+        lines.append(f"- model `{name}` (objective {m['objective']}, exits {m['exit_layers']}): {full_text}; "
+                     "tokenising "
                      f"{m['tokenize_seconds'] * 1000:.1f} ms ({_fmt(m['tokenize_samples_per_s'], '.0f')} samples/s)"
                      f"{skipped}")
     lines.append("")
@@ -261,7 +262,8 @@ def _budget_table(rows: list[dict[str, Any]], budget: float) -> list[str]:
         if b is None:
             lines.append(f"| {row['precision']} | {row['policy']} | - | none that accurate | | | |")
             continue
-        lines.append(f"| {row['precision']} | {row['policy']} | {knob_text(b)} | {_pct(score_of(b), metric_of(b), 2)} | "
+        lines.append(f"| {row['precision']} | {row['policy']} | {knob_text(b)} | "
+                     f"{_pct(score_of(b), metric_of(b), 2)} | "
                      f"{b['flops_speedup']:.2f}x | {_fmt(overall_speedup(b), '.2f', 'x')} | "
                      f"{_spread(b.get('wall_runs'))} |")
     return lines + [""]

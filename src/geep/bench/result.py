@@ -21,7 +21,8 @@ from typing import Any
 # and are read with their accuracy as the score); ``accuracy`` is None for regression.
 RECORD_FIELDS = ("model", "objective", "policy", "knob", "batch_size", "accuracy", "macro_f1", "mean_exit_layer",
                  "exit_histogram", "flops_speedup", "wall_speedup", "samples_per_s", "wall_seconds", "wall_runs", "timed",
-                 "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold", "metric", "score")
+                 "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold", "metric",
+                 "score")
 
 
 @dataclass

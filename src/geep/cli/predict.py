@@ -56,9 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "fastbert in [0, 1] (0: never exit early, 1: all at the first exit); deebert in [0, ln C] "
                    "(0: never, ln C: first); confidence in [0, 1] (1: never, 0: first); pabee an integer in "
                    "[0, |E|-1] (|E|-1: never, 0: first); geep and geep-verify: tau in [0, 1], the quantile "
-                   "of each row's predicted exit distribution (1: never, 0: first); lte (a learned exit's certainty) in [0, 1] (1: "
-                   "never, 0: first); elbert as fastbert; vote in [0, 1] (the leading class's share of every exit's vote; "
-                   "1: never, 0: first); margin (multi-label) in [0, 0.5] (0.5: never, 0: first); full and oracle take none")
+                   "of each row's predicted exit distribution (1: never, 0: first); lte (a learned exit's "
+                   "certainty) in [0, 1] (1: never, 0: first); elbert as fastbert; vote in [0, 1] (the leading "
+                   "class's share of every exit's vote; 1: never, 0: first); margin (multi-label) in [0, 0.5] (0.5: "
+                   "never, 0: first); full and oracle take none")
     p.add_argument("--continue-threshold", default=None, metavar="T", type=_number,
                    help="geep-verify only: the fastbert threshold t in [0, 1] rows continue under after their "
                    "predicted layer (default: the model's calibrated one, else the exit table's build threshold S)")

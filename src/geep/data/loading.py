@@ -249,8 +249,8 @@ def get_columns(
     Texts become strings; a missing or whitespace-only text becomes "" (valid input: the row is kept, and one
     warning line says how many rows have no text). Labels become stripped
     strings (an int 1 or a float 1.0 becomes "1"; a list, a multi-label row's labels, a list of stripped strings).
-    With ``require_labels`` every row needs a label; without it an absent label column gives ``labels=None`` and a missing label becomes "". ``source`` names the data
-    in error messages.
+    With ``require_labels`` every row needs a label; without it an absent label column gives ``labels=None`` and a
+    missing label becomes "". ``source`` names the data in error messages.
     """
     texts = [_as_text(v, row, text_column, source) for row, v in enumerate(_column(ds, text_column, source), 1)]
     pairs = None
