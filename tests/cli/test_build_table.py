@@ -79,7 +79,7 @@ def test_calibrate_stores_defaults_and_an_unreachable_target_changes_nothing(sav
     assert main(["calibrate", "--model", str(directory), "--dev", str(data), "--max-accuracy-drop", "100",
                  "--grid-points", "5"]) == 0
     knobs = config_of(directory)["default_knobs"]["fp32"]
-    assert set(knobs) == {"fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify"}
+    assert set(knobs) == {"fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "elbert", "vote"}
     # With any accuracy allowed, the fastest knob wins: every row at the first exit; predict now uses it.
     from geep.inference import predict
     from geep.modeling.model import MultiExitClassifier

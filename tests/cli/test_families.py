@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from geep.cli.main import main
-from geep.policies import POLICIES
+from geep.policies import policies_for
 from tests import families
 from tests.helpers import random_texts, tiny_tokenizer, write_csv
 
@@ -58,7 +58,7 @@ def test_train_calibrate_predict_every_policy(case, tmp_path, capsys):
     hf = AutoModelForSequenceClassification.from_pretrained(ft).eval()
     tokenizer = AutoTokenizer.from_pretrained(ft)
     for precision in ("fp32", "int8"):
-        for policy in POLICIES:
+        for policy in policies_for("classification"):
             path = tmp_path / f"{policy}-{precision}.jsonl"
             argv = ["predict", "--model", out, "--input", dev, "--output", path, "--policy", policy, "--precision",
                     precision, "--no-progress"]

@@ -65,7 +65,7 @@ def test_csv_keeps_text_as_written(tmp_path: Path) -> None:
 
 
 def test_missing_file_names_it_and_the_packaged_sets(tmp_path: Path) -> None:
-    with pytest.raises(GeepError, match=r"no such file: .*nope\.csv.*known: bbc, tweets"):
+    with pytest.raises(GeepError, match=r"no such file: .*nope\.csv.*known: bbc, lee, tweets"):
         load_dataset_spec(str(tmp_path / "nope.csv"))
 
 

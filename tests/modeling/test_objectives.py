@@ -95,7 +95,7 @@ def test_pabee_weights_exits_by_depth(make_model):
 
 
 def test_registry():
-    assert set(OBJECTIVES) == {"geep", "fastbert", "deebert", "pabee"}
+    assert set(OBJECTIVES) == {"geep", "fastbert", "deebert", "pabee", "berxit"}
     with pytest.raises(GeepError, match="unknown objective 'foo'"):
         get_objective("foo")
 

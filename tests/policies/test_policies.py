@@ -5,6 +5,7 @@ import torch
 
 from geep.errors import GeepError
 from geep.policies import POLICIES, VerifyKnob, entropy, get_policy, select_memory
+from geep.tasks import OutputLayout
 from tests.helpers import replay_exits
 
 C, E = 3, 4  # classes, exits
@@ -20,7 +21,8 @@ def every_exit(rows: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry():
-    assert list(POLICIES) == ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle"]
+    assert list(POLICIES) == ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle",
+                              "lte", "elbert", "vote", "margin"]
     assert get_policy("pabee") is POLICIES["pabee"]
     with pytest.raises(GeepError, match="unknown policy 'x'; choose one of: full, fastbert, deebert"):
         get_policy("x")
@@ -142,11 +144,14 @@ def test_knob_defaults_and_grids_span_the_range():
 
 
 def test_decide_returns_a_tensor_mask_for_the_batch():
+    outputs = torch.cat([EDGE, torch.tensor([[3.0], [-3.0], [0.0], [1.0]])], -1)  # an exit module's signal after
     for name, policy in POLICIES.items():
-        knob = policy.resolve_knob(None, C, E, build_threshold=0.3)
-        labels = torch.zeros(len(EDGE), dtype=torch.long)
-        leave, memory = policy.decide(EDGE, knob, policy.start(len(EDGE), torch.device("cpu"), labels))
-        assert isinstance(leave, torch.Tensor) and leave.dtype == torch.bool and leave.shape == (len(EDGE),)
+        task = policy.tasks[0]
+        bound = policy.bind(OutputLayout(task, C, 1, E))
+        knob = bound.resolve_knob(None, C, E, build_threshold=0.3)
+        labels = torch.zeros((len(EDGE), C) if task == "multi-label" else (len(EDGE),))
+        leave, memory = bound.decide(outputs, knob, bound.start(len(EDGE), torch.device("cpu"), labels))
+        assert isinstance(leave, torch.Tensor) and leave.dtype == torch.bool and leave.shape == (len(EDGE),), name
         assert all(v.shape[0] == len(EDGE) for v in memory.values())
 
 

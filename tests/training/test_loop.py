@@ -79,7 +79,7 @@ def test_every_objective_runs_all_its_stages(encoder_dir, objective):
     result = train(model, data(model, 24, seed=1), data(model, 8, seed=2), args)
     # every stage in order, each for its epochs: the default geep recipe (teacher) trains as many passes as fastbert
     stages = {"geep": ["geep", "geep"], "fastbert": ["fine-tune", "distil"], "deebert": ["fine-tune", "exits"],
-              "pabee": ["pabee"]}
+              "pabee": ["pabee"], "berxit": ["alternating"]}
     assert [r.stage for r in result.history] == stages[objective]
     assert set(result.dev_accuracy) == {str(k) for k in model.exit_layers}
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in model.state_dict().items()

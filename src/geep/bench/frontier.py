@@ -1,6 +1,7 @@
 """Which knobs the bench times: points along each policy's FLOPs frontier, densest near the accuracy budget.
 
-The sweep scores every knob of a grid for accuracy and FLOPs (cheap: one all-exits pass, replayed); wall-clock
+"Accuracy" here is a point's score, the task's primary metric (a classifier's accuracy). The sweep scores every knob
+of a grid for accuracy and FLOPs (cheap: one all-exits pass, replayed); wall-clock
 costs a run per repeat, so only some knobs are timed. "The fastest within 1 point of full" is read from the FLOPs
 frontier (the Pareto frontier in (FLOPs speed-up, accuracy)): its fastest point whose accuracy is within the budget
 is the **budget point**, and it is always timed, with its neighbours on the frontier on both sides (the next more
@@ -21,14 +22,14 @@ from geep.evaluation.metrics import get_field, pareto_frontier
 def frontier_indices(points: Sequence[Any], keep: Callable[[int], bool] | None = None) -> list[int]:
     """Indices into ``points`` (objects or dicts with ``flops_speedup`` and ``accuracy``) of their Pareto frontier,
     slowest (most accurate) first; ``keep(i)`` False leaves point i out before the frontier is taken."""
-    rows = [{"i": i, "flops_speedup": get_field(p, "flops_speedup"), "accuracy": get_field(p, "accuracy")}
+    rows = [{"i": i, "flops_speedup": get_field(p, "flops_speedup"), "accuracy": get_field(p, "score")}
             for i, p in enumerate(points) if keep is None or keep(i)]
     return [row["i"] for row in pareto_frontier(rows, "flops_speedup", "accuracy")]
 
 
 def budget_point(points: Sequence[Any], frontier: Sequence[int], floor: float) -> int | None:
     """Position in ``frontier`` of its fastest point with accuracy >= ``floor``, or None when none reaches it."""
-    within = [j for j, i in enumerate(frontier) if get_field(points[i], "accuracy") >= floor - 1e-12]
+    within = [j for j, i in enumerate(frontier) if get_field(points[i], "score") >= floor - 1e-12]
     return within[-1] if within else None
 
 

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from geep.bench.result import BenchResult, by_policy
-from geep.evaluation.metrics import pareto_frontier
+from geep.evaluation.metrics import metric_of, pareto_frontier, score_of
 from geep.io import atomic_path
 
 _POLICY_COLOURS = {"fastbert": "tab:blue", "deebert": "tab:orange", "confidence": "tab:green", "pabee": "tab:purple",
-                   "geep": "tab:red", "geep-verify": "tab:brown", "oracle": "gold", "full": "black"}
+                   "geep": "tab:red", "geep-verify": "tab:brown", "oracle": "gold", "full": "black", "lte": "tab:pink",
+                   "elbert": "tab:cyan", "vote": "tab:olive", "margin": "tab:gray"}
 _LINESTYLES = ["-", "--", ":", "-."]
 _FULL_MARKERS = ["o", "s", "D", "^"]
 _PRECISION_MARKERS = {"fp32": "o", "int8": "s", "bf16": "^", "fp16": "D"}
@@ -58,7 +59,7 @@ def plot_curves(result: BenchResult, path: str | Path) -> None:
                 for (policy, precision), group in _by_policy_and_precision(pts).items():
                     group = sorted(group, key=lambda r: r[xkey])
                     xs = [r[xkey] for r in group]
-                    ys = [100 * r["accuracy"] for r in group]
+                    ys = [100 * score_of(r) for r in group]
                     xs_all += xs
                     label = f"{policy}{' ' + precision if several else ''}{model_label(m)}"
                     marker = _PRECISION_MARKERS.get(precision, "o") if several else "o"
@@ -71,11 +72,11 @@ def plot_curves(result: BenchResult, path: str | Path) -> None:
                     else:
                         colour = _POLICY_COLOURS.get(policy)
                         if col:  # FLOPs: the frontier as the line, the grid's other points as faint dots
-                            line = pareto_frontier(group, xkey, "accuracy")
+                            line = pareto_frontier(group, xkey, "score")
                             rest = [r for r in group if all(r is not f for f in line)]
-                            ax.scatter([r[xkey] for r in rest], [100 * r["accuracy"] for r in rest], s=6,
+                            ax.scatter([r[xkey] for r in rest], [100 * score_of(r) for r in rest], s=6,
                                        color=colour, alpha=0.25, linewidths=0, zorder=1)
-                            xs, ys = [r[xkey] for r in line], [100 * r["accuracy"] for r in line]
+                            xs, ys = [r[xkey] for r in line], [100 * score_of(r) for r in line]
                         (h,) = ax.plot(xs, ys, linestyle=style, marker=marker, markersize=4 if col else 5,
                                        color=colour, label=label, alpha=0.9 if precision == precisions[0] else 0.6,
                                        markerfacecolor="none" if several and precision != precisions[0] else colour)
@@ -93,9 +94,10 @@ def plot_curves(result: BenchResult, path: str | Path) -> None:
             ax.grid(True, which="major", alpha=0.3)
             versus = "full fp32" if col == 0 and wall_key == "wall_speedup_fp32" else "full"
             ax.set_xlabel(f"{title} speed-up vs {versus} (log scale)")
-            ax.set_ylabel("accuracy (%)")
+            metric = metric_of(records[0]) if records else "accuracy"
+            ax.set_ylabel("accuracy (%)" if metric == "accuracy" else f"{metric.replace('_', '-')} (x 100)")
             what = "timed points" if col == 0 else "frontier of the grid"
-            ax.set_title(f"batch {batch_size}: accuracy vs {title} speed-up ({what})", fontsize=10)
+            ax.set_title(f"batch {batch_size}: {metric.replace('_', '-')} vs {title} speed-up ({what})", fontsize=10)
     device = result.header.get("device", "")
     fig.suptitle(f"geep bench: {result.header.get('data')} (N = {result.header.get('n')}), {device}", fontsize=11)
     fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",

@@ -11,7 +11,7 @@ from typing import Any
 from geep.bench.frontier import budget_point, frontier_indices, record_exits_early
 from geep.bench.plots import plot_curves
 from geep.bench.result import BenchResult, by_policy, group_records
-from geep.evaluation.metrics import pareto_frontier
+from geep.evaluation.metrics import metric_of, pareto_frontier, score_of
 from geep.io import write_text_atomic
 
 def write_outputs(result: BenchResult, directory: str | Path) -> dict[str, Path]:
@@ -52,7 +52,7 @@ def summary_rows(result: BenchResult, max_drop: float = 1.0) -> list[dict[str, A
     rows = []
     for (name, batch_size), records in group_records(result.records).items():
         full = reference_full(records)
-        floor = full["accuracy"] - max_drop / 100.0
+        floor = score_of(full) - max_drop / 100.0
         for policy, pts in by_policy(records).items():
             for precision in dict.fromkeys(precision_of(p) for p in pts):
                 mine = [p for p in pts if precision_of(p) == precision]
@@ -60,8 +60,8 @@ def summary_rows(result: BenchResult, max_drop: float = 1.0) -> list[dict[str, A
                 j = budget_point(mine, frontier, floor)
                 best = None if j is None else mine[frontier[j]]
                 if best is None or not best["timed"]:
-                    ok = [p for p in mine if p["timed"] and p["accuracy"] >= floor - 1e-12]
-                    best = max(ok, key=lambda p: (overall_speedup(p), p["accuracy"])) if ok else None
+                    ok = [p for p in mine if p["timed"] and score_of(p) >= floor - 1e-12]
+                    best = max(ok, key=lambda p: (overall_speedup(p), score_of(p))) if ok else None
                 rows.append({"model": name, "objective": full["objective"], "batch_size": batch_size,
                              "policy": policy, "precision": precision, "full": full, "best": best})
     return rows
@@ -76,7 +76,8 @@ def format_summary(result: BenchResult, max_drop: float | None = None) -> str:
     lines = [f"fastest point of each policy's FLOPs frontier within {max_drop:g} point(s) of full"
              f"{' at fp32' if several else ''} ({h['device']}, N = {h['n']}; wall: median of {h['repeats']} "
              "interleaved runs, spread = half their range over the median):"]
-    head = f"{'model':<24} {'batch':>5}  {'prec':<4} {'policy':<12} {'knob':>12} {'accuracy':>9} {'wall':>7} " \
+    metric = _name(metric_of(result.records[0])) if result.records else "accuracy"
+    head = f"{'model':<24} {'batch':>5}  {'prec':<4} {'policy':<12} {'knob':>12} {metric:>9} {'wall':>7} " \
            f"{'spread':>6} {'FLOPs':>7} {'samples/s':>10}"
     lines.append(head)
     for row in summary_rows(result, max_drop):
@@ -86,7 +87,7 @@ def format_summary(result: BenchResult, max_drop: float | None = None) -> str:
         if b is None:
             lines.append(f"{start} {'(none timed that accurate)':>38}")
             continue
-        lines.append(f"{start} {knob_text(b):>12} {100 * b['accuracy']:>8.2f}% {overall_speedup(b):>6.2f}x "
+        lines.append(f"{start} {knob_text(b):>12} {_pct(score_of(b), metric_of(b)):>9} {overall_speedup(b):>6.2f}x "
                      f"{_spread(b.get('wall_runs')):>6} {b['flops_speedup']:>6.2f}x {b['samples_per_s']:>10.1f}")
     return "\n".join(lines)
 
@@ -110,6 +111,17 @@ def _spread(runs: Sequence[float] | None) -> str:
     if not runs:
         return "-"
     return f"±{50 * (max(runs) - min(runs)) / statistics.median(runs):.0f}%"
+
+
+def _pct(value: float | None, metric: str, digits: int = 2) -> str:
+    """A score in points: ``95.12%`` for accuracy, ``87.31`` for another metric (micro-F1, Pearson x 100)."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.{digits}f}" + ("%" if metric == "accuracy" else "")
+
+
+def _name(metric: str) -> str:
+    return metric.replace("_", "-")
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -140,8 +152,15 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
                                  for name, m in h["models"].items()))
     for name, m in h["models"].items():
         skipped = f"; skipped (no exit table): {', '.join(m['skipped_policies'])}" if m["skipped_policies"] else ""
-        lines.append(f"- model `{name}` (objective {m['objective']}, exits {m['exit_layers']}): full accuracy "
-                     f"{100 * m['full_accuracy']:.2f}%, macro-F1 {100 * m['full_macro_f1']:.2f}; tokenising "
+        if m.get("policies_not_for_model"):
+            skipped += f"; not for this model (its task or exits): {', '.join(m['policies_not_for_model'])}"
+        metric = m.get("metric", "accuracy")
+        full_text = (f"full accuracy {100 * m['full_accuracy']:.2f}%, macro-F1 {100 * m['full_macro_f1']:.2f}"
+                     if metric == "accuracy" else
+                     f"task {m.get('task')}, full {_name(metric)} {_pct(m.get('full_score'), metric)} (x 100: the "
+                     "budget and frontiers are in its points)")
+        lines.append(f"- model `{name}` (objective {m['objective']}, exits {m['exit_layers']}): {full_text}; "
+                     "tokenising "
                      f"{m['tokenize_seconds'] * 1000:.1f} ms ({_fmt(m['tokenize_samples_per_s'], '.0f')} samples/s)"
                      f"{skipped}")
     lines.append("")
@@ -161,7 +180,8 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
         if len({precision_of(r) for r in records}) > 1:
             lines += _precision_tables(records)
             continue
-        lines.append("| policy | knob | accuracy | macro-F1 | mean layer | FLOPs speed-up | wall speed-up | "
+        lines.append(f"| policy | knob | {_name(metric_of(records[0]))} | macro-F1 | mean layer | FLOPs speed-up | "
+                     "wall speed-up | "
                      "samples/s | wall/FLOPs | run spread |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in records:
@@ -169,18 +189,19 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
                 continue
             ratio = r["wall_speedup"] / r["flops_speedup"] if r["flops_speedup"] else None
             note = " (reads labels)" if r["reporting_only"] else ""
-            lines.append(f"| {r['policy']}{note} | {knob_text(r)} | {100 * r['accuracy']:.2f}% | "
-                         f"{100 * r['macro_f1']:.2f} | {r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
+            lines.append(f"| {r['policy']}{note} | {knob_text(r)} | {_pct(score_of(r), metric_of(r), 2)} | "
+                         f"{_fmt(None if r['macro_f1'] is None else 100 * r['macro_f1'], '.2f')} | "
+                         f"{r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
                          f"{_fmt(r['wall_speedup'], '.2f', 'x')} | {_fmt(r['samples_per_s'], '.0f')} | "
                          f"{_fmt(ratio, '.2f')} | {_spread(r.get('wall_runs'))} |")
         lines += ["", "Pareto frontiers, slowest to fastest, as knob (accuracy, speed-up):", ""]
         for policy, pts in by_policy(records).items():
             if len(pts) == 1:
                 continue  # full, oracle: one point, in the table above
-            wall = pareto_frontier([p for p in pts if p["timed"]], "wall_speedup", "accuracy")
-            flops = pareto_frontier(pts, "flops_speedup", "accuracy")
+            wall = pareto_frontier([p for p in pts if p["timed"]], "wall_speedup", "score")
+            flops = pareto_frontier(pts, "flops_speedup", "score")
             lines.append(f"- `{policy}` wall: " + ", ".join(
-                f"{knob_text(p)} ({100 * p['accuracy']:.1f}%, {p['wall_speedup']:.2f}x)" for p in wall))
+                f"{knob_text(p)} ({_pct(score_of(p), metric_of(p), 1)}, {p['wall_speedup']:.2f}x)" for p in wall))
             lines.append(_flops_frontier_line(pts))
     return "\n".join(lines) + "\n"
 
@@ -190,7 +211,8 @@ def _precision_tables(records: Sequence[Mapping[str, Any]]) -> list[str]:
     accuracy against ``full`` at fp32 and its wall speed-up over ``full`` at fp32 and at its own precision."""
     full = reference_full(records)
     ref = precision_of(full)
-    lines = [f"Every point against `full` at {ref} (accuracy {100 * full['accuracy']:.2f}%) and against `full` at its "
+    lines = [f"Every point against `full` at {ref} ({_name(metric_of(full))} {_pct(score_of(full), metric_of(full))}) "
+             "and against `full` at its "
              "own precision (`full` at int8 is the user's alternative to early exit).", "",
              f"| precision | policy | knob | accuracy | vs full {ref} (points) | mean layer | FLOPs speed-up | "
              f"wall vs full {ref} | wall vs full (same precision) | samples/s | run spread |",
@@ -200,7 +222,7 @@ def _precision_tables(records: Sequence[Mapping[str, Any]]) -> list[str]:
             continue
         note = " (reads labels)" if r["reporting_only"] else ""
         lines.append(f"| {precision_of(r)} | {r['policy']}{note} | {knob_text(r)} | "
-                     f"{100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - full['accuracy']):+.2f} | "
+                     f"{_pct(score_of(r), metric_of(r), 2)} | {100 * (score_of(r) - score_of(full)):+.2f} | "
                      f"{r['mean_exit_layer']:.2f} | {r['flops_speedup']:.2f}x | "
                      f"{_fmt(r.get('wall_speedup_fp32'), '.2f', 'x')} | {_fmt(r['wall_speedup'], '.2f', 'x')} | "
                      f"{_fmt(r['samples_per_s'], '.0f')} | {_spread(r.get('wall_runs'))} |")
@@ -211,18 +233,18 @@ def _precision_tables(records: Sequence[Mapping[str, Any]]) -> list[str]:
             mine = [p for p in grid if p["timed"]]
             if len(grid) == 1 or not mine:
                 continue  # full, oracle: one point, in the table above
-            wall = pareto_frontier([dict(p, overall=overall_speedup(p)) for p in mine], "overall", "accuracy")
+            wall = pareto_frontier([dict(p, overall=overall_speedup(p)) for p in mine], "overall", "score")
             lines.append(f"- `{policy}` at {precision}: " + ", ".join(
-                f"{knob_text(p)} ({100 * p['accuracy']:.1f}%, {p['overall']:.2f}x)" for p in wall))
+                f"{knob_text(p)} ({_pct(score_of(p), metric_of(p), 1)}, {p['overall']:.2f}x)" for p in wall))
             lines.append(_flops_frontier_line(grid))
     return lines
 
 
 def _flops_frontier_line(points: Sequence[Mapping[str, Any]]) -> str:
     """One policy's FLOPs frontier over its whole grid, slowest to fastest; timed points marked with *."""
-    flops = pareto_frontier(points, "flops_speedup", "accuracy")
+    flops = pareto_frontier(points, "flops_speedup", "score")
     return f"  FLOPs ({len(flops)} of {len(points)} grid points; * timed): " + ", ".join(
-        f"{knob_text(p)}{'*' if p['timed'] else ''} ({100 * p['accuracy']:.1f}%, {p['flops_speedup']:.2f}x)"
+        f"{knob_text(p)}{'*' if p['timed'] else ''} ({_pct(score_of(p), metric_of(p), 1)}, {p['flops_speedup']:.2f}x)"
         for p in flops)
 
 
@@ -232,14 +254,16 @@ def _budget_table(rows: list[dict[str, Any]], budget: float) -> list[str]:
     several = len({row["precision"] for row in rows}) > 1
     lines = [f"Fastest within {budget:g} point(s) of `full`{' at fp32' if several else ''}, read from each policy's "
              "FLOPs frontier (wall: the median of the interleaved runs, spread: half their range over the median):",
-             "", "| precision | policy | knob | accuracy | FLOPs speed-up | wall speed-up | run spread |",
+             "", f"| precision | policy | knob | {_name(metric_of(rows[0]['full'])) if rows else 'accuracy'} | "
+             "FLOPs speed-up | wall speed-up | run spread |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         b = row["best"]
         if b is None:
             lines.append(f"| {row['precision']} | {row['policy']} | - | none that accurate | | | |")
             continue
-        lines.append(f"| {row['precision']} | {row['policy']} | {knob_text(b)} | {100 * b['accuracy']:.2f}% | "
+        lines.append(f"| {row['precision']} | {row['policy']} | {knob_text(b)} | "
+                     f"{_pct(score_of(b), metric_of(b), 2)} | "
                      f"{b['flops_speedup']:.2f}x | {_fmt(overall_speedup(b), '.2f', 'x')} | "
                      f"{_spread(b.get('wall_runs'))} |")
     return lines + [""]

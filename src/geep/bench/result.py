@@ -16,9 +16,13 @@ from typing import Any
 # the point was not timed or fp32 was not benched); ``flops_speedup`` does not depend on the precision.
 # geep-verify's knob is a pair: ``knob`` is its tau and ``continue_threshold`` its t (None for the other policies;
 # absent from records written before it existed).
+# ``metric`` names the model's task's primary metric and ``score`` is its value, what the frontier and the summary read
+# (a classifier's: accuracy, so its ``score`` equals ``accuracy``; records written before tasks existed have neither,
+# and are read with their accuracy as the score); ``accuracy`` is None for regression.
 RECORD_FIELDS = ("model", "objective", "policy", "knob", "batch_size", "accuracy", "macro_f1", "mean_exit_layer",
                  "exit_histogram", "flops_speedup", "wall_speedup", "samples_per_s", "wall_seconds", "wall_runs", "timed",
-                 "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold")
+                 "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold", "metric",
+                 "score")
 
 
 @dataclass

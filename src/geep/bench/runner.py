@@ -51,11 +51,13 @@ from geep.inference.inputs import label_ids
 from geep.inference.runs import all_exit_logits, run_spec
 from geep.inference.spec import resolve_device, resolve_run
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import POLICIES, VerifyKnob, get_policy
+from geep.policies import POLICIES, VerifyKnob, get_policy, policies_for
+from geep.tasks import Task
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_POLICIES = ("full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle")
+DEFAULT_POLICIES = ("full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle", "elbert",
+                    "vote", "lte", "margin")
 MIN_REPEATS = 5  # a wall-clock comparison is a median of at least 5 interleaved runs
 MIN_TIMED_POINTS = 1
 
@@ -209,11 +211,16 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One model's header entry and records (see :func:`bench`)."""
     objective = model.config.objective
-    y = label_ids(model, labels)  # (N,) class ids
-    skipped = [p for p in policies if get_policy(p).needs_table and model.exit_table is None]
+    task = model.task
+    y = label_ids(model, labels)  # (N,) class ids; the task's targets
+    usable = policies_for(task.name, signal=model.config.exit_module is not None)
+    not_for_model = [p for p in policies if p not in usable]
+    if not_for_model:
+        logger.info("%s (%s): skipping %s, which do not apply to it", name, task.name, ", ".join(not_for_model))
+    skipped = [p for p in policies if p in usable and get_policy(p).needs_table and model.exit_table is None]
     if skipped:
         logger.info("%s: no exit table, skipping %s (build one with `geep build-table`)", name, ", ".join(skipped))
-    active = [p for p in policies if p not in skipped]
+    active = [p for p in policies if p not in skipped and p not in not_for_model]
     pairs = None if text_pairs is None else list(text_pairs)
     encoded, tokenize_seconds = median_seconds(lambda: model.tokenize(texts, pairs), repeats)
     n = len(texts)
@@ -235,7 +242,7 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
         reference = full_points.get("fp32", full_points[precisions[0]])  # the budget is against full at fp32
         walls = _time_points(model, name, encoded, y, points, batch_size=batch_size, timed_points=timed_points,
                              repeats=repeats, warmup=warmup, show_progress=show_progress,
-                             floor=reference.accuracy - accuracy_budget / 100.0)
+                             floor=reference.score - accuracy_budget / 100.0)
         full_median = {precision: statistics.median(walls[(precision, "full", 0)]) for precision in precisions}
         fp32_median = full_median.get("fp32")
         for precision in precisions:
@@ -268,6 +275,8 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
                         "wall_speedup_fp32": None if median is None or fp32_median is None else (
                             1.0 if own and precision == "fp32" else fp32_median / median),
                         "continue_threshold": continue_threshold,
+                        "metric": point.metric,
+                        "score": point.score,
                     })
     first = full_points[precisions[0]]
     info = {
@@ -277,10 +286,15 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
         "exit_table": model.exit_table is not None,
         "full_accuracy": first.accuracy,
         "full_macro_f1": first.macro_f1,
-        "full_accuracy_by_precision": {p: point.accuracy for p, point in full_points.items()},
+        "full_accuracy_by_precision": {p: point.score for p, point in full_points.items()},
+        "task": task.name,
+        "metric": first.metric,
+        "full_score": first.score,
+        "full_metrics": first.metrics,
         "tokenize_seconds": tokenize_seconds,
         "tokenize_samples_per_s": n / tokenize_seconds if tokenize_seconds > 0 else None,
         "skipped_policies": skipped,
+        "policies_not_for_model": not_for_model,
     }
     return info, records
 
@@ -316,20 +330,21 @@ def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: t
         bar.close()
     for (precision, policy, i), out in zip(keys, outputs):
         _check_against_sweep(f"{name} {precision}", policy, points[precision][policy][i], out, labels, batch_size,
-                             model.num_layers)
+                             model.num_layers, model.task)
     return dict(zip(keys, seconds))
 
 
 def _check_against_sweep(name: str, policy: str, point: Any, run: Any, labels: torch.Tensor, batch_size: int,
-                         num_layers: int) -> None:
+                         num_layers: int, task: Task) -> None:
     """Logs a warning when a timed run disagrees with the sweep's replay of the same knob (beyond one row's
-    worth, which a decision exactly at the threshold can flip by float noise)."""
+    worth, which a decision exactly at the threshold can flip by float noise; a correlation by more than 0.01)."""
     n = len(labels)
-    accuracy = float((run.probabilities.argmax(-1) == labels).float().mean())
+    score = task.score(run.predictions, labels)
     mean_layer = float(run.exit_layer.float().mean())
-    if abs(accuracy - point.accuracy) > 1.5 / n or abs(mean_layer - point.mean_exit_layer) > 1.5 * (num_layers - 1) / n:
-        logger.warning("%s, batch %d: %s at knob %s ran at accuracy %.4f, mean layer %.3f; the sweep replayed "
-                       "%.4f, %.3f", name, batch_size, policy, point.knob, accuracy, mean_layer, point.accuracy,
+    if abs(score - point.score) > max(1.5 / n, 0.0 if task.name != "regression" else 0.01) \
+            or abs(mean_layer - point.mean_exit_layer) > 1.5 * (num_layers - 1) / n:
+        logger.warning("%s, batch %d: %s at knob %s ran at %s %.4f, mean layer %.3f; the sweep replayed "
+                       "%.4f, %.3f", name, batch_size, policy, point.knob, point.metric, score, mean_layer, point.score,
                        point.mean_exit_layer)
 
 

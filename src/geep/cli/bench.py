@@ -113,15 +113,24 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset_spec(args.data, encoding=args.encoding)
     data = get_columns(ds, text_column, pair_column, label_column, source=args.data, require_labels=True)
     texts, pairs, labels = data.texts, data.text_pairs, data.labels
+    tasks = {m.config.task for m in models.values()}
+    if len(tasks) > 1:
+        raise GeepError(f"the models are of different tasks ({', '.join(sorted(tasks))}); bench them apart")
+    task = next(iter(models.values())).task
+    if task.name != "classification":
+        labels = task.read_labels(labels, args.data)
     if args.max_samples is not None and args.max_samples < len(texts):
-        keep = stratified_subset(labels, args.max_samples, args.seed)
+        keep = stratified_subset(task.strata(labels), args.max_samples, args.seed)
         texts = [texts[i] for i in keep]
         labels = [labels[i] for i in keep]
         pairs = None if pairs is None else [pairs[i] for i in keep]
         logger.info("benching a stratified subset of %d of %d rows (seed %d)", len(texts), len(data.texts),
                     args.seed)
     for model in models.values():  # unseen labels fail here, before anything runs
-        encode_labels(labels, model.config.label_names, source=args.data)
+        if task.name == "classification":
+            encode_labels(labels, model.config.label_names, source=args.data)
+        else:
+            model.task.targets(labels, args.data)
 
     result = bench(models, texts, labels, pairs, batch_sizes=batch_sizes, policies=policies,
                    grid_points=args.grid_points, timed_points=args.timed_points, repeats=args.repeats,

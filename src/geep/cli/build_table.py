@@ -78,11 +78,12 @@ def threshold_from_dev(model, args: argparse.Namespace) -> float:
     """S chosen on --dev, or the fixed default (logged) without dev data."""
     from geep.cli.columns import pair_column
     from geep.data import get_columns, load_dataset_spec
-    from geep.evaluation.build_table import DEFAULT_BUILD_THRESHOLD, auto_build_threshold
+    from geep.evaluation.build_table import auto_build_threshold, default_build_threshold
 
     if args.dev is None:
-        logger.info("no --dev: build threshold S = %g (pass --dev to choose it on data)", DEFAULT_BUILD_THRESHOLD)
-        return DEFAULT_BUILD_THRESHOLD
+        threshold = default_build_threshold(model)
+        logger.info("no --dev: build threshold S = %g (pass --dev to choose it on data)", threshold)
+        return threshold
     cfg = model.config
     cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
                        pair_column(args.text_pair_column, cfg, args.model), args.label_column or cfg.label_column,

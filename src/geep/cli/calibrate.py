@@ -27,13 +27,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="among knobs whose FLOPs speed-up vs full is at least X, the one with the smallest "
                         "upper bound on its accuracy drop (at --confidence over all of them)")
     target.add_argument("--max-accuracy-drop", type=finite_float, metavar="D",
-                        help="the fastest knob whose accuracy drop against full is at most D points with "
-                        "--confidence, bounded on dev")
+                        help="the fastest knob whose drop against full is at most D points with --confidence, "
+                        "bounded on dev; the drop is in the model's task's primary metric: accuracy (classification, "
+                        "bounded), micro-F1 (multi-label) or Pearson (regression), both by the dev point estimate, "
+                        "in points (x 100)")
     p.add_argument("--confidence", type=finite_float, default=DEFAULT_CONFIDENCE, metavar="C",
                    help="the confidence of the bound on each knob's accuracy drop, strictly between 0 and 1 "
                    f"(default {DEFAULT_CONFIDENCE:g}); stored with the knob and shown by `geep info`")
     p.add_argument("--policies", default=None,
-                   help="comma-separated (default: fastbert,deebert,confidence,pabee and, with a table, geep,geep-verify)")
+                   help="comma-separated (default: every policy with a knob that applies to the model's task: for a "
+                   "classifier fastbert,deebert,confidence,pabee,elbert,vote and, with a table, geep,geep-verify; lte "
+                   "with an exit module)")
     p.add_argument("--grid-points", type=int, default=41, help="knobs per policy (integer knobs: all)")
     p.add_argument("--batch-size", type=int, default=32, help="the batch size whose FLOPs are counted")
     p.add_argument("--text-column", default=None)
@@ -84,22 +88,34 @@ def run(args: argparse.Namespace) -> int:
                        max_accuracy_drop=args.max_accuracy_drop, policies=policies, batch_size=args.batch_size,
                        grid_points=args.grid_points, precision=args.precision, confidence=args.confidence)
     model.save_config(directory)
+    metric = model.task.primary
+    what = "accuracy" if metric == "accuracy" else metric.replace("_", "-")
     target = (f"FLOPs speed-up >= {args.target_speedup:g}x" if args.target_speedup is not None
-              else f"accuracy drop <= {args.max_accuracy_drop:g} points")
-    print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) at {args.precision} for {target} at "
-          f"{100 * args.confidence:g}% confidence; stored as defaults:")
-    print(f"| {'policy':<12} | {'knob':>16} | {'dev acc':>7} | {'drop':>6} | {'bound':>6} | {'promised':>8} | "
+              else f"{what} drop <= {args.max_accuracy_drop:g} points")
+    bounded = metric == "accuracy"
+    how_sure = f"at {100 * args.confidence:g}% confidence" if bounded else "by the dev point estimate (no bound)"
+    print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) at {args.precision} for {target} "
+          f"{how_sure}; stored as defaults:")
+    column, unit = {"accuracy": ("dev acc", "%"), "pearson": ("dev r", " "), "micro_f1": ("dev µF1", " ")}.get(
+        metric, (f"dev {what}"[:8], " "))
+    print(f"| {'policy':<12} | {'knob':>16} | {column:>7} | {'drop':>6} | {'bound':>6} | {'promised':>8} | "
           f"{'FLOPs x':>7} | {'mean layer':>10} |")
     print(f"|{'-' * 14}|{'-' * 18}|{'-' * 9}|{'-' * 8}|{'-' * 8}|{'-' * 10}|{'-' * 9}|{'-' * 12}|")
     for name, point in chosen.items():
         evidence = model.config.stored_evidence(args.precision, name) or {}
         print(f"| {name:<12} | {knob_text(get_policy(name).knob_values(point.knob)):>16} | "
-              f"{100 * point.accuracy:>6.2f}% | {evidence.get('drop', 0.0):>6.2f} | {point.drop_bound:>6.2f} | "
-              f"{'yes' if point.promised else 'no':>8} | {point.flops_speedup:>6.2f}x | {point.mean_exit_layer:>10.2f} |")
-    how = ("tested slowest knob first, so every knob that passed holds at once" if args.max_accuracy_drop is not None
-           else "Bonferroni over the knobs that reach the speed-up, so it holds for the one chosen")
-    print(f"drop: full's dev accuracy minus the knob's, in points; bound: its upper bound at "
-          f"{100 * args.confidence:g}% confidence ({how})")
+              f"{100 * point.score:>6.2f}{unit} | {evidence.get('drop', 0.0):>6.2f} | "
+              f"{bound_text(point.drop_bound)} | {'yes' if point.promised else 'no':>8} | "
+              f"{point.flops_speedup:>6.2f}x | {point.mean_exit_layer:>10.2f} |")
+    if bounded:
+        how = ("tested slowest knob first, so every knob that passed holds at once"
+               if args.max_accuracy_drop is not None
+               else "Bonferroni over the knobs that reach the speed-up, so it holds for the one chosen")
+        print(f"drop: full's dev accuracy minus the knob's, in points; bound: its upper bound at "
+              f"{100 * args.confidence:g}% confidence ({how})")
+    else:
+        print(f"drop: full's dev {what} minus the knob's, in points (x 100); no bound: {what} is not a mean of right "
+              "rows")
     default = model.config.stored_policy(args.precision)
     if args.max_accuracy_drop is not None and default == "full":
         how = "no policy's knob was promised on these rows"
@@ -117,3 +133,8 @@ def knob_text(values: dict[str, float]) -> str:
         return f"{next(iter(values.values())):.4g}"
     short = {"continue_threshold": "t"}
     return ", ".join(f"{short.get(name, name)} {value:.3g}" for name, value in values.items())
+
+
+def bound_text(bound: float | None) -> str:
+    """A knob's stored bound for the calibrate table, six wide: '-' when it was chosen without one."""
+    return f"{'-':>6}" if bound is None else f"{bound:>6.2f}"

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from geep.training.card import format_accuracy_table
+from geep.training.card import describe_task, format_accuracy_table
 from geep.modeling.config import GeepConfig
 from geep.errors import GeepError
 
@@ -57,7 +57,8 @@ def format_info(directory: str | Path) -> str:
         f"exits:          {', '.join(map(str, config.exit_layers))} (teacher: exit {config.num_layers})",
         f"exit heads:     {config.head}, {config.pooling} pooling, width {config.head_width}; "
         f"teacher: {teacher_kind}, {teacher_pooling} pooling" + _why(config, "pooling"),
-        f"labels ({config.num_labels}):    {', '.join(config.label_names)}",
+        "task:           " + describe_task(config, ((training or {}).get("task") or {}).get("why")).replace("`", ""),
+        f"labels ({config.num_labels}):    {', '.join(config.label_names) or 'none (a score)'}",
         f"objective:      {config.objective}" + (f" (recipe {config.recipe})" if config.recipe else ""),
         f"max length:     {config.max_length}" + _why(config, "max_length"),
         f"columns:        text={config.text_column}"
@@ -74,7 +75,8 @@ def format_info(directory: str | Path) -> str:
         lines.append(f"trained on:     {training.get('train', '?')}: {sizes.get('train', '?')} rows; dev "
                      f"{sizes.get('dev', '?')} rows; exit-table slice {sizes.get('table', 0)} rows; "
                      f"{training.get('train_seconds', 0):.1f} s on {training.get('device', '?')}")
-    lines += ["", "per-exit dev accuracy:", format_accuracy_table(config.dev_accuracy)]
+    metric = config.make_task().primary.replace("_", "-")
+    lines += ["", f"per-exit dev {metric}:", format_accuracy_table(config.dev_accuracy, metric=metric)]
     return "\n".join(lines)
 
 

@@ -1,9 +1,11 @@
 """`geep predict`: label every row of a file (or a packaged set) with a saved model under an exit policy.
 
-One output row per input row, in input order: ``id`` (when the input has the id column), ``prediction`` (the
-label name), ``probability`` (its probability), ``probabilities`` (every class's) and ``exit_layer`` (1..L).
-In ``.jsonl`` output ``probabilities`` is an object {label: probability}; in ``.csv`` output it is that same
-object as a JSON string in one column, so both formats have the same fields.
+One output row per input row, in input order: ``id`` (when the input has the id column), then the model's task's
+fields and ``exit_layer`` (1..L): a classifier writes ``prediction`` (the label name), ``probability`` (its
+probability) and ``probabilities`` (every class's); a multi-label model ``prediction`` (the list of labels in the set)
+and ``probabilities`` (every label's sigmoid); a regression model ``prediction`` (the score). In ``.jsonl`` output
+``probabilities`` is an object {label: probability}; in ``.csv`` output a list or object is that same value as a JSON
+string in one column, so both formats have the same fields.
 
 Everything the user can get wrong (output path, data, columns, policy, threshold, device) is checked before the
 model runs. The output is written to a temporary file beside it and renamed at the end: an interrupted run
@@ -54,7 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "fastbert in [0, 1] (0: never exit early, 1: all at the first exit); deebert in [0, ln C] "
                    "(0: never, ln C: first); confidence in [0, 1] (1: never, 0: first); pabee an integer in "
                    "[0, |E|-1] (|E|-1: never, 0: first); geep and geep-verify: tau in [0, 1], the quantile "
-                   "of each row's predicted exit distribution (1: never, 0: first); full and oracle take none")
+                   "of each row's predicted exit distribution (1: never, 0: first); lte (a learned exit's "
+                   "certainty) in [0, 1] (1: never, 0: first); elbert as fastbert; vote in [0, 1] (the leading "
+                   "class's share of every exit's vote; 1: never, 0: first); margin (multi-label) in [0, 0.5] (0.5: "
+                   "never, 0: first); full and oracle take none")
     p.add_argument("--continue-threshold", default=None, metavar="T", type=_number,
                    help="geep-verify only: the fastbert threshold t in [0, 1] rows continue under after their "
                    "predicted layer (default: the model's calibrated one, else the exit table's build threshold S)")
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         return run_ray(args)
     set_threads(args.threads)
     from geep.cli.columns import pair_column
-    from geep.data import encode_labels, get_columns, load_dataset_spec
+    from geep.data import get_columns, load_dataset_spec
     from geep.inference.inputs import GivenKnob
     from geep.inference.predictor import Predictor
     from geep.modeling.model import MultiExitClassifier
@@ -113,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
                        require_labels=policy.needs_labels, id_column=id_column)
     labels = None
     if policy.needs_labels:
-        labels = encode_labels(data.labels, config.label_names, source=args.input)
+        labels = target_labels(model, data.labels, args.input)
     out = predictor(data.texts, data.text_pairs, labels=labels, show_progress=not args.no_progress)
-    write_predictions(output, out, config.label_names, data.ids)
+    write_predictions(output, out, model.task, data.ids)
     logger.info("wrote %d predictions to %s", len(out), output)
     return 0
 
@@ -125,20 +130,33 @@ def jsonl_line(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, default=str) + "\n"
 
 
-def write_predictions(path: Path, out: Any, label_names: list[str], ids: list | None) -> None:
-    """Writes the rows atomically: to a temporary file beside ``path``, renamed onto it at the end."""
+def target_labels(model: Any, labels: list, source: str) -> Any:
+    """The true labels of a data column as the model's task's targets (an unseen label: a one-line error)."""
+    from geep.data import encode_labels
+
+    if model.config.task == "classification":
+        return encode_labels(labels, model.config.label_names, source=source)
+    task = model.task
+    return task.targets(task.read_labels(labels, source), source)
+
+
+def write_predictions(path: Path, out: Any, task: Any, ids: list | None) -> None:
+    """Writes the rows atomically: to a temporary file beside ``path``, renamed onto it at the end. ``task``: the
+    model's (``geep.tasks``), whose fields each row has; in CSV a field holding a list or an object (a label set,
+    ``probabilities``) is that value as a JSON string."""
+    from geep.inference.outputs import prediction_fields
     from geep.io import atomic_path
 
-    rows = out.rows(label_names, ids)
+    rows = out.rows(task, ids)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         if path.suffix.lower() == ".jsonl":
             for row in rows:
                 f.write(jsonl_line(row))
         else:
-            fields = (["id"] if ids is not None else []) + ["prediction", "probability", "probabilities",
-                                                            "exit_layer"]
+            fields = (["id"] if ids is not None else []) + list(prediction_fields(task))
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             for row in rows:
-                writer.writerow({**row, "probabilities": json.dumps(row["probabilities"], ensure_ascii=False)})
+                writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                                 for k, v in row.items()})
 

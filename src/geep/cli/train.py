@@ -3,6 +3,11 @@
 Everything the user can get wrong (data, columns, labels, flags, the output directory) is checked before the
 first training step, so a bad run fails fast and leaves no half-written output directory.
 
+The task (``--task``: classification, multi-label, regression) is read from the data where it is unambiguous: a label
+column of floats is regression, a column of lists multi-label, anything else classification (a CSV reads every column
+as text: pass ``--task`` for its scores or joined label names). What was chosen is logged and written to the model
+card. ``--exit-module lte`` adds BERxiT's learned exit, trained beside every objective.
+
 Rows of ``--train`` are split three ways, never overlapping: the rows that take gradient steps; the exit-table
 slice (``--table-fraction`` of them, seeded and stratified, saved to ``table_data.jsonl`` for
 ``geep build-table``; none with ``--table-data``); and, without ``--dev``, a seeded stratified 10% of what
@@ -24,12 +29,14 @@ import torch
 
 from geep.training.card import format_accuracy_table, write_model_card
 from geep.cli.build_table import TABLE_DATA_NAME, add_table_options, check_table_options
-from geep.modeling.config import HEAD_KINDS, POOLINGS
-from geep.data import ColumnData, build_label_names, encode_labels, get_columns, load_dataset_spec, \
+from geep.modeling.config import EXIT_MODULES, HEAD_KINDS, POOLINGS
+from geep.data import ColumnData, encode_labels, get_columns, load_dataset_spec, \
     stratified_split, stratified_subset
 from geep.errors import GeepError
 from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, RECIPES, get_objective
 from geep.training.loop import MAX_SEED
+from geep.tasks import TASKS, Task, get_task
+from geep.tasks.multi_label import DEFAULT_SEPARATOR
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +57,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-column", default="text")
     p.add_argument("--text-pair-column", default=None, help="second text column, for sentence pairs")
     p.add_argument("--label-column", default="label")
+    p.add_argument("--task", default="auto", choices=["auto", *TASKS],
+                   help="what the labels are: classification (one label per text), multi-label (a list of labels, "
+                   "or names joined by --label-separator), regression (a number); auto (default): regression for a "
+                   "column of floats, multi-label for a column of lists, else classification")
+    p.add_argument("--label-separator", default=None, metavar="SEP",
+                   help=f"multi-label: the separator of a label column of joined names (default {DEFAULT_SEPARATOR!r})")
+    p.add_argument("--exit-module", default=None, choices=list(EXIT_MODULES),
+                   help="lte: BERxiT's learning-to-exit module, one small module shared by the exits that learns "
+                   "how likely each exit is already right (policy lte)")
     p.add_argument("--encoding", default=None, help="encoding of CSV/TSV/JSON files (default UTF-8)")
     p.add_argument("--objective", default="geep", choices=list(OBJECTIVES))
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
@@ -140,35 +156,64 @@ def _check_flags(args: argparse.Namespace) -> None:
         (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but torch sees no CUDA device"),
         (args.recipe is None or args.objective == "geep",
          f"--recipe applies to --objective geep only; got --objective {args.objective}"),
+        (args.label_separator is None or args.label_separator != "", "--label-separator must not be empty"),
+        (args.label_separator is None or args.task in ("auto", "multi-label"),
+         f"--label-separator applies to multi-label data only; got --task {args.task}"),
     ]
     for ok, message in checks:
         if not ok:
             raise GeepError(message)
 
 
-def _read(spec: str, flag: str, args: argparse.Namespace) -> ColumnData:
+def _read(spec: str, flag: str, args: argparse.Namespace, task: Task | None = None) -> tuple[ColumnData, Task]:
+    """The columns of DATA with its labels read as ``task``'s (None: the task ``--task`` names or the data shows)."""
     ds = load_dataset_spec(spec, encoding=args.encoding)
-    return get_columns(ds, args.text_column, args.text_pair_column, args.label_column,
+    cols = get_columns(ds, args.text_column, args.text_pair_column, args.label_column,
                        source=f"{flag} {spec}", require_labels=True)
+    if task is None:
+        name, why = detect_task(ds, args.label_column, args.task)
+        logger.info("task: %s (%s)", name, why)
+        args.task_reason = why
+        kwargs = {"separator": args.label_separator or DEFAULT_SEPARATOR} if name == "multi-label" else {}
+        task = get_task(name)(**kwargs)
+    cols.labels = task.read_labels(cols.labels, f"{flag} {spec}")
+    return cols, task
+
+
+def detect_task(ds, label_column: str, given: str) -> tuple[str, str]:
+    """(task name, why) for the data: ``given`` unless it is ``auto``; then regression for a column of floats,
+    multi-label for a column of lists, classification otherwise."""
+    if given != "auto":
+        return given, "--task"
+    import datasets
+
+    feature = ds.features.get(label_column)
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+        return "regression", f"auto: label column '{label_column}' holds floats"
+    if isinstance(feature, (datasets.Sequence, datasets.List)) or isinstance(feature, list):
+        return "multi-label", f"auto: label column '{label_column}' holds lists"
+    return "classification", f"auto: label column '{label_column}' holds single labels (pass --task otherwise)"
 
 
 def split_rows(args: argparse.Namespace, train: ColumnData) -> tuple[Slice, Slice | None, Slice | None]:
     """(train, table, dev) slices of --train; table is None with --table-data or a 0 fraction, dev None with
     --dev. The three never share a row."""
     rows = list(range(len(train.texts)))
+    task = getattr(args, "data_task", None)
+    strata = train.labels if task is None else task.strata(train.labels)  # what seeded splits keep in proportion
     if args.max_train_samples is not None and args.max_train_samples < len(rows):
-        rows = stratified_subset(train.labels, args.max_train_samples, args.seed)
+        rows = stratified_subset(strata, args.max_train_samples, args.seed)
         logger.info("--max-train-samples: a seeded stratified subset of %d of %d rows", len(rows), len(train.texts))
     source = f"--train {args.train}"
     table = None
     if args.table_data is None and args.table_fraction > 0:
-        keep, held = stratified_split([train.labels[i] for i in rows],
+        keep, held = stratified_split([strata[i] for i in rows],
                                       [1 - args.table_fraction, args.table_fraction], args.seed)
         table = Slice.take(train, [rows[i] for i in held], f"{args.table_fraction:g} of {source} (held out)")
         rows = [rows[i] for i in keep]
     dev = None
     if args.dev is None:
-        keep, held = stratified_split([train.labels[i] for i in rows], [1 - DEV_FRACTION, DEV_FRACTION], args.seed)
+        keep, held = stratified_split([strata[i] for i in rows], [1 - DEV_FRACTION, DEV_FRACTION], args.seed)
         dev = Slice.take(train, [rows[i] for i in held], f"{DEV_FRACTION:g} of {source} (held out)")
         rows = [rows[i] for i in keep]
         logger.info("no --dev: holding out a seeded stratified %d%% of the training rows (%d) as dev data",
@@ -202,19 +247,23 @@ def run(args: argparse.Namespace) -> int:
     model_path = resolve_model_path(args.model)
     check_output_dir(args.output, overwrite=args.overwrite, models=(model_path,),
                      inputs=[spec for spec in (args.train, args.dev, args.table_data) if spec is not None])
-    train_cols = _read(args.train, "--train", args)
-    data_labels = build_label_names(train_cols.labels)
-    if len(data_labels) < 2:
+    train_cols, data_task = _read(args.train, "--train", args)
+    args.data_task = data_task
+    data_labels = data_task.vocabulary(train_cols.labels)
+    if data_task.name == "classification" and len(data_labels) < 2:
         raise GeepError(f"--train {args.train} has only one label ({data_labels[0]!r}); a classifier needs two")
+    if data_task.name == "multi-label" and len(data_labels) < 2:
+        raise GeepError(f"--train {args.train} names {len(data_labels)} label(s) {data_labels}; a multi-label model "
+                        "needs two")
     train_slice, table_slice, dev_slice = split_rows(args, train_cols)
     if args.table_data is not None:
-        table_cols = _read(args.table_data, "--table-data", args)
+        table_cols, _ = _read(args.table_data, "--table-data", args, data_task)
         table_slice = Slice.take(table_cols, list(range(len(table_cols.texts))), f"--table-data {args.table_data}")
     if args.dev is not None:
-        dev_cols = _read(args.dev, "--dev", args)
+        dev_cols, _ = _read(args.dev, "--dev", args, data_task)
         dev_slice = Slice.take(dev_cols, list(range(len(dev_cols.texts))), f"--dev {args.dev}")
     if args.max_dev_samples is not None and args.max_dev_samples < len(dev_slice):
-        rows = stratified_subset(dev_slice.labels, args.max_dev_samples, args.seed)
+        rows = stratified_subset(data_task.strata(dev_slice.labels), args.max_dev_samples, args.seed)
         dev_slice = Slice([dev_slice.texts[i] for i in rows], None if dev_slice.pairs is None else
                           [dev_slice.pairs[i] for i in rows], [dev_slice.labels[i] for i in rows],
                           f"{dev_slice.source}, {len(rows)} rows")
@@ -222,23 +271,36 @@ def run(args: argparse.Namespace) -> int:
     if args.max_length is not None:  # typed: too long is an error; left out, it is chosen to fit
         _check_max_length(model_path, args.max_length)
     torch.manual_seed(args.seed)  # the exit heads' initialisation
+    task_kwargs: dict = {"task": data_task.name, "exit_module": args.exit_module}
+    if data_task.name == "regression":  # the heads learn the standardised score; the scale is the training rows'
+        task_kwargs["target_mean"], task_kwargs["target_std"] = data_task.scale(train_slice.labels)
+    if data_task.name == "multi-label" and args.label_separator is not None:
+        task_kwargs["label_separator"] = args.label_separator
     model = MultiExitClassifier.from_encoder(
         model_path, data_labels, head=args.head, pooling=args.pooling, exit_layers=exit_layers,
         objective=args.objective, recipe=recipe.name if recipe else None, max_length=args.max_length,
         text_column=args.text_column,
-        text_pair_column=args.text_pair_column, label_column=args.label_column,
+        text_pair_column=args.text_pair_column, label_column=args.label_column, **task_kwargs,
     )
     names = model.label_names  # a fine-tuned model's own order
-    train_ids = encode_labels(train_slice.labels, names, source=train_slice.source)
-    dev_ids = encode_labels(dev_slice.labels, names, source=dev_slice.source)
-    if table_slice is not None:
-        encode_labels(table_slice.labels, names, source=table_slice.source)
+    task = model.task
+    if task.name == "classification":
+        train_ids = encode_labels(train_slice.labels, names, source=train_slice.source)
+        dev_ids = encode_labels(dev_slice.labels, names, source=dev_slice.source)
+        if table_slice is not None:
+            encode_labels(table_slice.labels, names, source=table_slice.source)
+    else:  # targets: multi-hot label sets or scores (an unseen label at evaluation: a one-line error)
+        train_ids = task.targets(train_slice.labels, train_slice.source)
+        dev_ids = task.targets(dev_slice.labels, dev_slice.source)
+        if table_slice is not None:
+            task.targets(table_slice.labels, table_slice.source)
     train_data = EncodedData.from_texts(model, train_slice.texts, train_slice.pairs, train_ids)
     dev_data = EncodedData.from_texts(model, dev_slice.texts, dev_slice.pairs, dev_ids)
     plan = describe_plan(model, training_args)
     if all(stage["skipped"] for stage in plan):
         raise GeepError(f"nothing to train: every stage of {args.objective!r} is frozen or has 0 epochs")
-    logger.info("data: %d training rows (%s), %d dev rows (%s), %d exit-table rows (%s)", len(train_slice),
+    logger.info("data (%s): %d training rows (%s), %d dev rows (%s), %d exit-table rows (%s)", task.name,
+                len(train_slice),
                 train_slice.source, len(dev_slice), dev_slice.source, len(table_slice or []),
                 table_slice.source if table_slice else "none")
 
@@ -271,6 +333,10 @@ def run(args: argparse.Namespace) -> int:
         "table": table_slice.source if table_slice else None,
         "table_file": TABLE_DATA_NAME if table_slice is not None and len(table_slice) else None,
         "data_sizes": sizes, "label_names": names, "stages": plan,
+        "task": {"name": task.name, "why": getattr(args, "task_reason", "--task"), "metric": task.primary,
+                 **({"target_mean": task.target_mean, "target_std": task.target_std}
+                    if task.name == "regression" else {})},
+        "exit_module": args.exit_module,
         "recipe": recipe.to_dict() if recipe else None,
         "resolved": {"pooling": model.config.pooling, "max_length": model.config.max_length,
                      "why": model.config.auto_settings},
@@ -278,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         "device": result.device,
         "mixed_precision": result.mixed_precision, "dev_accuracy": result.dev_accuracy,
         "best_epochs": result.best_epochs, "history": result.to_dict()["history"],
-        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "args": {k: v for k, v in vars(args).items() if k not in ("func", "data_task", "task_reason")},
         "training_arguments": asdict(training_args),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
@@ -288,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"saved to {output} ({sizes['train']} training rows, {sizes['dev']} dev rows, "
           f"{sizes['table']} exit-table rows; {result.train_seconds:.1f} s)")
-    print(format_accuracy_table(result.dev_accuracy))
+    print(format_accuracy_table(result.dev_accuracy, metric=task.primary.replace("_", "-")))
     sys.stdout.flush()
     return 0
 

@@ -303,9 +303,9 @@ def get_columns(
     GeepError naming the row, never turned into the text "5"; so is a string that is not valid Unicode (a lone
     surrogate from a JSON ``\\ud800`` escape). A missing or whitespace-only text becomes "" (valid input: the row
     is kept and answered, and one warning line says how many rows have no text). Labels become stripped
-    strings (an int 1 or a float 1.0 becomes "1"). With ``require_labels`` every row needs a label; without
-    it an absent label column gives ``labels=None`` and a missing label becomes "". ``source`` names the data
-    in error messages.
+    strings (an int 1 or a float 1.0 becomes "1"; a list, a multi-label row's labels, a list of stripped strings).
+    With ``require_labels`` every row needs a label; without it an absent label column gives ``labels=None`` and a
+    missing label becomes "". ``source`` names the data in error messages.
     """
     texts = [_as_text(v, row, text_column, source) for row, v in enumerate(_values(ds, text_column, source), 1)]
     pairs = None
@@ -366,9 +366,11 @@ def _warn_empty_texts(source: str, *columns: tuple[str | None, list[str] | None]
                        source, "; ".join(counts))
 
 
-def _as_label(value: Any) -> str:
+def _as_label(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, (list, tuple)):  # a list column: a multi-label row's labels, each a stripped name
+        return ["" if v is None else str(v).strip() for v in value]
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # a numeric column with a gap arrives as floats: 1.0 means label "1"
     return str(value).strip()

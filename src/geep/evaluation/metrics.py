@@ -22,8 +22,24 @@ def macro_f1(predictions: Tensor, labels: Tensor, num_labels: int) -> float:
 
 
 def get_field(point: Any, key: str) -> Any:
-    """``point[key]`` for a mapping (a bench record), else the attribute (a scored point)."""
+    """``point[key]`` for a mapping (a bench record), else the attribute (a scored point). ``score`` (the task's
+    primary metric) falls back to ``accuracy`` where a point has none: records written before tasks existed, whose
+    score was their accuracy."""
+    if key == "score":
+        value = point.get("score") if isinstance(point, Mapping) else getattr(point, "score", None)
+        return get_field(point, "accuracy") if value is None else value
     return point[key] if isinstance(point, Mapping) else getattr(point, key)
+
+
+def score_of(point: Any) -> float:
+    """A point's or record's primary-metric score (:func:`get_field` of ``score``)."""
+    return get_field(point, "score")
+
+
+def metric_of(point: Any) -> str:
+    """The name of the metric a point's score is (``accuracy`` for records written before tasks existed)."""
+    value = point.get("metric") if isinstance(point, Mapping) else getattr(point, "metric", None)
+    return value or "accuracy"
 
 
 def pareto_frontier(points: Iterable[Any], x: str, y: str) -> list[Any]:
@@ -54,7 +70,8 @@ def pareto_frontier(points: Iterable[Any], x: str, y: str) -> list[Any]:
 
 def interpolated_throughput(records: Iterable[Mapping[str, Any]], accuracy: float, *,
                             speed: str = "samples_per_s") -> float | None:
-    """The highest throughput (samples/s) one policy reaches at an accuracy of at least ``accuracy``.
+    """The highest throughput (samples/s) one policy reaches at an accuracy (the records' score: the task's
+    primary metric) of at least ``accuracy``.
 
     ``records``: the timed records of ONE (model, policy, batch size) -- records whose ``speed`` is None
     (untimed) are ignored; mixing models, policies or batch sizes is a ValueError. Their Pareto frontier in
@@ -73,11 +90,11 @@ def interpolated_throughput(records: Iterable[Mapping[str, Any]], accuracy: floa
     if len(groups) > 1:
         raise ValueError(f"interpolated_throughput takes one (model, policy, batch size), "
                          f"got {sorted(groups, key=str)}")
-    frontier = pareto_frontier(records, speed, "accuracy")
-    if not frontier or accuracy > frontier[0]["accuracy"]:
+    frontier = pareto_frontier(records, speed, "score")
+    if not frontier or accuracy > score_of(frontier[0]):
         return None
     for slow, fast in zip(frontier, frontier[1:]):
-        a_i, a_j = slow["accuracy"], fast["accuracy"]
+        a_i, a_j = score_of(slow), score_of(fast)
         if a_i >= accuracy > a_j:
             t_i, t_j = slow[speed], fast[speed]
             return float(t_i + (t_j - t_i) * (a_i - accuracy) / (a_i - a_j))

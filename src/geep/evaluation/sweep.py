@@ -18,44 +18,57 @@ from torch import Tensor
 
 from geep.errors import GeepError
 from geep.evaluation.bounds import DEFAULT_CONFIDENCE, check_confidence, drop_upper_bound, fixed_sequence
-from geep.evaluation.metrics import macro_f1
 from geep.exit_table import exit_distribution
-from geep.inference.offline import run_rows
+from geep.inference.offline import Answered, run_rows
 from geep.inference.rows import Prepared
 from geep.inference.runs import all_exit_logits
-from geep.inference.spec import require_table, resolve_run
+from geep.inference.spec import bind_policy, require_table, resolve_run
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import get_policy
 from geep.runtime.flops import FlopsCount, FlopsSpec
 from geep.runtime.replay import ReplayBackend
+from geep.tasks import Task
 from geep.tokens import Encoded
 
 logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class KnobPoint:
-    """One knob of one policy, scored on dev. accuracy in [0, 1]; flops_speedup vs the ``full`` policy.
+    """One knob of one policy, scored on dev. flops_speedup vs the ``full`` policy.
+
+    ``metric`` names the task's primary metric (``geep.tasks``: accuracy, micro_f1, pearson) and ``score`` is its
+    value, what calibration's budget and the bench's frontier read (larger is better); ``accuracy`` in [0, 1] stays
+    accuracy (a classifier's: equal to ``score``; multi-label: subset accuracy; None for regression);
+    ``metrics``: every metric the task reports.
 
     ``lost``: dev rows ``full`` labels right and this knob wrong; ``gained``: the reverse; ``rows``: dev rows (the
-    paired counts the drop bound reads, :mod:`geep.evaluation.bounds`). :func:`choose_knob` fills the last three
-    for the knob it chooses: ``confidence`` (None: chosen by the point estimate), ``drop_bound`` (the upper bound on
-    the accuracy drop against ``full``, in points) and ``promised`` (False: no knob faster than full met the budget
-    with that confidence, and this is the fallback).
+    paired counts the drop bound reads, :mod:`geep.evaluation.bounds`; a classifier's only: 0 rows for a task whose
+    metric is not a mean of right rows). :func:`choose_knob` fills the last three for the knob it chooses:
+    ``confidence`` (None: chosen by the point estimate), ``drop_bound`` (the upper bound on the accuracy drop
+    against ``full``, in points) and ``promised`` (False: no knob faster than full met the budget with that
+    confidence, and this is the fallback).
     """
 
     policy: str
     knob: Any
-    accuracy: float
+    accuracy: float | None
     flops_speedup: float
     mean_exit_layer: float
-    macro_f1: float = 0.0
+    macro_f1: float | None = 0.0  # None for a task without one (regression)
     exit_histogram: dict[int, int] = field(default_factory=dict)
+    metric: str = "accuracy"
+    score: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
     lost: int = 0
     gained: int = 0
     rows: int = 0
     confidence: float | None = None
     drop_bound: float | None = None
     promised: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.score is None:
+            object.__setattr__(self, "score", self.accuracy)
 
     def bound(self, confidence: float) -> float:
         """The upper bound on this knob's accuracy drop against ``full`` at ``confidence``, in points."""
@@ -89,9 +102,10 @@ def choose_knob(points: list[KnobPoint], full_accuracy: float, *, target_speedup
     confidence 1 - (1 - ``confidence``) / m (Bonferroni), so the stored bound holds for the knob chosen whichever
     it is (ties: the faster).
 
-    ``confidence=None``: the point estimate, as before bounds (``auto_build_threshold``'s S): among knobs whose dev
-    accuracy is at least full's minus D, the fastest (ties: the more accurate); with X, the most accurate (ties:
-    the faster); an unreachable D raises GeepError.
+    ``confidence=None``: the point estimate (``auto_build_threshold``'s S, and a task whose metric is not a mean
+    of right rows: micro-F1, Pearson): among knobs whose score (``KnobPoint.score``, the task's primary metric) is
+    at least full's (``full_accuracy``) minus D, the fastest (ties: the better score); with X, the best score (ties:
+    the faster); an unreachable D raises GeepError naming the smallest reachable drop.
     """
     if (target_speedup is None) == (max_accuracy_drop is None):
         raise GeepError("give exactly one of --target-speedup and --max-accuracy-drop")
@@ -105,7 +119,7 @@ def choose_knob(points: list[KnobPoint], full_accuracy: float, *, target_speedup
             raise GeepError(f"{policy}: a FLOPs speed-up of {target_speedup:g}x is unreachable on dev; "
                             f"the best reachable is {best:.2f}x")
         if confidence is None:
-            return replace(max(ok, key=lambda p: (p.accuracy, p.flops_speedup)), promised=True)
+            return replace(max(ok, key=lambda p: (p.score, p.flops_speedup)), promised=True)
         confidence = check_confidence(confidence)
         each = 1.0 - (1.0 - confidence) / len(ok)
         bounds = {id(p): p.bound(each) for p in ok}
@@ -113,12 +127,13 @@ def choose_knob(points: list[KnobPoint], full_accuracy: float, *, target_speedup
         return replace(best, confidence=confidence, drop_bound=bounds[id(best)], promised=True)
     if confidence is None:
         floor = full_accuracy - max_accuracy_drop / 100.0
-        ok = [p for p in points if p.accuracy >= floor - 1e-12]
+        ok = [p for p in points if p.score >= floor - 1e-12]
         if not ok:
-            best = max(p.accuracy for p in points)
-            raise GeepError(f"{policy}: an accuracy drop of at most {max_accuracy_drop:g} points is unreachable on "
-                            f"dev; the smallest reachable drop is {100 * (full_accuracy - best):.2f} points")
-        return replace(max(ok, key=lambda p: (p.flops_speedup, p.accuracy)), promised=True)
+            best = max(p.score for p in points)
+            raise GeepError(f"{policy}: {_drop(points[0].metric)} of at most {max_accuracy_drop:g} points is "
+                            f"unreachable on dev; the smallest reachable drop is {100 * (full_accuracy - best):.2f} "
+                            "points")
+        return replace(max(ok, key=lambda p: (p.flops_speedup, p.score)), promised=True)
     confidence = check_confidence(confidence)
     ordered = slowest_first(points)
     bounds = [p.bound(confidence) for p in ordered]
@@ -130,6 +145,10 @@ def choose_knob(points: list[KnobPoint], full_accuracy: float, *, target_speedup
     candidates = [(p, b) for p, b in zip(ordered, bounds) if p.flops_speedup > 1.0] or list(zip(ordered, bounds))
     point, bound = min(candidates, key=lambda pb: (pb[1], -pb[0].flops_speedup))
     return replace(point, confidence=confidence, drop_bound=bound, promised=False)
+
+
+def _drop(metric: str) -> str:
+    return "an accuracy drop" if metric == "accuracy" else f"a {metric.replace('_', '-')} drop"
 
 
 def choose_policy(chosen: Mapping[str, KnobPoint], *, target_speedup: float | None = None,
@@ -147,13 +166,13 @@ def choose_policy(chosen: Mapping[str, KnobPoint], *, target_speedup: float | No
 
     def bound(name: str) -> float:
         point = chosen[name]
-        return point.drop_bound if point.drop_bound is not None else 100.0 * (1.0 - point.accuracy)
+        return point.drop_bound if point.drop_bound is not None else 100.0 * (1.0 - point.score)
 
     if max_accuracy_drop is not None:
         kept = [name for name in chosen if chosen[name].promised is not False]
         if not kept:
             return "full"
-        return max(kept, key=lambda name: (chosen[name].flops_speedup, -bound(name), chosen[name].accuracy))
+        return max(kept, key=lambda name: (chosen[name].flops_speedup, -bound(name), chosen[name].score))
     return min(chosen, key=lambda name: (bound(name), -chosen[name].flops_speedup))
 
 
@@ -166,26 +185,28 @@ class Sweep:
     full_flops: int
 
 
-def _score(policy: str, knob: Any, probabilities: Tensor, layers: Tensor, labels: Tensor,
-           exit_layers: Sequence[int], flops: int, full_flops: int, full_right: Tensor | None = None) -> KnobPoint:
-    """Scores rows whose answers are ``probabilities`` (N, C), given at exit ``layers`` (N,); ``full_right`` (N,)
-    bool: which rows ``full`` labels right (None: these are full's own answers)."""
-    predictions = probabilities.argmax(-1)  # (N,)
-    right = predictions == labels  # (N,)
-    if full_right is None:
-        full_right = right
+def _score(policy: str, knob: Any, predictions: Tensor, layers: Tensor, labels: Tensor, exit_layers: Sequence[int],
+           flops: int, full_flops: int, task: Task, full_right: Tensor | None = None) -> KnobPoint:
+    """Scores rows whose answers are ``predictions`` (``geep.inference.rows.answers``), given at exit ``layers``
+    (N,), against the task's targets ``labels``. A classifier's rows are also paired with ``full``'s: ``full_right``
+    (N,) bool, which rows ``full`` labels right (None: these are full's own answers)."""
     histogram = {int(k): int((layers == k).sum()) for k in exit_layers}
-    return KnobPoint(policy, knob, float(right.double().mean()), full_flops / max(flops, 1),
-                     float(layers.float().mean()), macro_f1(predictions, labels, probabilities.shape[-1]), histogram,
-                     lost=int((full_right & ~right).sum()), gained=int((right & ~full_right).sum()),
-                     rows=int(labels.numel()))
+    metrics = task.metrics(predictions, labels)
+    paired = {}
+    if task.primary == "accuracy":
+        right = predictions == labels  # (N,)
+        full_right = right if full_right is None else full_right
+        paired = dict(lost=int((full_right & ~right).sum()), gained=int((right & ~full_right).sum()),
+                      rows=int(labels.numel()))
+    return KnobPoint(policy, knob, metrics.get("accuracy"), full_flops / max(flops, 1), float(layers.float().mean()),
+                     metrics.get("macro_f1"), histogram, task.primary, metrics[task.primary], metrics, **paired)
 
 
-def replay(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, policy: str, knob: Any, *,
-           batch_size: int, labels: Tensor | None = None, distribution: Tensor | None = None
-           ) -> tuple[Tensor, Tensor, FlopsCount]:
-    """One knob of one policy run by the real scheduler on recorded logits (``ReplayBackend``): probabilities (N, C)
-    and exit layers (N,) in input order, and the FLOPs the same run on the model counts.
+def replay_answers(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, policy: str, knob: Any, *,
+                   batch_size: int, labels: Tensor | None = None, distribution: Tensor | None = None
+                   ) -> tuple[Answered, FlopsCount]:
+    """One knob of one policy run by the real scheduler on recorded outputs (``ReplayBackend``): every row's answer
+    (probabilities, predictions, exit layers, in input order) and the FLOPs the same run on the model counts.
 
     ``knob`` as the user gives it: this is a run of its own, resolved here (``resolve_run``); ``distribution``
     (N, L): the rows' predicted exit distributions, for policies that predict layers (default: looked up in the
@@ -201,14 +222,24 @@ def replay(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, po
     flops = FlopsCount(FlopsSpec.from_model(model))
     answered = run_rows(backend, spec, Prepared(encoded, predicted),
                         labels=labels if spec.policy.needs_labels else None, flops=flops)
+    return answered, flops
+
+
+def replay(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, policy: str, knob: Any, *,
+           batch_size: int, labels: Tensor | None = None, distribution: Tensor | None = None
+           ) -> tuple[Tensor, Tensor, FlopsCount]:
+    """:func:`replay_answers` as probabilities (N, C), exit layers (N,) and the FLOPs."""
+    answered, flops = replay_answers(model, exit_logits, encoded, policy, knob, batch_size=batch_size, labels=labels,
+                                     distribution=distribution)
     return answered.probabilities, answered.exit_layer, flops
 
 
 def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, policies: Sequence[str],
           batch_size: int = 32, grid_points: int = 21, exit_logits: Tensor | None = None,
           precision: str = "fp32", knobs: Mapping[str, Sequence[Any]] | None = None) -> Sweep:
-    """Accuracy, macro-F1, mean exit layer, exit histogram, FLOPs speed-up and the rows lost and gained against
-    ``full`` (:class:`KnobPoint`) of every knob of every policy.
+    """The task's metrics (a classifier's accuracy and macro-F1), mean exit layer, exit histogram, FLOPs speed-up
+    and, for a classifier, the rows lost and gained against ``full`` (:class:`KnobPoint`) of every knob of every
+    policy. ``labels``: the task's targets (``geep.inference.label_ids``).
 
     One all-exits pass at ``precision`` gives every exit's logits for every row (pass ``exit_logits`` (N, |E|, C)
     to reuse one); each knob is then run by the real scheduler on those logits (:func:`replay`), at ``batch_size``.
@@ -216,25 +247,27 @@ def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, polic
     those ``knobs`` names for it.
     """
     E, C = model.exit_layers, model.config.num_labels
+    task = model.task
     if exit_logits is None:
         exit_logits = all_exit_logits(model, encoded, batch_size=batch_size, precision=precision).logits
     exit_logits = exit_logits.cpu()
-    labels = labels.long().cpu()
+    labels = labels.cpu() if task.name != "classification" else labels.long().cpu()
 
     def score(name: str, knob: Any, distribution: Tensor | None) -> KnobPoint:
-        probabilities, layers, flops = replay(model, exit_logits, encoded, name, knob, batch_size=batch_size,
-                                              labels=labels, distribution=distribution)
-        return _score(name, knob, probabilities, layers, labels, E, flops.total, full_flops, full_right)
+        answered, flops = replay_answers(model, exit_logits, encoded, name, knob, batch_size=batch_size,
+                                         labels=labels, distribution=distribution)
+        return _score(name, knob, answered.predictions, answered.exit_layer, labels, E, flops.total, full_flops, task,
+                      full_right)
 
-    probabilities, layers, flops = replay(model, exit_logits, encoded, "full", None, batch_size=batch_size)
+    answered, flops = replay_answers(model, exit_logits, encoded, "full", None, batch_size=batch_size)
     full_flops = flops.total
-    full_right = probabilities.argmax(-1) == labels  # (N,)
-    full = _score("full", None, probabilities, layers, labels, E, full_flops, full_flops)
+    full = _score("full", None, answered.predictions, answered.exit_layer, labels, E, full_flops, full_flops, task)
+    full_right = answered.predictions == labels if task.primary == "accuracy" else None  # (N,)
     distribution = None
     if any(get_policy(name).predicts_layers for name in policies):
         distribution = exit_distribution(require_table(model), encoded, model.pad_token_id).cpu()
     knobs = knobs or {}
     points = {name: [score(name, knob, distribution)
-                     for knob in knobs.get(name) or get_policy(name).grid(C, len(E), grid_points)]
+                     for knob in knobs.get(name) or bind_policy(model, get_policy(name)).grid(C, len(E), grid_points)]
               for name in policies}
     return Sweep(full, points, full_flops)

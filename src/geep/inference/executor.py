@@ -39,7 +39,8 @@ class _Group:
 
 @dataclass
 class Finished:
-    """Rows that left at ``layer`` (in step order) and their logits (F, C)."""
+    """Rows that left at ``layer`` (in step order) and the outputs they answer with (F, K + S): the exit's own, or
+    what the policy answers from its memory (``Policy.outputs``: vote)."""
 
     rows: list[Row]
     logits: Tensor
@@ -88,16 +89,19 @@ class Executor:
             self.on_head(step, self.backend.row_ids(state), logits)
         if step.end == self.scheduler.num_layers:
             leave = [True] * step.size
+            if self.policy.answers_from_memory:  # the vote of every exit, the last included
+                memory = self.policy.decide(logits, self.knob, memory)[1]
         else:
             decision, memory = self.policy.decide(logits, self.knob, memory)  # (B,) bool
             leave = decision.tolist()  # the one host sync of the step
+        outputs = self.policy.outputs(logits, memory) if self.policy.answers_from_memory else logits  # (B, K + S)
         finished = self.scheduler.update(step, leave)
         if len(finished) < step.size:
             self.groups[step.id] = _Group(state, memory, step.size, step.size - len(finished))
         if len(finished) == step.size:
-            return Finished(finished, logits, step.end)
+            return Finished(finished, outputs, step.end)
         leaving = torch.tensor([i for i, out in enumerate(leave) if out], dtype=torch.long, device=logits.device)
-        return Finished(finished, logits.index_select(0, leaving), step.end)
+        return Finished(finished, outputs.index_select(0, leaving), step.end)
 
     def run(self) -> Iterator[Finished]:
         """Steps until the scheduler has nothing to run."""

@@ -78,9 +78,13 @@ def check_label(label: Any, index: int, num_labels: int, name: str = "labels") -
                         f"(0..{num_labels - 1})")
 
 
-def label_ids(model: MultiExitClassifier, labels: Sequence[int | str] | Tensor) -> Tensor:
-    """Labels as class ids (N,): a tensor or ints pass through (ints checked against the classes), names map
-    through ``model.label_names`` (GeepError naming an unknown one)."""
+def label_ids(model: MultiExitClassifier, labels: Sequence[Any] | Tensor) -> Tensor:
+    """Labels as the model's task's targets: for a classifier class ids (N,): a tensor or ints pass through (ints
+    checked against the classes), names map through ``model.label_names`` (GeepError naming an unknown one); for
+    another task ``Task.targets`` (multi-label: lists of names -> multi-hot (N, C); regression: numbers -> (N,))."""
+    if model.config.task != "classification":
+        task = model.task
+        return task.targets(labels if isinstance(labels, Tensor) else task.read_labels(list(labels), "labels"))
     if isinstance(labels, Tensor):
         return labels.long()
     index = {name: i for i, name in enumerate(model.label_names)}

@@ -14,33 +14,41 @@ from geep.inference.spec import RunSpec
 from geep.runtime.base import Backend
 from geep.runtime.flops import FlopsCount
 from geep.scheduling import Scheduler, Step, get_strategy
+from geep.tasks import Classification, Task
 from geep.tokens import token_lengths
 
 CHUNK_ROWS = 8192  # rows a pooled schedule takes at once: bounds the memory of rows waiting between exits
 
 
 class Answered(NamedTuple):
-    """Every row's answer in input order: probabilities (N, C), label ids (N,) and the exit layer it left at (N,)."""
+    """Every row's answer in input order: probabilities (N, C), predictions (class ids (N,), label sets (N, C) or
+    scores (N,): ``geep.inference.rows.answers``) and the exit layer it left at (N,)."""
 
     probabilities: Tensor
-    label_ids: Tensor
+    predictions: Tensor
     exit_layer: Tensor
+
+    @property
+    def label_ids(self) -> Tensor:
+        """The predictions (a classifier's class ids)."""
+        return self.predictions
 
 
 class _Outputs:
-    """The answers filled by row id, kept on the backend's device until the end."""
+    """The outputs each row left with, filled by row id on the backend's device and answered at the end."""
 
-    def __init__(self, n: int, num_labels: int, device: torch.device) -> None:
-        self.answered = Answered(torch.zeros((n, num_labels), device=device),
-                                 torch.zeros((n,), dtype=torch.long, device=device),
-                                 torch.zeros((n,), dtype=torch.long, device=device))
+    def __init__(self, n: int, num_outputs: int, device: torch.device) -> None:
+        self.outputs = torch.zeros((n, num_outputs), device=device)
+        self.exit_layer = torch.zeros((n,), dtype=torch.long, device=device)
 
     def record(self, finished: Finished) -> None:
-        ids = torch.tensor([row.id for row in finished.rows], dtype=torch.long, device=self.answered.exit_layer.device)
-        probabilities, labels = answers(finished.logits)
-        self.answered.probabilities[ids] = probabilities
-        self.answered.label_ids[ids] = labels
-        self.answered.exit_layer[ids] = finished.layer
+        ids = torch.tensor([row.id for row in finished.rows], dtype=torch.long, device=self.exit_layer.device)
+        self.outputs[ids] = finished.logits.to(self.outputs.dtype)
+        self.exit_layer[ids] = finished.layer
+
+    def answered(self, task: Task) -> Answered:
+        probabilities, predictions = answers(task, self.outputs)
+        return Answered(probabilities, predictions, self.exit_layer)
 
 
 def length_order(lengths: Sequence[int]) -> list[int]:
@@ -56,14 +64,16 @@ def run_rows(backend: Backend, spec: RunSpec, prepared: Prepared, *, order: Sequ
 
     ``spec.schedule``: ``shrink`` adds every row at once, in ``order`` (default: by length); ``pooled`` adds them
     ``CHUNK_ROWS`` at a time in ``order`` (default: input order), each chunk run to the end before the next.
-    ``labels`` (N,) class ids for policies that read them. Returns probabilities (N, C) and exit layers (N,) in
-    input order, on the backend's device.
+    ``labels`` (N,) class ids (multi-label: (N, C)) for policies that read them. Rows answer under ``spec.task``
+    (a spec made without one: classification over every column). Returns probabilities, predictions and exit layers
+    (N,) in input order, on the backend's device.
     """
+    task = spec.task or Classification(tuple(str(c) for c in range(backend.num_outputs)))
     n = len(prepared)
     if order is None:
         order = length_order(token_lengths(prepared.encoded)) if spec.schedule == "shrink" else range(n)
     order = list(order)
-    outputs = _Outputs(n, backend.num_labels, backend.device)
+    outputs = _Outputs(n, backend.num_outputs, backend.device)
     chunk = n if spec.schedule == "shrink" else CHUNK_ROWS
     rows = build_rows(prepared, order)
     for start in range(0, n, max(chunk, 1)):
@@ -76,4 +86,4 @@ def run_rows(backend: Backend, spec: RunSpec, prepared: Prepared, *, order: Sequ
                 outputs.record(finished)
                 if on_finished is not None:
                     on_finished(len(finished.rows))
-    return outputs.answered
+    return outputs.answered(task)

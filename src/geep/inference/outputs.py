@@ -6,57 +6,97 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 
 from geep.runtime.flops import FlopsCount
+from geep.tasks import Task
 
 
-# The fields of a written prediction row (:meth:`PredictionOutput.rows`), after its id when there is one.
+# The fields of a written classification row (:meth:`PredictionOutput.rows`), after its id when there is one; each
+# task writes its own (``Task.prediction_fields``, then ``exit_layer``).
 PREDICTION_FIELDS = ("prediction", "probability", "probabilities", "exit_layer")
+
+
+def prediction_fields(task: Task) -> tuple[str, ...]:
+    """The fields of a written prediction row of ``task``, after its id: the task's, then ``exit_layer``."""
+    return (*task.prediction_fields, "exit_layer")
 
 
 @dataclass
 class PredictionOutput:
     """What :func:`geep.predict` returns, one entry per input row in input order.
 
-    labels: label names; label_ids (N,); probabilities (N, C) of the exit each row left at; exit_layer (N,): the
-    layer each row left at, in 1..L (``exit_layers`` is always E, the set of exits of a model).
+    labels: each row's prediction as written: a label name (classification), a list of label names (multi-label) or
+    the score (regression); label_ids: the same as a tensor: class ids (N,), label sets (N, C) bool, or scores (N,);
+    probabilities (N, C) of the exit each row left at (the softmax; each label's sigmoid; (N, 0) for regression);
+    exit_layer (N,): the layer each row left at, in 1..L (``exit_layers`` is always E, the set of exits of a model);
+    task: the model's task name.
     """
 
-    labels: list[str]
+    labels: list
     label_ids: Tensor
     probabilities: Tensor
     exit_layer: Tensor
+    task: str = "classification"
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def rows(self, label_names: Sequence[str], ids: Sequence | None = None) -> list[dict[str, Any]]:
-        """One dict per row, as `geep predict` writes them: id (when ``ids`` are given), prediction, probability,
-        probabilities {label: p} (``label_names``: the model's, in label-id order), exit_layer."""
+    @property
+    def predictions(self) -> list:
+        """Each row's prediction (the task-neutral name of :attr:`labels`)."""
+        return self.labels
+
+    @classmethod
+    def empty(cls, task: Task) -> "PredictionOutput":
+        """No rows."""
+        answer = task.answer(torch.zeros((0, task.num_outputs)))
+        return cls([], answer.predictions, answer.probabilities, torch.zeros((0,), dtype=torch.long), task.name)
+
+    @classmethod
+    def from_run(cls, task: Task, run: "PolicyRun") -> "PredictionOutput":
+        """The rows of a run (:class:`PolicyRun`) of a model of ``task``."""
+        return cls(task.written(run.predictions, run.probabilities), run.predictions, run.probabilities,
+                   run.exit_layer, task.name)
+
+    def rows(self, task: Task | Sequence[str], ids: Sequence | None = None) -> list[dict[str, Any]]:
+        """One dict per row, as `geep predict` writes them: id (when ``ids`` are given), then the task's fields
+        (``Task.prediction_fields``; classification: prediction, probability, probabilities {label: p}) and
+        exit_layer. ``task``: the model's (a list of label names: a classifier's, for older callers)."""
+        if not isinstance(task, Task):
+            from geep.tasks import Classification
+
+            task = Classification(tuple(task))
         probs = self.probabilities.tolist()
         rows = []
-        for i, (name, label_id, layer) in enumerate(zip(self.labels, self.label_ids.tolist(),
-                                                        self.exit_layer.tolist())):
+        for i, (prediction, layer) in enumerate(zip(self.labels, self.exit_layer.tolist())):
             row: dict[str, Any] = {} if ids is None else {"id": ids[i]}
-            row.update(prediction=name, probability=probs[i][label_id],
-                       probabilities=dict(zip(label_names, probs[i])), exit_layer=layer)
+            row.update(task.row(prediction, probs[i]))
+            row["exit_layer"] = layer
             rows.append(row)
         return rows
 
 
 class PolicyRun(NamedTuple):
     """probabilities (N, C) and exit_layer (N,) on the CPU in input order; flops: the count of what ran;
-    label_ids (N,): each row's answer (``geep.inference.rows.answers``)."""
+    predictions: each row's answer (``geep.inference.rows.answers``: class ids (N,), label sets (N, C), scores
+    (N,))."""
 
     probabilities: Tensor
     exit_layer: Tensor
     flops: FlopsCount
-    label_ids: Tensor
+    predictions: Tensor
+
+    @property
+    def label_ids(self) -> Tensor:
+        """The predictions (a classifier's class ids)."""
+        return self.predictions
 
 
 class ExitLogits(NamedTuple):
-    """logits (N, |E|, C) of every exit in the order of E, and token lengths (N,), both in input order."""
+    """logits (N, |E|, K) of every exit in the order of E (the task's outputs, then any exit-module signal), and
+    token lengths (N,), both in input order."""
 
     logits: Tensor
     lengths: Tensor

@@ -73,8 +73,9 @@ class Predictor:
     def __call__(self, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None, *,
                  labels: Sequence[int | str] | Tensor | None = None, show_progress: bool = False
                  ) -> PredictionOutput:
-        """Labels, probabilities and exit layers of ``texts`` (a string or a list; ``text_pairs`` beside them).
-        ``labels`` (names or class ids) are read by ``oracle`` only."""
+        """Predictions, probabilities and exit layers of ``texts`` (a string or a list; ``text_pairs`` beside them):
+        label names (classification), label sets (multi-label) or scores (regression), by the model's task.
+        ``labels`` (names or class ids; multi-label: lists of names) are read by ``oracle`` only."""
         model, spec = self.model, self.spec
         texts = as_texts(texts, "texts")
         pairs = None if text_pairs is None else as_texts(text_pairs, "text_pairs")
@@ -85,15 +86,12 @@ class Predictor:
             raise GeepError(f"{len(ids)} labels for {len(texts)} texts")
         if spec.policy.needs_labels and ids is None:
             raise GeepError(f"the {spec.policy.name} policy needs the true labels (a label column)")
+        task = model.task
         if not texts:
-            C = model.config.num_labels
-            empty = torch.zeros((0,), dtype=torch.long)
-            return PredictionOutput([], empty, torch.zeros((0, C)), empty.clone())
+            return PredictionOutput.empty(task)
         run = run_spec(model, spec, prepare(model, spec, texts, pairs), labels=ids, show_progress=show_progress)
-        label_idx = run.label_ids
-        names = [model.label_names[i] for i in label_idx.tolist()]
         logger.debug("%s: %d rows, %.3g FLOPs", spec.describe(), len(texts), run.flops.total)
-        return PredictionOutput(names, label_idx, run.probabilities, run.exit_layer)
+        return PredictionOutput.from_run(task, run)
 
 
 def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None,

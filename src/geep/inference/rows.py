@@ -2,7 +2,8 @@
 
 ``prepare`` tokenises texts exactly as every surface does (truncated to the model's max length) and, under a policy
 that predicts exit layers, looks each row's layer up in the exit table; ``build_rows`` turns prepared rows into the
-scheduler's ``Row``s; ``answers`` turns the logits rows leave with into probabilities and label ids. Offline runs
+scheduler's ``Row``s; ``answers`` turns the outputs rows leave with into the model's task's answers (probabilities and
+class ids, label sets or scores). Offline runs
 (``geep.inference.offline``) and the server's worker (``geep.serving.worker``) both go through these three, so a
 served answer equals ``geep.predict`` of the same text alone by construction.
 """
@@ -18,6 +19,7 @@ from geep.exit_table import exit_distribution
 from geep.inference.spec import RunSpec, require_table
 from geep.modeling.model import MultiExitClassifier
 from geep.scheduling import Row
+from geep.tasks import Answers, Task
 from geep.tokens import Encoded
 
 
@@ -66,7 +68,8 @@ def build_rows(prepared: Prepared, order: Sequence[int], *, ids: Sequence[int] |
             for position, i in enumerate(order)]
 
 
-def answers(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """What rows that leave with ``logits`` (F, C) answer: probabilities (F, C) in fp32 and label ids (F,)."""
-    probabilities = logits.float().softmax(-1)
-    return probabilities, probabilities.argmax(-1)
+def answers(task: Task, logits: Tensor) -> Answers:
+    """What rows that leave with ``logits`` (F, K + S) answer under the model's ``task`` (``model.task``), from the
+    task's K columns alone: probabilities (F, C) in fp32 (softmax; per-label sigmoids; (F, 0) for regression) and
+    predictions (class ids (F,); label sets (F, C) bool; scores (F,))."""
+    return task.answer(logits[..., : task.num_outputs])

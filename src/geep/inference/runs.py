@@ -37,8 +37,8 @@ def run_spec(model: MultiExitClassifier, spec: RunSpec, rows: Prepared | Encoded
     output, or ``model.tokenize``'s, then prepared here).
 
     ``order``: the order fresh rows are batched in (default: by token length for ``shrink``) and, for ``pooled``,
-    how ties are broken and which rows are scheduled together. ``labels`` (N,) class ids, for policies that read
-    them (``label_ids``). FLOPs do not depend on the precision.
+    how ties are broken and which rows are scheduled together. ``labels``: the task's targets (class ids (N,);
+    multi-hot (N, C)), for policies that read them (``label_ids``). FLOPs do not depend on the precision.
     """
     if not isinstance(rows, Prepared):
         rows = prepare(model, spec, (), encoded=rows)
@@ -57,7 +57,7 @@ def run_spec(model: MultiExitClassifier, spec: RunSpec, rows: Prepared | Encoded
         answered = run_rows(backend, spec, rows, order=order, labels=labels, flops=flops, on_finished=bar.update)
     finally:
         bar.close()
-    return PolicyRun(answered.probabilities.cpu(), answered.exit_layer.cpu(), flops, answered.label_ids.cpu())
+    return PolicyRun(answered.probabilities.cpu(), answered.exit_layer.cpu(), flops, answered.predictions.cpu())
 
 
 def run_policy(model: MultiExitClassifier, encoded: Encoded, policy: str | Policy = "full", knob: Any = None, *,
@@ -85,7 +85,8 @@ class _RecordEveryExit(Policy):
 def all_exit_logits(model: MultiExitClassifier, encoded: Encoded | Sequence[str],
                     text_pairs: Sequence[str] | None = None, *, batch_size: int = 32,
                     show_progress: bool = False, precision: str = "fp32") -> ExitLogits:
-    """Every exit's logits for every row in one pass (no row leaves), for calibration and policy replay.
+    """Every exit's outputs (N, |E|, K + S) for every row in one pass (no row leaves), for calibration and policy
+    replay.
 
     ``encoded`` is the output of ``model.tokenize`` or a list of texts (then tokenised here). ``precision``: the
     backend the pass runs on (calibrating at int8 replays int8 logits).
@@ -97,7 +98,7 @@ def all_exit_logits(model: MultiExitClassifier, encoded: Encoded | Sequence[str]
     model.eval()
     backend = make_backend(model, precision)
     lengths = token_lengths(encoded)
-    n, C = len(lengths), model.config.num_labels
+    n, C = len(lengths), model.output_size
     index = {k: i for i, k in enumerate(model.exit_layers)}
     logits = torch.zeros((n, len(index), C), device=model.device)
 

@@ -11,7 +11,9 @@ exit-table checks, so what a run means is decided in one place:
   one), else the policy's default; named values (``{"continue_threshold": 0.2}``) or a geep-verify pair with a None
   part replace only what they name (``Policy.fill_knob``);
 - ``precision`` checked against the device the model is on (or ``device``);
-- ``schedule`` None: the policy's own; a policy that predicts exit layers needs one that runs rows to them.
+- ``schedule`` None: the policy's own; a policy that predicts exit layers needs one that runs rows to them;
+- the policy must apply to the model's task (``Policy.tasks``) and, reading a learned exit, the model needs the exit
+  module; it is bound to the model's output layout (``Policy.bind``), so it reads only its task's columns.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from geep.errors import GeepError
 from geep.exit_table import ExitTable
 from geep.inference.inputs import GivenKnob, check_batch_size, knob_from
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import Policy, get_policy
+from geep.policies import Policy, get_policy, policies_for
 from geep.runtime.precision import check_precision
 from geep.scheduling import STRATEGIES
+from geep.tasks import OutputLayout, Task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,9 @@ SERVER_FALLBACK = "serve"
 
 @dataclass(frozen=True)
 class RunSpec:
-    """A resolved run. ``knob`` is checked and filled in (geep-verify: a ``VerifyKnob``); ``schedule`` names a
-    strategy of ``geep.scheduling``; ``device`` is where the model runs."""
+    """A resolved run. ``policy`` is bound to the model's output layout; ``knob`` is checked and filled in
+    (geep-verify: a ``VerifyKnob``); ``schedule`` names a strategy of ``geep.scheduling``; ``device`` is where the
+    model runs; ``task`` the model's task, which answers the rows (None: classification over every column)."""
 
     policy: Policy
     knob: Any
@@ -53,6 +57,7 @@ class RunSpec:
     schedule: str
     device: torch.device
     batch_size: int
+    task: Task | None = None
 
     @property
     def knob_values(self) -> dict[str, float]:
@@ -101,7 +106,7 @@ def resolve_run(model: MultiExitClassifier, policy: str | Policy | None = None, 
                 and schedule not in PREDICTED_SCHEDULES:
             name = None  # a calibrated geep policy gives way under a schedule that cannot run it
         policy = name or (_server_fallback(model, precision, schedule) if serving else fallback)
-    policy = get_policy(policy)
+    policy = bind_policy(model, get_policy(policy))
     if isinstance(knob, GivenKnob):
         knob = knob_from(policy, knob.threshold, knob.continue_threshold)
     if serving and policy.needs_labels:
@@ -112,7 +117,28 @@ def resolve_run(model: MultiExitClassifier, policy: str | Policy | None = None, 
     if policy.predicts_layers and schedule not in PREDICTED_SCHEDULES:
         raise GeepError(f"{policy.name} runs rows to their predicted layers, which the {schedule!r} schedule "
                         f"cannot; use {' or '.join(map(repr, PREDICTED_SCHEDULES))} (a server: --batching layer)")
-    return RunSpec(policy, _resolve_knob(model, policy, knob, precision), precision, schedule, target, batch_size)
+    return RunSpec(policy, _resolve_knob(model, policy, knob, precision), precision, schedule, target, batch_size,
+                   model.task)
+
+
+def output_layout(model: MultiExitClassifier) -> OutputLayout:
+    """How the model's exit outputs are laid out: its task's K columns, then its exit module's signals; |E| exits."""
+    config = model.config
+    return OutputLayout(config.task, config.num_outputs, config.num_signals, len(config.exit_layers))
+
+
+def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
+    """``policy`` bound to the model's output layout; GeepError (one line) when it does not apply to the model's
+    task, or reads a learned exit the model does not have."""
+    task, signal = model.config.task, model.config.exit_module is not None
+    if task not in policy.tasks:
+        article = "an" if task[0] in "aeiou" else "a"
+        raise GeepError(f"the {policy.name} policy reads {policy.reads}; {article} {task} model can use: "
+                        f"{', '.join(policies_for(task, signal=signal))}")
+    if policy.needs_signal and not signal:
+        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has no exit module; train "
+                        "one with `geep train --exit-module lte`")
+    return policy.bind(output_layout(model))
 
 
 def require_table(model: MultiExitClassifier) -> ExitTable:
@@ -157,4 +183,4 @@ def _server_fallback(model: MultiExitClassifier, precision: str, schedule: str |
                                                                                                 "geep-verify")
     if model.exit_table is not None and calibrated and schedule in (None, *PREDICTED_SCHEDULES):
         return "geep-verify"
-    return "fastbert"
+    return get_task(model.config.task).verify_rule  # classification: fastbert

@@ -6,8 +6,9 @@ batch it gets (``map_batch_size`` rows, sorted and bucketed by the scheduler), s
 those single-process ``geep predict`` gives it (a row's outputs do not depend on its batch-mates).
 
 - :class:`RayPredictor`: the callable class, usable in any user's own ``map_batches`` pipeline.
-- :func:`predict_dataset`: ``ds -> ds`` with predict's fields (``id``, ``prediction``, ``probability``,
-  ``probabilities``, ``exit_layer``).
+- :func:`predict_dataset`: ``ds -> ds`` with predict's fields (``id``, then the model's task's: a classifier's
+  ``prediction``, ``probability``, ``probabilities``; a multi-label model's ``prediction`` (a list) and
+  ``probabilities``; a regression model's ``prediction`` (the score); then ``exit_layer``).
 - :func:`run_job`: what ``geep predict --ray`` does: check the input before any actor starts, read a file or a
   directory of CSV/TSV/JSONL/parquet files (every CSV column as a string), label, write parquet or JSONL shards into a
   temporary sibling directory, write ``_manifest.json`` last, then rename it into place.
@@ -32,7 +33,7 @@ import ray
 import ray.data
 
 from geep.errors import GeepError
-from geep.inference.outputs import PREDICTION_FIELDS, PredictionOutput
+from geep.inference.outputs import PredictionOutput, prediction_fields
 from geep.inference.rows import prepare
 from geep.inference.runs import run_spec
 from geep.inference.spec import resolve_run
@@ -79,11 +80,11 @@ class RayPredictor:
         texts = [_text(v) for v in batch[self.text_column]]
         pairs = None if self.text_pair_column is None else [_text(v) for v in batch[self.text_pair_column]]
         run = run_spec(self.model, self.spec, prepare(self.model, self.spec, texts, pairs))
-        out = PredictionOutput([self.model.label_names[i] for i in run.label_ids.tolist()], run.label_ids,
-                               run.probabilities, run.exit_layer)
+        task = self.model.task
+        out = PredictionOutput.from_run(task, run)
         ids = None if self.id_column is None else [_id(v) for v in batch[self.id_column]]
-        frame = pd.DataFrame(out.rows(self.model.label_names, ids),
-                             columns=(["id"] if ids is not None else []) + list(PREDICTION_FIELDS))
+        frame = pd.DataFrame(out.rows(task, ids), columns=(["id"] if ids is not None else []) + list(
+            prediction_fields(task)))
         if self.with_actor:
             frame[ACTOR_COLUMN] = self.actor
         return frame

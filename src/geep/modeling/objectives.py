@@ -3,12 +3,19 @@
 Notation: L layers, exits E (a subset of 1..L that contains L), teacher T = the head at exit L, students
 S_k for k in E, k < L.
 
-``exit_logits`` (|E|, B, C): the logits of every exit, in the order of E, so ``exit_logits[-1]`` is T(h_L).
-``diverse_logits`` (L-2, B, C): T(Layer_L(h_k)) for k = 1..L-2 ("diverse Transformer outputs"); only the
+``exit_logits`` (|E|, B, K): the outputs of every exit, in the order of E, so ``exit_logits[-1]`` is T(h_L).
+``diverse_logits`` (L-2, B, K): T(Layer_L(h_k)) for k = 1..L-2 ("diverse Transformer outputs"); only the
 objectives whose stage says ``needs_diverse`` get them.
 
+Every loss takes the model's task (``geep.tasks``: ``task=``, default classification) and uses the task's exit loss
+and distillation (classification: cross entropy and the KL of softmaxes; multi-label: binary cross entropy and the
+per-label binary KL of sigmoids; regression: squared error to the standardised score and to the teacher's output),
+so every objective applies to every task. A model with an exit module (``--exit-module lte``) also trains it, at
+every step of every stage, on :func:`learned_exit_loss` (its input detached: it never moves the rest of the model).
+
 An objective is a list of :class:`Stage`s run in order. Each stage names the parameter groups it trains
-("backbone", "teacher", "students"), which epoch count it uses, and its loss.
+("backbone", "teacher", "students"), which epoch count it uses, and its loss (and, for BERxiT, the loss of every
+other step: ``alternate``).
 
 The ``geep`` objective comes in named recipes (:class:`Recipe`, ``RECIPES``): ``paper`` is the paper's loss exactly
 (:func:`geep_loss`); the others weight its terms (:func:`weighted_geep_loss`) and may train for as many passes over
@@ -26,53 +33,38 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geep.errors import GeepError
+from geep.tasks import Task
+from geep.tasks.classification import Classification, distillation_kl, per_exit_cross_entropy  # noqa: F401 (re-exported)
 
-LossFn = Callable[[Tensor, "Tensor | None", Tensor, "list[int]"], Tensor]
-
-
-def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """sum_k KL(p_T || p_k), batch-mean, with p_T detached (no gradient reaches T).
-
-    At a temperature t != 1 both distributions are softmax(logits / t) and the sum is scaled by t^2, so its
-    gradients keep their size as t changes (Hinton et al. 2015). student_logits (S, B, C), teacher_logits (B, C).
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    teacher_logits = teacher_logits.detach()
-    if temperature != 1.0:
-        student_logits, teacher_logits = student_logits / temperature, teacher_logits / temperature
-    p_teacher = F.softmax(teacher_logits, dim=-1)  # (B, C)
-    total = student_logits.new_zeros(())
-    for logits in student_logits:  # S small terms; each is KL averaged over the batch
-        total = total + F.kl_div(F.log_softmax(logits, dim=-1), p_teacher, reduction="batchmean")
-    return total if temperature == 1.0 else total * temperature**2
-
-
-def per_exit_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """The batch-mean cross entropy of each slice of the leading axis: logits (S, B, C), labels (B,) -> (S,)."""
-    S, B, C = logits.shape
-    per_row = F.cross_entropy(logits.reshape(S * B, C), labels.repeat(S), reduction="none")  # (S*B,)
-    return per_row.view(S, B).mean(1)
+LossFn = Callable[..., Tensor]
+CLASSIFICATION = Classification(("0", "1"))  # what a loss computes when no task is passed (its labels are not read)
 
 
 def cross_entropy_sum(logits: Tensor, labels: Tensor) -> Tensor:
     """sum over the leading axis of the batch-mean cross entropy; logits (S, B, C), labels (B,)."""
-    if logits.shape[0] == 0:
-        return logits.new_zeros(())
-    return per_exit_cross_entropy(logits, labels).sum()
+    return exit_loss_sum(logits, labels, CLASSIFICATION)
 
 
-def geep_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int]) -> Tensor:
+def exit_loss_sum(outputs: Tensor, targets: Tensor, task: Task) -> Tensor:
+    """sum over the leading axis of each exit's batch-mean task loss; outputs (S, B, K)."""
+    if outputs.shape[0] == 0:
+        return outputs.new_zeros(())
+    return task.per_exit_loss(outputs, targets).sum()
+
+
+def geep_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int], *,
+              task: Task = CLASSIFICATION) -> Tensor:
     """GEEP's one-step loss.
 
-    sum_{k=1..L-1} CE(T(Layer_L(h_k)), y) + sum_{k in E, k<L} KL(p_T || p_k); the k = L-1 term is the ordinary
-    path T(h_L) (= exit_logits[-1]).
+    sum_{k=1..L-1} loss(T(Layer_L(h_k)), y) + sum_{k in E, k<L} D(T || S_k), with the task's exit loss and
+    distillation D (classification: CE and KL(p_T || p_k)); the k = L-1 term is the ordinary path T(h_L)
+    (= exit_logits[-1]).
     """
     if diverse_logits is None:
         raise ValueError("the geep objective needs the diverse logits")
-    teacher = exit_logits[-1]  # (B, C)
-    ce = cross_entropy_sum(torch.cat([diverse_logits, teacher[None]]), labels)  # L-1 terms
-    return ce + distillation_kl(exit_logits[:-1], teacher)
+    teacher = exit_logits[-1]  # (B, K)
+    ce = exit_loss_sum(torch.cat([diverse_logits, teacher[None]]), labels, task)  # L-1 terms
+    return ce + task.distillation(exit_logits[:-1], teacher)
 
 
 def diverse_weights(num_terms: int, teacher_share: float | None) -> Tensor:
@@ -92,42 +84,59 @@ def diverse_weights(num_terms: int, teacher_share: float | None) -> Tensor:
 
 def weighted_geep_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int],
                        *, teacher_share: float | None = None, kl_weight: float = 1.0,
-                       temperature: float = 1.0) -> Tensor:
+                       temperature: float = 1.0, task: Task = CLASSIFICATION) -> Tensor:
     """GEEP's one-step loss with its weights made explicit.
 
-    sum_{k=1..L-1} w_k CE(T(Layer_L(h_k)), y) + kl_weight * t^2 * sum_{k in E, k<L} KL(p_T^t || p_k^t), where
-    w = :func:`diverse_weights` (``teacher_share``) and p^t = softmax(logits / t). With the defaults (None, 1, 1)
-    it is :func:`geep_loss`. Shapes as :func:`geep_loss`.
+    sum_{k=1..L-1} w_k loss(T(Layer_L(h_k)), y) + kl_weight * D_t(T || S_k) summed over k in E, k<L, where
+    w = :func:`diverse_weights` (``teacher_share``) and D_t the task's distillation at temperature t
+    (classification: t^2 KL(p_T^t || p_k^t), p^t = softmax(logits / t)). With the defaults (None, 1, 1) it is
+    :func:`geep_loss`. Shapes as :func:`geep_loss`.
     """
     if diverse_logits is None:
         raise ValueError("the geep objective needs the diverse logits")
-    teacher = exit_logits[-1]  # (B, C)
-    ce = per_exit_cross_entropy(torch.cat([diverse_logits, teacher[None]]), labels)  # (L-1,)
+    teacher = exit_logits[-1]  # (B, K)
+    ce = task.per_exit_loss(torch.cat([diverse_logits, teacher[None]]), labels)  # (L-1,)
     weights = diverse_weights(len(ce), teacher_share).to(ce)
-    return (weights * ce).sum() + kl_weight * distillation_kl(exit_logits[:-1], teacher, temperature)
+    return (weights * ce).sum() + kl_weight * task.distillation(exit_logits[:-1], teacher, temperature)
 
 
-def teacher_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int]) -> Tensor:
-    """CE(T(h_L), y): ordinary fine-tuning of the backbone and the teacher."""
-    return F.cross_entropy(exit_logits[-1], labels)
+def teacher_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int], *,
+                 task: Task = CLASSIFICATION) -> Tensor:
+    """loss(T(h_L), y): ordinary fine-tuning of the backbone and the teacher (classification: CE)."""
+    return task.loss(exit_logits[-1], labels)
 
 
 def student_distillation_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor,
-                              exit_layers: list[int]) -> Tensor:
-    """FastBERT's second stage: sum_{k<L} KL(p_T || p_k)."""
-    return distillation_kl(exit_logits[:-1], exit_logits[-1])
+                              exit_layers: list[int], *, task: Task = CLASSIFICATION) -> Tensor:
+    """FastBERT's second stage: sum_{k<L} D(T || S_k) (classification: KL(p_T || p_k))."""
+    return task.distillation(exit_logits[:-1], exit_logits[-1])
 
 
 def student_cross_entropy_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor,
-                               exit_layers: list[int]) -> Tensor:
-    """DeeBERT's second stage: sum_{k<L} CE(S_k(h_k), y)."""
-    return cross_entropy_sum(exit_logits[:-1], labels)
+                               exit_layers: list[int], *, task: Task = CLASSIFICATION) -> Tensor:
+    """DeeBERT's second stage: sum_{k<L} loss(S_k(h_k), y) (classification: CE)."""
+    return exit_loss_sum(exit_logits[:-1], labels, task)
 
 
-def pabee_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int]) -> Tensor:
-    """PABEE: sum_k k * CE(S_k(h_k), y) / sum_k k over every exit, the teacher's included."""
+def pabee_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int], *,
+               task: Task = CLASSIFICATION) -> Tensor:
+    """PABEE: sum_k k * loss(S_k(h_k), y) / sum_k k over every exit, the teacher's included."""
     weights = torch.tensor(exit_layers, dtype=exit_logits.dtype, device=exit_logits.device)  # (|E|,)
-    return (weights * per_exit_cross_entropy(exit_logits, labels)).sum() / weights.sum()
+    return (weights * task.per_exit_loss(exit_logits, labels)).sum() / weights.sum()
+
+
+def every_exit_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int], *,
+                    task: Task = CLASSIFICATION) -> Tensor:
+    """sum_{k in E} loss(S_k(h_k), y): every exit's loss, the teacher's included (BERxiT's even steps)."""
+    return exit_loss_sum(exit_logits, labels, task)
+
+
+def learned_exit_loss(exit_signals: Tensor, exit_logits: Tensor, labels: Tensor, *, task: Task) -> Tensor:
+    """BERxiT's learning-to-exit loss: sum_k mean_B (sigmoid(u_k) - t_k)^2, where t_k = ``task.exit_is_right`` of
+    exit k's outputs (detached: the target, not something to move) and u_k the module's logit at exit k.
+    exit_signals (|E|, B, 1), exit_logits (|E|, B, K)."""
+    target = task.exit_is_right(exit_logits.detach(), labels)  # (|E|, B)
+    return ((torch.sigmoid(exit_signals[..., 0]) - target) ** 2).mean(1).sum()
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,12 @@ class Stage:
     # passes over the data as a two-stage objective makes)
     epochs: str = "epochs"
     needs_diverse: bool = False
+    # BERxiT's alternating fine-tuning: steps 2, 4, ... take this loss instead of ``loss`` (None: every step ``loss``).
+    alternate: LossFn | None = None
+
+    def loss_at(self, step: int) -> LossFn:
+        """The loss of training step ``step`` (1-based, counted over the stage)."""
+        return self.alternate if self.alternate is not None and step % 2 == 0 else self.loss
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,13 @@ OBJECTIVES: dict[str, Objective] = {
         "pabee",
         (Stage("pabee", pabee_loss, trains=("backbone", "teacher", "students")),),
         "one step: cross entropy at every exit weighted by its depth",
+    ),
+    # BERxiT (Xin et al., EACL 2021, its "alternating" fine-tuning): odd steps the last layer's loss, even steps the
+    # sum of every exit's, so the exits learn without the teacher losing what the plain fine-tuning gives it.
+    "berxit": Objective(
+        "berxit",
+        (Stage("alternating", teacher_loss, trains=("backbone", "teacher", "students"), alternate=every_exit_loss),),
+        "one step, alternating: the teacher's loss on odd steps, every exit's summed on even steps (BERxiT)",
     ),
 }
 

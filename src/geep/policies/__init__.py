@@ -6,14 +6,18 @@
 from __future__ import annotations
 
 from geep.errors import GeepError
-from geep.policies.base import KnobSpec, Memory, Policy, all_leave, entropy, none_leave, select_memory
+from geep.policies.base import ALL_TASKS, KnobSpec, Memory, Policy, all_leave, entropy, none_leave, select_memory
 from geep.policies.confidence import ConfidencePolicy
 from geep.policies.deebert import DeeBertPolicy
+from geep.policies.elbert import ElbertPolicy
 from geep.policies.fastbert import FastBertPolicy
 from geep.policies.full import FullPolicy
 from geep.policies.geep import GeepPolicy, GeepVerifyPolicy, VerifyKnob
+from geep.policies.lte import LearnedExitPolicy
+from geep.policies.margin import MarginPolicy
 from geep.policies.oracle import OraclePolicy
 from geep.policies.pabee import PatiencePolicy
+from geep.policies.vote import VotePolicy
 
 POLICIES: dict[str, Policy] = {}
 
@@ -25,8 +29,14 @@ def register_policy(policy: Policy) -> Policy:
 
 
 for _policy in (FullPolicy(), FastBertPolicy(), DeeBertPolicy(), ConfidencePolicy(), PatiencePolicy(),
-                GeepPolicy(), GeepVerifyPolicy(), OraclePolicy()):
+                GeepPolicy(), GeepVerifyPolicy(), OraclePolicy(), LearnedExitPolicy(), ElbertPolicy(), VotePolicy(),
+                MarginPolicy()):
     register_policy(_policy)
+
+
+def policies_for(task: str, *, signal: bool = False) -> list[str]:
+    """The registered policies a model of ``task`` can run (``signal``: it has an exit module, which ``lte`` reads)."""
+    return [name for name, p in POLICIES.items() if task in p.tasks and (signal or not p.needs_signal)]
 
 
 def get_policy(name: str | Policy) -> Policy:
@@ -38,5 +48,5 @@ def get_policy(name: str | Policy) -> Policy:
     return POLICIES[name]
 
 
-__all__ = ["POLICIES", "KnobSpec", "Memory", "Policy", "VerifyKnob", "all_leave", "entropy", "get_policy",
+__all__ = ["POLICIES", "ALL_TASKS", "policies_for", "KnobSpec", "Memory", "Policy", "VerifyKnob", "all_leave", "entropy", "get_policy",
            "none_leave", "register_policy", "select_memory"]

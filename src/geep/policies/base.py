@@ -11,6 +11,13 @@ Each knob has a :class:`KnobSpec`: its range, its default, and the two values wh
 ``never`` (no row exits before L) and ``first`` (every row exits at the first exit of E). Policies implement
 those two values explicitly, never by hoping a float comparison saturates.
 
+A policy declares the tasks it applies to (``tasks``; ``geep.tasks``) and what it reads (``reads``). Bound to a model's
+output layout (:meth:`Policy.bind`, done once by ``geep.inference.spec.resolve_run``), it reads only the task's columns
+of an exit's outputs (``self.layout.task_outputs``) and, for a learned exit, the exit module's signal after them. An
+unbound policy reads every column as a class (a classification model without an exit module). A policy whose answer
+is not the current exit's own (``vote``: the vote of every exit so far) sets ``answers_from_memory`` and says what the
+leaving rows answer with (:meth:`Policy.outputs`); the executor then also asks it at the last exit.
+
 A policy that ``predicts_layers`` (``geep``, ``geep-verify``) also maps each row's predicted exit distribution to
 a layer before the model runs (:meth:`Policy.predict_layers`); the scheduler then reads no head of that row before
 it. Calibration scores knobs by running the same scheduler over recorded logits (``geep.runtime.replay``), so
@@ -19,6 +26,7 @@ there is no second copy of any decision here.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
@@ -29,8 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geep.errors import GeepError
+from geep.tasks import OutputLayout
 
 Memory = dict[str, Tensor]
+ALL_TASKS = ("classification", "multi-label", "regression")
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,23 @@ class Policy:
     predicts_layers: ClassVar[bool] = False  # True: exits predicted from the model's exit table (``geep``)
     knob_names: ClassVar[tuple[str, ...]] = ()  # the names its knob values are stored under (config.json)
     schedule: ClassVar[str] = "shrink"  # the scheduling strategy it runs under by default (geep.scheduling)
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the tasks (geep.tasks) it applies to
+    reads: ClassVar[str] = "a softmax over classes"  # what it judges certainty from, for messages
+    needs_signal: ClassVar[bool] = False  # reads the exit module's signal (a learned exit: ``lte``)
+    answers_from_memory: ClassVar[bool] = False  # rows answer with :meth:`outputs` of their memory (``vote``)
+    layout: OutputLayout = OutputLayout()  # how its exits' outputs are laid out; set by :meth:`bind`
+
+    def bind(self, layout: OutputLayout) -> "Policy":
+        """A copy of the policy that reads exits laid out as ``layout`` (the model's task and exit module); the
+        caller (``resolve_run``) has checked that the policy applies to ``layout.task``."""
+        bound = copy.copy(self)
+        bound.layout = layout
+        return bound
+
+    def outputs(self, logits: Tensor, memory: Memory) -> Tensor:
+        """What rows leaving at this exit answer with, given its outputs (B, K + S) and the memory :meth:`decide`
+        returned: the exit's own outputs, except for a policy that ``answers_from_memory``."""
+        return logits
 
     @property
     def needs_table(self) -> bool:

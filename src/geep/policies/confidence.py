@@ -24,5 +24,5 @@ class ConfidencePolicy(Policy):
             return none_leave(logits), memory
         if knob <= 0.0:
             return all_leave(logits), memory
-        top = F.log_softmax(logits.float(), dim=-1).max(-1).values.exp()  # (B,)
+        top = F.log_softmax(self.layout.task_outputs(logits).float(), dim=-1).max(-1).values.exp()  # (B,)
         return top >= knob, memory

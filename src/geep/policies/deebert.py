@@ -25,6 +25,7 @@ class DeeBertPolicy(Policy):
     def decide(self, logits: Tensor, knob: float | None, memory: Memory) -> tuple[Tensor, Memory]:
         if knob <= 0.0:
             return none_leave(logits), memory
+        logits = self.layout.task_outputs(logits)  # (B, C)
         if knob >= math.log(logits.shape[-1]):
             return all_leave(logits), memory
         return entropy(logits) <= knob, memory

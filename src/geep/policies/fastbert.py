@@ -26,4 +26,5 @@ class FastBertPolicy(Policy):
             return none_leave(logits), memory
         if knob >= 1.0:
             return all_leave(logits), memory
+        logits = self.layout.task_outputs(logits)  # (B, C)
         return entropy(logits) / math.log(logits.shape[-1]) <= knob, memory

@@ -7,7 +7,9 @@ predicted the first exit. Default 0.5, or the model's calibrated default.
 - ``geep``: sorted buckets: every row exits exactly at its predicted layer, one head call per row.
 - ``geep-verify``: knob (tau, t), a :class:`VerifyKnob`. As ``geep`` at tau, then a row whose normalised entropy at
   its predicted layer is above the continuation threshold t continues, pooled with the other continuing rows, under
-  the ``fastbert`` rule at t. t defaults to the exit table's build threshold S (models calibrated before t was a knob
+  the ``fastbert`` rule at t. That is classification; every task continues rows under its own exit rule
+  (``Task.verify_rule``: ``margin`` for multi-label, ``pabee``'s score patience for regression), the rule its exit
+  table was built with. t defaults to the exit table's build threshold S (models calibrated before t was a knob
   store tau alone and run at t = S). tau = 1 is still "never exit early"; at tau = 0 every row starts at the first
   exit and leaves where the ``fastbert`` rule at t first holds: exactly ``fastbert``'s exits at t (with pooled
   batches), so geep-verify's frontier contains FastBERT's, and tau > 0 only lets rows predicted deep skip the heads
@@ -24,10 +26,18 @@ from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor
 
+import torch
+
 from geep.errors import GeepError
 from geep.exit_table import layers_from_distribution
-from geep.policies.base import KnobSpec, Memory, Policy, all_leave
+from geep.policies.base import ALL_TASKS, KnobSpec, Memory, Policy, all_leave
 from geep.policies.fastbert import FastBertPolicy
+from geep.policies.margin import MarginPolicy
+from geep.policies.pabee import PatiencePolicy
+from geep.tasks import OutputLayout, get_task
+
+# The exit rules a task's table is built with and geep-verify continues rows under (``Task.verify_rule``).
+RULES: dict[str, type[Policy]] = {"fastbert": FastBertPolicy, "margin": MarginPolicy, "pabee": PatiencePolicy}
 
 # tau values in geep-verify's grid (both ends included): the pair grid is tau x fastbert's t grid, so tau is coarser.
 TAU_POINTS = 11
@@ -47,6 +57,8 @@ class GeepPolicy(Policy):
     predicts_layers = True
     schedule = "pooled"
     verify: ClassVar[bool] = False
+    tasks = ALL_TASKS
+    reads = "the token exit table"
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec:
         return KnobSpec(low=0.0, high=1.0, default=0.5, never=1.0, first=0.0)
@@ -70,7 +82,17 @@ class GeepVerifyPolicy(GeepPolicy):
     name = "geep-verify"
     knob_names = ("tau", "continue_threshold")
     verify = True
-    _rule = FastBertPolicy()
+    reads = "the token exit table, then the task's exit rule"
+    _rule: Policy = FastBertPolicy()
+
+    def bind(self, layout: OutputLayout) -> "GeepVerifyPolicy":
+        """Bound to the layout, continuing rows under its task's rule (bound alike)."""
+        bound = super().bind(layout)
+        bound._rule = RULES[get_task(layout.task).verify_rule]().bind(layout)
+        return bound
+
+    def start(self, batch_size: int, device: torch.device, labels: Tensor | None = None) -> Memory:
+        return self._rule.start(batch_size, device, labels)
 
     def knob_values(self, knob: Any) -> dict[str, float]:
         if isinstance(knob, VerifyKnob):
@@ -125,6 +147,6 @@ class GeepVerifyPolicy(GeepPolicy):
         return super().predict_layers(distribution, knob.tau, exit_layers)
 
     def decide(self, logits: Tensor, knob: VerifyKnob, memory: Memory) -> tuple[Tensor, Memory]:
-        """At or after its predicted layer, a row leaves where the fastbert rule at the continuation threshold
-        holds."""
+        """At or after its predicted layer, a row leaves where the task's rule (classification: fastbert) at the
+        continuation threshold holds."""
         return self._rule.decide(logits, knob.continue_threshold, memory)

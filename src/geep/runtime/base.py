@@ -5,7 +5,7 @@ A backend runs batches of rows ("states", opaque to the executor) from layer to 
 - ``embed(row_ids, input_ids, token_type_ids)``: h_0 of a batch of rows (token ids as unpadded lists), padded to
   its longest row;
 - ``run_layers(state, to_layer)``: layers ``state's layer + 1 .. to_layer`` on every row of the state;
-- ``read_head(state)``: logits (B, C) of the head at the state's layer;
+- ``read_head(state)``: outputs (B, K + S) of the head at the state's layer (the task's K, then the exit module's S);
 - ``select(state, keep)``: the rows ``keep`` (long indices, in that order), every per-row tensor indexed together
   and padding no kept row needs trimmed;
 - ``gather(parts, order)``: rows picked from several states, concatenated, then put in ``order`` (positions into
@@ -32,7 +32,7 @@ class Backend(Protocol):
 
     num_layers: int
     exit_layers: list[int]
-    num_labels: int
+    num_outputs: int  # columns of read_head's output: the task's, then the exit module's signals
     device: torch.device
 
     def embed(self, row_ids: Sequence[int], input_ids: Sequence[Sequence[int]],

@@ -23,7 +23,9 @@ Per row, with T the padded length the row ran at, H the hidden size, I the inter
   ``+ 2Tq w^2`` (attention output) ``+ 2w^2 + 2wC`` (dense, classifier);
 - a ``linear`` exit head (``geep.heads.LinearHead``): ``2H^2 + 2HC`` (dense, classifier), independent of T
   (its pooling is a pick or a masked mean, elementwise); a ``classifier`` head (a fine-tuned model's own, run by its
-  family's modules) reads one pooled vector per row: 2 x the in x out of each of its Linears.
+  family's modules) reads one pooled vector per row: 2 x the in x out of each of its Linears;
+- C is the task's outputs (classes, labels, or 1 for a score); a model with an exit module (``LearnedExit``: one
+  Linear H -> 1 on the pooled h_k) adds ``2H`` per head call.
 
 A :class:`FlopsCount` records every call the executor made -- ``(layer, rows, T)`` for layers and
 ``(exit, rows, T)`` for heads -- and turns the record into FLOPs with the formulas above, so the count is
@@ -100,10 +102,11 @@ class FlopsSpec:
 
     hidden: int
     intermediate: int
-    num_labels: int
+    num_labels: int  # the task's outputs per head (C, or 1 for a score)
     heads: dict[int, tuple[str, str, int]]  # exit k -> (kind, pooling, width)
     shapes: tuple[LayerShape, ...] = ()
     head_products: dict[int, int] = field(default_factory=dict)  # exit k -> multiply-adds per row of a classifier
+    signals: int = 0  # the exit module's outputs per head call (a Linear H -> 1 each)
 
     @classmethod
     def from_model(cls, model: MultiExitClassifier) -> "FlopsSpec":
@@ -113,8 +116,8 @@ class FlopsSpec:
         products = {k: sum(m.in_features * m.out_features for m in model.heads[str(k)].modules()
                            if isinstance(m, nn.Linear))
                     for k, (kind, _, _) in heads.items() if kind == "classifier"}
-        return cls(hf.hidden_size, getattr(hf, "intermediate_size", 0), model.config.num_labels, heads,
-                   tuple(model.backbone.layer_shapes()), products)
+        return cls(hf.hidden_size, getattr(hf, "intermediate_size", 0), model.config.num_outputs, heads,
+                   tuple(model.backbone.layer_shapes()), products, model.config.num_signals)
 
     def layer(self, T: int, k: int | None = None) -> int:
         """FLOPs of layer k (default: the last) on one row at padded length T."""
@@ -129,12 +132,13 @@ class FlopsSpec:
     def head(self, k: int, T: int) -> int:
         """FLOPs of exit k's head on one row at padded length T."""
         kind, pooling, width = self.heads[k]
+        module = 2 * self.hidden * self.signals  # the exit module's Linear H -> S on the pooled h_k
         if kind == "attention":
-            return attention_head_flops(T, self.hidden, width, self.num_labels, pooling)
+            return attention_head_flops(T, self.hidden, width, self.num_labels, pooling) + module
         if kind == "linear":
-            return linear_head_flops(self.hidden, self.num_labels)
+            return linear_head_flops(self.hidden, self.num_labels) + module
         if kind == "classifier":
-            return 2 * self.head_products[k]
+            return 2 * self.head_products[k] + module
         raise ValueError(f"no FLOPs formula for head kind {kind!r}")
 
 

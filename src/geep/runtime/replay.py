@@ -23,7 +23,8 @@ class ReplayState:
 
 
 class ReplayBackend:
-    """Serves ``exit_logits`` (N, |E|, C), recorded in the order of ``exit_layers``, by row id."""
+    """Serves ``exit_logits`` (N, |E|, K) (every column an exit outputs: the task's, then any exit-module signal),
+    recorded in the order of ``exit_layers``, by row id."""
 
     def __init__(self, exit_logits: Tensor, exit_layers: Sequence[int], num_layers: int) -> None:
         if exit_logits.dim() != 3 or exit_logits.shape[1] != len(exit_layers):
@@ -31,7 +32,7 @@ class ReplayBackend:
         self.logits = exit_logits
         self.exit_layers = list(exit_layers)
         self.num_layers = num_layers
-        self.num_labels = exit_logits.shape[-1]
+        self.num_outputs = exit_logits.shape[-1]
         self.device = exit_logits.device
         self._index = {k: i for i, k in enumerate(self.exit_layers)}
 

@@ -20,7 +20,7 @@ class TorchBackend:
         self.model = model
         self.num_layers = model.num_layers
         self.exit_layers = list(model.exit_layers)
-        self.num_labels = model.config.num_labels
+        self.num_outputs = model.output_size
         self.pad_id = model.pad_token_id
 
     @property
@@ -39,7 +39,7 @@ class TorchBackend:
         return self.model.run_layers(state, to_layer)
 
     def read_head(self, state: State) -> Tensor:
-        """Logits (B, C) in fp32, whatever the model's dtype: policies decide on fp32 confidences."""
+        """Outputs (B, K + S) in fp32, whatever the model's dtype: policies decide on fp32 confidences."""
         return self.model.exit_logits(state).float()
 
     def select(self, state: State, keep: Tensor) -> State:

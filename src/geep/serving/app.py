@@ -38,7 +38,8 @@ from geep.serving.auth import BearerAuth
 from geep.serving.metrics import Metrics
 from geep.serving.schema import UNREADABLE_BODY, ErrorResponse, PredictRequest, PredictResponse, validation_message
 from geep.serving.settings import SERVABLE, ServeSettings
-from geep.serving.worker import Job, Outcome, Worker
+from geep.serving.worker import Job, Outcome, RowResult, Worker
+from geep.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -176,14 +177,7 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
         metrics.request(outcome.status)
         if outcome.status != 200:
             raise HTTPException(outcome.status, outcome.error)
-        names = model.label_names
-        predictions = []
-        for result in outcome.predictions:
-            item: dict[str, Any] = {"label": names[result.label], "score": result.probabilities[result.label],
-                                    "exit_layer": result.exit_layer}
-            if body.return_probabilities:
-                item["probabilities"] = dict(zip(names, result.probabilities))
-            predictions.append(item)
+        predictions = [prediction_item(model.task, result, body.return_probabilities) for result in outcome.predictions]
         return JSONResponse({"predictions": predictions, "model": settings.name, "policy": spec.policy.name,
                              **knob_fields(spec)})
 
@@ -201,7 +195,8 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
     @app.get("/info")
     async def info() -> dict:
         config = model.config
-        return {"model": settings.name, "labels": list(config.label_names), "num_layers": config.num_layers,
+        return {"model": settings.name, "task": config.task, "labels": list(config.label_names),
+                "num_layers": config.num_layers,
                 "exit_layers": list(config.exit_layers), "max_length": config.max_length,
                 "policy": default.policy.name, **knob_fields(default), "knob": default.knob_values,
                 "policies": list(SERVABLE),
@@ -218,6 +213,26 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+def prediction_item(task: Task, result: RowResult, probabilities: bool) -> dict[str, Any]:
+    """One row's answer in /predict's body, by the model's task: classification ``{"label", "score": its
+    probability}``; multi-label ``{"labels": [...], "score": the lowest probability of a label in the set (1 for an
+    empty set)}``; regression ``{"score": the predicted score}``; each with ``exit_layer`` and, asked for, every
+    label's ``probabilities`` (not for regression)."""
+    names = task.label_names
+    if task.name == "regression":
+        return {"score": result.prediction, "exit_layer": result.exit_layer}
+    probs = dict(zip(names, result.probabilities))
+    if task.name == "multi-label":
+        item: dict[str, Any] = {"labels": result.prediction,
+                                "score": min((probs[name] for name in result.prediction), default=1.0)}
+    else:
+        item = {"label": result.prediction, "score": probs[result.prediction]}
+    item["exit_layer"] = result.exit_layer
+    if probabilities:
+        item["probabilities"] = probs
+    return item
 
 
 async def _disconnected(request: Request) -> None:

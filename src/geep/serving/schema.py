@@ -2,7 +2,8 @@
 
 ``POST /predict`` takes ``{"inputs": "text" | ["t1", ...] | [["a", "b"], ...], "policy"?, "threshold"?,
 "continue_threshold"?, "return_probabilities"?}`` and answers ``{"predictions": [{"label", "score", "exit_layer",
-"probabilities"?}], "model", "policy", "threshold", "continue_threshold"}`` in input order. Every error answers
+"probabilities"?}], "model", "policy", "threshold", "continue_threshold"}`` in input order (a multi-label model answers
+``labels``, a regression model its ``score``: :class:`Prediction`). Every error answers
 ``{"detail": "one line"}``.
 """
 
@@ -96,8 +97,14 @@ def _check_text(text: str, which: str) -> None:
 
 
 class Prediction(BaseModel):
-    label: str
-    score: float = Field(description="the label's probability")
+    """One row's answer, by the model's task: classification ``label`` and its probability as ``score``;
+    multi-label ``labels`` (the set) and the lowest probability among them as ``score``; regression the predicted
+    ``score`` alone."""
+
+    label: Union[str, None] = Field(None, description="classification: the predicted label")
+    labels: Union[list[str], None] = Field(None, description="multi-label: the predicted label set")
+    score: float = Field(description="the label's probability (multi-label: the set's lowest; regression: the "
+                                     "predicted score)")
     exit_layer: int = Field(description="the layer the row left at (1..L)")
     probabilities: Union[dict[str, float], None] = None
 

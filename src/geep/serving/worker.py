@@ -44,9 +44,10 @@ WARM_UP_TEXTS = ["warm up", "a slightly longer text to warm up the model on a se
 
 @dataclass
 class RowResult:
-    """One row's answer: its label id, every class's probability (C,) and the exit it left at."""
+    """One row's answer, as the model's task writes it (``Task.written``): a label name, a list of label names or a
+    score; every class's (label's) probability (C,; none for regression) and the exit it left at."""
 
-    label: int
+    prediction: Any
     probabilities: list[float]
     exit_layer: int
 
@@ -284,11 +285,13 @@ class Worker:
             self._answer(finished)
 
     def _answer(self, finished: Finished) -> None:
-        probabilities, labels = answers(finished.logits)  # (F, C), (F,): as offline prediction answers
-        probabilities, labels = probabilities.cpu(), labels.tolist()
+        task = self.model.task
+        answer = answers(task, finished.logits)  # as offline prediction answers
+        probabilities = answer.probabilities.cpu()
+        written = task.written(answer.predictions.cpu(), probabilities)
         if self._recording:
             self.metrics.exits(finished.layer, len(finished.rows))
-        for row, label, probs in zip(finished.rows, labels, probabilities.tolist()):
+        for row, label, probs in zip(finished.rows, written, probabilities.tolist()):
             owner = self._rows.pop(row.id, None)
             if owner is None:
                 continue

@@ -9,17 +9,18 @@ from typing import Any
 from geep.modeling.config import GeepConfig
 
 
-def format_accuracy_table(accuracy: dict[str, float], markdown: bool = False) -> str:
-    """A table of per-exit accuracy, {str(k): accuracy}, one row per exit in layer order."""
+def format_accuracy_table(accuracy: dict[str, float], markdown: bool = False, metric: str = "accuracy") -> str:
+    """A table of per-exit dev scores, {str(k): score}, one row per exit in layer order; ``metric`` names the
+    score (the task's primary metric: accuracy, micro-f1, pearson)."""
     rows = sorted(accuracy.items(), key=lambda kv: int(kv[0]))
     if not rows:
-        return "(no accuracy recorded)"
+        return f"(no {metric} recorded)"
     last = max(int(k) for k, _ in rows)
     if markdown:
-        lines = ["| exit layer | dev accuracy |", "|---:|---:|"]
+        lines = [f"| exit layer | dev {metric} |", "|---:|---:|"]
         lines += [f"| {k}{' (teacher)' if int(k) == last else ''} | {acc:.4f} |" for k, acc in rows]
         return "\n".join(lines)
-    lines = ["exit  dev accuracy"]
+    lines = [f"exit  dev {metric}"]
     lines += [f"{k:>4}  {acc:.4f}{'  (teacher)' if int(k) == last else ''}" for k, acc in rows]
     return "\n".join(lines)
 
@@ -39,6 +40,18 @@ def describe_objective(config: GeepConfig, summary: dict[str, Any]) -> str:
     return text + (f"; trained: {', '.join(stages)}" if stages else "")
 
 
+def describe_task(config: GeepConfig, why: str | None = None) -> str:
+    """One line: the task, how it was chosen, its metric, and what the task stores (a regression target's scale; an
+    exit module)."""
+    task = config.make_task()
+    text = f"`{task.name}`" + (f" ({why})" if why else "") + f"; metric {task.primary.replace('_', '-')}"
+    if task.name == "regression":
+        text += f"; target mean {task.target_mean:.4g}, std {task.target_std:.4g} (the heads learn the standardised score)"
+    if config.exit_module:
+        text += f"; exit module `{config.exit_module}` (BERxiT's learned exit, policy `lte`)"
+    return text
+
+
 def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, Any]) -> str:
     """The README.md text of a trained model directory.
 
@@ -46,7 +59,9 @@ def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, 
     ``train``/``dev`` descriptions, data sizes, ``train_seconds``).
     """
     sizes = summary.get("data_sizes", {})
-    labels = ", ".join(f"`{name}`" for name in config.label_names)
+    labels = ", ".join(f"`{name}`" for name in config.label_names) or "none (a score)"
+    metric = config.make_task().primary.replace("_", "-")
+    why = (summary.get("task") or {}).get("why")
     exits = ", ".join(str(k) for k in config.exit_layers)
     pair = f", text pair column `{config.text_pair_column}`" if config.text_pair_column else ""
     teacher = config.teacher_head or config.head
@@ -55,11 +70,12 @@ def model_card(config: GeepConfig, backbone: dict[str, Any], summary: dict[str, 
                      for setting, reason in config.auto_settings.items())
     return f"""# geep multi-exit classifier
 
-An early-exit text classifier trained with `geep` (GEEP, Li et al. 2024): a
+An early-exit text model trained with `geep` (GEEP, Li et al. 2024): a
 `{backbone.get('model_type', '?')}` encoder ({config.num_layers} layers, hidden {hidden})
 with an exit head after layers {exits}. Each exit can answer on its own, so easy inputs leave early.
 
 - **Base model**: `{summary.get('model', '?')}`
+- **Task**: {describe_task(config, why)}
 - **Labels** ({config.num_labels}): {labels}
 - **Objective**: {describe_objective(config, summary)}
 - **Exit heads**: `{config.head}` with `{config.pooling}` pooling; teacher (exit {config.num_layers}): `{teacher}`
@@ -68,9 +84,9 @@ with an exit head after layers {exits}. Each exit can answer on its own, so easy
   dev: {summary.get('dev', '?')} ({sizes.get('dev', '?')} rows); exit-table slice: {sizes.get('table', 0)} rows
 - **Training time**: {summary.get('train_seconds', 0.0):.1f} s on {summary.get('device', '?')}
 
-## Per-exit dev accuracy
+## Per-exit dev {metric}
 
-{format_accuracy_table(config.dev_accuracy, markdown=True)}
+{format_accuracy_table(config.dev_accuracy, markdown=True, metric=metric)}
 
 ## Use
 

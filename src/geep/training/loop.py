@@ -8,8 +8,11 @@ trains (every exit for ``geep`` and ``pabee``; the teacher for a fine-tuning sta
 distillation stage), restores it at the stage's end, and the next stage starts from there. The per-exit dev
 accuracy of what is kept at the end goes into ``model.config.dev_accuracy``.
 
-Data goes in as :class:`EncodedData`: unpadded token ids (what ``model.tokenize`` returns) and label ids.
-Batches are padded per batch with ``geep.tokens.pad_batch``.
+Data goes in as :class:`EncodedData`: unpadded token ids (what ``model.tokenize`` returns) and the task's targets
+(``geep.tasks``: class ids, multi-hot label sets or scores); the losses get them as the head learns them
+(``Task.train_targets``: the standardised score for regression). "Dev accuracy" is the task's primary metric per exit
+(accuracy, micro-F1 or Pearson). A model with an exit module also trains it at every step, on its own loss and with
+its own gradient clipping (``learned_exit_loss``). Batches are padded per batch with ``geep.tokens.pad_batch``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tqdm.auto import tqdm
 
 from geep.errors import GeepError
 from geep.modeling.model import MultiExitClassifier
-from geep.modeling.objectives import Stage, get_objective
+from geep.modeling.objectives import Stage, get_objective, learned_exit_loss
 from geep.tokens import pad_batch
 from geep.training.card import format_accuracy_table
 
@@ -80,21 +83,25 @@ def _positive(value: float) -> bool:
 
 @dataclass
 class EncodedData:
-    """N rows ready for training: unpadded token ids (as ``model.tokenize`` returns) and label ids (N,)."""
+    """N rows ready for training: unpadded token ids (as ``model.tokenize`` returns) and the task's targets
+    (``Task.targets``): class ids (N,) (a list of ints is read as those), multi-hot (N, C) or scores (N,)."""
 
     encoded: dict[str, list[list[int]]]
     labels: Tensor
 
     def __post_init__(self) -> None:
-        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
+        if not isinstance(self.labels, Tensor):
+            self.labels = torch.as_tensor(self.labels, dtype=torch.long)
         if len(self.encoded["input_ids"]) != len(self.labels):
             raise ValueError(f"{len(self.encoded['input_ids'])} rows of token ids but {len(self.labels)} labels")
 
     @classmethod
     def from_texts(cls, model: MultiExitClassifier, texts: Sequence[str], text_pairs: Sequence[str] | None,
-                   label_ids: Sequence[int]) -> "EncodedData":
-        """Tokenises ``texts`` (and pairs) with the model's tokenizer."""
-        return cls(dict(model.tokenize(texts, text_pairs)), torch.as_tensor(list(label_ids), dtype=torch.long))
+                   label_ids: Sequence[int] | Tensor) -> "EncodedData":
+        """Tokenises ``texts`` (and pairs) with the model's tokenizer; ``label_ids``: class ids or the task's
+        targets (a tensor)."""
+        labels = label_ids if isinstance(label_ids, Tensor) else torch.as_tensor(list(label_ids), dtype=torch.long)
+        return cls(dict(model.tokenize(texts, text_pairs)), labels)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -152,21 +159,25 @@ def scored_exits(model: MultiExitClassifier, groups: Sequence[str]) -> list[int]
 @torch.inference_mode()
 def evaluate(model: MultiExitClassifier, data: EncodedData, batch_size: int = 64,
              device: torch.device | str | None = None) -> dict[str, float]:
-    """Accuracy of every exit on ``data``, {str(k): accuracy}, from one full forward per batch."""
+    """The task's primary metric (accuracy for classification) of every exit on ``data``, {str(k): score}, from
+    one full forward per batch."""
     device = torch.device(device) if device is not None else model.device
     was_training = model.training
     model.eval()
-    correct = torch.zeros(len(model.exit_layers), dtype=torch.long)
+    task = model.task
+    outputs = []
     pad_id = model.pad_token_id
     for start in range(0, len(data), batch_size):
         rows = list(range(start, min(start + batch_size, len(data))))
         batch = pad_batch(data.encoded, rows, pad_id, device)
-        logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).exit_logits
-        labels = data.labels[rows].to(device)
-        correct += (logits.argmax(-1) == labels[None]).sum(1).cpu()  # (|E|,)
+        outputs.append(model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).exit_logits
+                       .float().cpu())  # (|E|, b, K)
     model.train(was_training)
-    n = max(len(data), 1)
-    return {str(k): correct[i].item() / n for i, k in enumerate(model.exit_layers)}
+    if not outputs:
+        return {str(k): 0.0 for k in model.exit_layers}
+    every = torch.cat(outputs, 1)  # (|E|, N, K)
+    return {str(k): task.score(task.answer(every[i]).predictions, data.labels)
+            for i, k in enumerate(model.exit_layers)}
 
 
 def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: EncodedData,
@@ -191,6 +202,8 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     if objective.recipe is not None:
         model.config.recipe = objective.recipe.name  # the saved model says which recipe trained it
     plans = [(stage, *stage_plan(model, stage, args)) for stage in objective.stages]
+    task = model.task
+    metric = task.primary.replace("_", "-")
     if not any(groups and epochs for _, groups, epochs in plans):
         raise GeepError(f"nothing to train: every stage of {objective.name!r} is frozen or has 0 epochs")
 
@@ -200,9 +213,9 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     mixed_precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=mixed_precision)
     set_seed(args.seed)
-    logger.info("training %s%s on %d rows (dev %d) on %s, mixed precision %s", objective.name,
-                f" (recipe {objective.recipe.name})" if objective.recipe else "", len(train_data), len(dev_data),
-                accelerator.device, mixed_precision)
+    logger.info("training %s%s for %s on %d rows (dev %d) on %s, mixed precision %s", objective.name,
+                f" (recipe {objective.recipe.name})" if objective.recipe else "", task.name, len(train_data),
+                len(dev_data), accelerator.device, mixed_precision)
 
     pad_id = model.pad_token_id
     loader = DataLoader(
@@ -215,6 +228,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     model.to(accelerator.device)
     result = TrainResult(dev_accuracy={}, device=str(accelerator.device), mixed_precision=mixed_precision)
     groups_of = model.parameter_groups()
+    groups_of.setdefault("exit_module", [])
     started, cpu_started = time.perf_counter(), time.process_time()
 
     for stage, groups, epochs in plans:
@@ -228,19 +242,23 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
         for g in groups:
             for p in groups_of[g]:
                 p.requires_grad_(True)
+        for p in groups_of["exit_module"]:  # an exit module learns in every stage, on its own loss
+            p.requires_grad_(True)
         param_groups = [
             {"params": groups_of["backbone"], "lr": args.lr} if "backbone" in groups else None,
             {"params": [p for g in HEAD_GROUPS if g in groups for p in groups_of[g]], "lr": args.head_lr},
+            {"params": groups_of["exit_module"], "lr": args.head_lr},
         ]
         param_groups = [pg for pg in param_groups if pg and pg["params"]]
-        trainable = [p for pg in param_groups for p in pg["params"]]
+        trainable = [p for pg in param_groups for p in pg["params"] if all(p is not q for q in groups_of["exit_module"])]
         optimizer = torch.optim.AdamW(param_groups, weight_decay=args.weight_decay)
         total_steps = len(loader) * epochs
         scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
         wrapped, optimizer = accelerator.prepare(model, optimizer)
         exits = scored_exits(model, groups)
-        logger.info("stage %s: trains %s for %d epoch(s), %d steps; kept epoch chosen by mean dev accuracy "
-                    "of exits %s", stage.name, "+".join(groups), epochs, total_steps, exits)
+        logger.info("stage %s: trains %s for %d epoch(s), %d steps; kept epoch chosen by mean dev %s "
+                    "of exits %s", stage.name, "+".join(groups + (("exit_module",) if groups_of["exit_module"] else ())),
+                    epochs, total_steps, metric, exits)
 
         best_score, best_state, best_acc, best_epoch = -1.0, None, {}, 0
         for epoch in range(1, epochs + 1):
@@ -252,7 +270,11 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                 out = wrapped(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
                               diverse=stage.needs_diverse)
                 diverse = None if out.diverse_logits is None else out.diverse_logits.float()
-                loss = stage.loss(out.exit_logits.float(), diverse, batch["labels"], model.exit_layers)
+                targets = task.train_targets(batch["labels"])
+                loss = stage.loss_at(step)(out.exit_logits.float(), diverse, targets, model.exit_layers, task=task)
+                if out.exit_signals is not None:  # its input is detached: this term trains the exit module alone
+                    loss = loss + learned_exit_loss(out.exit_signals.float(), out.exit_logits.float(), targets,
+                                                    task=task)
                 value = loss.item()
                 if not math.isfinite(value):
                     bar.close()
@@ -261,6 +283,8 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                                     f"{args.head_lr:g})")
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
+                if groups_of["exit_module"]:  # clipped on its own: its gradients leave the others' norm alone
+                    accelerator.clip_grad_norm_(groups_of["exit_module"], args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -272,13 +296,13 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
             train_loss = sum(losses) / max(len(losses), 1)
             result.history.append(EpochRecord(stage.name, epoch, train_loss, acc, score,
                                               time.process_time() - cpu_started))
-            logger.info("stage %s epoch %d/%d: train loss %.4f, mean dev accuracy %.4f\n%s", stage.name, epoch,
-                        epochs, train_loss, score, format_accuracy_table(acc))
+            logger.info("stage %s epoch %d/%d: train loss %.4f, mean dev %s %.4f\n%s", stage.name, epoch,
+                        epochs, train_loss, metric, score, format_accuracy_table(acc, metric=metric))
             if score > best_score:
                 best_score, best_acc, best_epoch = score, acc, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if best_epoch != epochs:
-            logger.info("stage %s: keeping epoch %d (mean dev accuracy %.4f)", stage.name, best_epoch, best_score)
+            logger.info("stage %s: keeping epoch %d (mean dev %s %.4f)", stage.name, best_epoch, metric, best_score)
             model.load_state_dict(best_state)
         result.best_epochs[stage.name] = best_epoch
         result.dev_accuracy = best_acc
