@@ -58,6 +58,9 @@ class GeepConfig:
     exit_table: dict[str, Any] | None = None
     # Per-exit dev accuracy of the kept checkpoint, {str(k): accuracy}, written by training.
     dev_accuracy: dict[str, float] = field(default_factory=dict)
+    # The encoder's own number of layers when this model is its first num_layers layers (`geep train --num-layers`,
+    # a static baseline), else None.
+    truncated_from: int | None = None
     # Why each setting geep chose from the backbone got its value, {setting: reason}, e.g. {"pooling": "mean: ..."};
     # filled by `MultiExitClassifier.from_encoder` for the settings left to it (geep.modeling.backbone_defaults).
     auto_settings: dict[str, str] = field(default_factory=dict)
@@ -217,6 +220,7 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
                      "an object of exit -> number"),
     "auto_settings": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
                       "an object of setting -> reason"),
+    "truncated_from": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
     "format_version": (_is_int, "an integer"),
 }
 

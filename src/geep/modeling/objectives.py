@@ -210,6 +210,11 @@ _FINE_TUNE = Stage("fine-tune", teacher_loss, trains=("backbone", "teacher"))
 
 OBJECTIVES: dict[str, Objective] = {
     "geep": geep_objective(),
+    "fine-tune": Objective(
+        "fine-tune", (_FINE_TUNE,),
+        "ordinary fine-tuning of backbone + teacher (a static baseline, CascadeBERT's complete model); students, "
+        "if any, stay untrained",
+    ),
     "fastbert": Objective(
         "fastbert",
         (_FINE_TUNE, Stage("distil", student_distillation_loss, trains=("students",), epochs="distil_epochs")),

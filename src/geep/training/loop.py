@@ -136,7 +136,8 @@ def stage_plan(model: MultiExitClassifier, stage: Stage, args: TrainingArguments
         frozen.add("backbone")
         if model.config.teacher_head is not None:
             frozen.add("teacher")
-    groups = tuple(g for g in stage.trains if g not in frozen)
+    groups = tuple(g for g in stage.trains if g not in frozen
+                   and not (g == "students" and len(model.exit_layers) == 1))  # one exit: no student to train
     epochs = {"epochs": args.epochs, "distil_epochs": args.distil_epochs,
               "passes": args.epochs + args.distil_epochs}[stage.epochs]
     return groups, epochs
@@ -219,7 +220,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
 
     for stage, groups, epochs in plans:
         if not groups or not epochs:
-            why = "0 epochs" if groups else "everything it trains is frozen (--freeze-backbone)"
+            why = "0 epochs" if groups else "nothing left to train (frozen by --freeze-backbone, or no student exits)"
             logger.info("stage %s: skipped (%s)", stage.name, why)
             result.skipped_stages.append(stage.name)
             continue
