@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from geep.cli.outputs import check_output_dir
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
     from geep.inference.spec import resolve_device
-    from geep.modeling.model import MultiExitClassifier
+    from geep.modeling.cascade import load_model
     from geep.runtime import parse_precisions
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if len(set(args.model)) != len(args.model):
         raise GeepError("the same --model is given twice")
 
-    models = {name: MultiExitClassifier.from_pretrained(d)
+    models = {name: load_model(d)
               for name, d in zip(model_names(args.model), args.model)}
     configs = [m.config for m in models.values()]
     for name, config in zip(models, configs):

@@ -89,7 +89,7 @@ class Executor:
         if step.end == self.scheduler.num_layers:
             leave = [True] * step.size
         else:
-            decision, memory = self.policy.decide(logits, self.knob, memory)  # (B,) bool
+            decision, memory = self.policy.decide_at(step.end, logits, self.knob, memory)  # (B,) bool
             leave = decision.tolist()  # the one host sync of the step
         finished = self.scheduler.update(step, leave)
         if len(finished) < step.size:

@@ -27,20 +27,27 @@ class PredictionOutput:
     label_ids: Tensor
     probabilities: Tensor
     exit_layer: Tensor
+    # a cascade's: the member (1..M) each row left in; exit_layer then counts every layer the row ran through, its
+    # earlier members' included (geep.modeling.cascade). None for a model.
+    exit_member: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def rows(self, label_names: Sequence[str], ids: Sequence | None = None) -> list[dict[str, Any]]:
         """One dict per row, as `geep predict` writes them: id (when ``ids`` are given), prediction, probability,
-        probabilities {label: p} (``label_names``: the model's, in label-id order), exit_layer."""
+        probabilities {label: p} (``label_names``: the model's, in label-id order), exit_layer, and a cascade's
+        exit_member."""
         probs = self.probabilities.tolist()
+        members = None if self.exit_member is None else self.exit_member.tolist()
         rows = []
         for i, (name, label_id, layer) in enumerate(zip(self.labels, self.label_ids.tolist(),
                                                         self.exit_layer.tolist())):
             row: dict[str, Any] = {} if ids is None else {"id": ids[i]}
             row.update(prediction=name, probability=probs[i][label_id],
                        probabilities=dict(zip(label_names, probs[i])), exit_layer=layer)
+            if members is not None:
+                row["exit_member"] = members[i]
             rows.append(row)
         return rows
 

@@ -21,6 +21,7 @@ from geep.inference.rows import prepare
 from geep.inference.runs import run_spec
 from geep.inference.spec import RunSpec, resolve_run
 from geep.errors import GeepError
+from geep.modeling.cascade import Cascade, load_model
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import Policy
 from geep.runtime.precision import make_backend
@@ -51,8 +52,8 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, policy: str | Policy | None = None, knob: Any = None,
                         **kwargs: Any) -> "Predictor":
-        """Loads a saved model directory and binds a policy to it."""
-        return cls(MultiExitClassifier.from_pretrained(directory), policy, knob, **kwargs)
+        """Loads a saved model (or cascade) directory and binds a policy to it."""
+        return cls(load_model(directory), policy, knob, **kwargs)
 
     @property
     def policy(self) -> Policy:
@@ -88,12 +89,14 @@ class Predictor:
         if not texts:
             C = model.config.num_labels
             empty = torch.zeros((0,), dtype=torch.long)
-            return PredictionOutput([], empty, torch.zeros((0, C)), empty.clone())
+            return PredictionOutput([], empty, torch.zeros((0, C)), empty.clone(),
+                                    empty.clone() if isinstance(model, Cascade) else None)
         run = run_spec(model, spec, prepare(model, spec, texts, pairs), labels=ids, show_progress=show_progress)
         label_idx = run.label_ids
         names = [model.label_names[i] for i in label_idx.tolist()]
         logger.debug("%s: %d rows, %.3g FLOPs", spec.describe(), len(texts), run.flops.total)
-        return PredictionOutput(names, label_idx, run.probabilities, run.exit_layer)
+        members = model.exit_members(run.exit_layer) if isinstance(model, Cascade) else None
+        return PredictionOutput(names, label_idx, run.probabilities, run.exit_layer, members)
 
 
 def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None,

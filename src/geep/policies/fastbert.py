@@ -27,3 +27,6 @@ class FastBertPolicy(Policy):
         if knob >= 1.0:
             return all_leave(logits), memory
         return entropy(logits) / math.log(logits.shape[-1]) <= knob, memory
+
+    def confidence_at(self, layer: int, logits: Tensor, knob=None) -> Tensor:
+        return -entropy(logits) / math.log(logits.shape[-1])  # (B,)

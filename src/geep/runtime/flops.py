@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from geep.modeling.cascade import Cascade
 from geep.modeling.families import LayerShape
 from geep.modeling.model import MultiExitClassifier
 
@@ -104,10 +105,13 @@ class FlopsSpec:
     heads: dict[int, tuple[str, str, int]]  # exit k -> (kind, pooling, width)
     shapes: tuple[LayerShape, ...] = ()
     head_products: dict[int, int] = field(default_factory=dict)  # exit k -> multiply-adds per row of a classifier
+    head_hidden: dict[int, int] = field(default_factory=dict)  # exit k -> the width its head reads (default hidden)
 
     @classmethod
-    def from_model(cls, model: MultiExitClassifier) -> "FlopsSpec":
-        """The sizes of ``model``."""
+    def from_model(cls, model: MultiExitClassifier | Cascade) -> "FlopsSpec":
+        """The sizes of ``model``; a cascade's are its members' in sequence (:meth:`concatenate`)."""
+        if isinstance(model, Cascade):
+            return cls.concatenate([cls.from_model(m) for m in model.members], model.offsets)
         hf = model.backbone.config
         heads = {k: (*model.config.head_spec(k), model.config.head_width) for k in model.exit_layers}
         products = {k: sum(m.in_features * m.out_features for m in model.heads[str(k)].modules()
@@ -115,6 +119,21 @@ class FlopsSpec:
                     for k, (kind, _, _) in heads.items() if kind == "classifier"}
         return cls(hf.hidden_size, getattr(hf, "intermediate_size", 0), model.config.num_labels, heads,
                    tuple(model.backbone.layer_shapes()), products)
+
+    @classmethod
+    def concatenate(cls, specs: "list[FlopsSpec]", offsets: list[int]) -> "FlopsSpec":
+        """One spec for models run in sequence (a cascade): model m's layer k and exit k are layer and exit
+        ``offsets[m] + k``; each exit's head keeps its own model's width. Every spec must list its layers' shapes."""
+        shapes, heads, products, widths = [], {}, {}, {}
+        for spec, offset in zip(specs, offsets):
+            if len(shapes) != offset or not spec.shapes:
+                raise ValueError("concatenated FLOPs specs need every layer's shape, in order")
+            shapes += list(spec.shapes)
+            heads.update({offset + k: head for k, head in spec.heads.items()})
+            products.update({offset + k: n for k, n in spec.head_products.items()})
+            widths.update({offset + k: spec.head_hidden.get(k, spec.hidden) for k in spec.heads})
+        first = specs[0]
+        return cls(first.hidden, first.intermediate, first.num_labels, heads, tuple(shapes), products, widths)
 
     def layer(self, T: int, k: int | None = None) -> int:
         """FLOPs of layer k (default: the last) on one row at padded length T."""
@@ -129,10 +148,11 @@ class FlopsSpec:
     def head(self, k: int, T: int) -> int:
         """FLOPs of exit k's head on one row at padded length T."""
         kind, pooling, width = self.heads[k]
+        hidden = self.head_hidden.get(k, self.hidden)
         if kind == "attention":
-            return attention_head_flops(T, self.hidden, width, self.num_labels, pooling)
+            return attention_head_flops(T, hidden, width, self.num_labels, pooling)
         if kind == "linear":
-            return linear_head_flops(self.hidden, self.num_labels)
+            return linear_head_flops(hidden, self.num_labels)
         if kind == "classifier":
             return 2 * self.head_products[k]
         raise ValueError(f"no FLOPs formula for head kind {kind!r}")

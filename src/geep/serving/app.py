@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from geep.errors import GeepError
 from geep.inference.inputs import GivenKnob, knob_from
 from geep.inference.spec import SERVER_FALLBACK, RunSpec, resolve_run
+from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.runtime.base import Backend
 from geep.runtime.precision import make_backend
@@ -181,6 +182,8 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
         for result in outcome.predictions:
             item: dict[str, Any] = {"label": names[result.label], "score": result.probabilities[result.label],
                                     "exit_layer": result.exit_layer}
+            if result.exit_member is not None:
+                item["exit_member"] = result.exit_member
             if body.return_probabilities:
                 item["probabilities"] = dict(zip(names, result.probabilities))
             predictions.append(item)
@@ -201,8 +204,9 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
     @app.get("/info")
     async def info() -> dict:
         config = model.config
-        return {"model": settings.name, "labels": list(config.label_names), "num_layers": config.num_layers,
-                "exit_layers": list(config.exit_layers), "max_length": config.max_length,
+        members = {"members": list(config.members)} if isinstance(model, Cascade) else {}
+        return {"model": settings.name, "labels": list(config.label_names), "num_layers": model.num_layers,
+                "exit_layers": list(model.exit_layers), "max_length": config.max_length, **members,
                 "policy": default.policy.name, **knob_fields(default), "knob": default.knob_values,
                 "policies": list(SERVABLE),
                 "calibration": {"default_knobs": config.default_knobs, "default_policy": config.default_policy,

@@ -99,6 +99,8 @@ class Prediction(BaseModel):
     label: str
     score: float = Field(description="the label's probability")
     exit_layer: int = Field(description="the layer the row left at (1..L)")
+    exit_member: Union[int, None] = Field(None, description="a cascade's: the member (1..M) the row left in; "
+                                                       "exit_layer then counts the earlier members' layers too")
     probabilities: Union[dict[str, float], None] = None
 
 
