@@ -15,10 +15,15 @@ from typing import Any
 # on; ``wall_speedup`` is over ``full`` at the same precision, ``wall_speedup_fp32`` over ``full`` at fp32 (None where
 # the point was not timed or fp32 was not benched); ``flops_speedup`` does not depend on the precision.
 # geep-verify's knob is a pair: ``knob`` is its tau and ``continue_threshold`` its t (None for the other policies;
-# absent from records written before it existed).
+# absent from records written before it existed). ``flops_speedup_ref`` and ``wall_speedup_ref`` are over the bench's
+# reference model's ``full`` (``reference`` names it; the header's ``reference`` too), so static baselines and cascades
+# sit on the same axes as a multi-exit model; the wall one is timed in the same rounds as the record's own points.
+# ``cascade_thresholds``: a cascade's threshold per member boundary (``knob`` is then its member policy's knob), else
+# None. Records written before these existed lack them.
 RECORD_FIELDS = ("model", "objective", "policy", "knob", "batch_size", "accuracy", "macro_f1", "mean_exit_layer",
                  "exit_histogram", "flops_speedup", "wall_speedup", "samples_per_s", "wall_seconds", "wall_runs", "timed",
-                 "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold")
+                 "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold",
+                 "flops_speedup_ref", "wall_speedup_ref", "reference", "cascade_thresholds")
 
 
 @dataclass

@@ -170,6 +170,23 @@ def evaluate(model: MultiExitClassifier, data: EncodedData, batch_size: int = 64
     return {str(k): correct[i].item() / n for i, k in enumerate(model.exit_layers)}
 
 
+@torch.inference_mode()
+def hard_rows(model: MultiExitClassifier, data: EncodedData, batch_size: int = 64,
+              device: torch.device | str | None = None) -> Tensor:
+    """(N,) 1 for each row the teacher (exit L) answers wrongly, 0 for the others: CascadeBERT's difficulty."""
+    device = torch.device(device) if device is not None else model.device
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros(len(data), dtype=torch.long)
+    for start in range(0, len(data), batch_size):
+        rows = list(range(start, min(start + batch_size, len(data))))
+        batch = pad_batch(data.encoded, rows, model.pad_token_id, device)
+        logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).exit_logits[-1]
+        wrong[rows] = (logits.argmax(-1).cpu() != data.labels[rows]).long()
+    model.train(was_training)
+    return wrong
+
+
 def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: EncodedData,
           args: TrainingArguments | None = None) -> TrainResult:
     """Trains ``model`` in place over its objective's stages (``model.config.objective``) and keeps the best.
@@ -206,11 +223,12 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                 accelerator.device, mixed_precision)
 
     pad_id = model.pad_token_id
+    difficulty = torch.zeros(len(train_data), dtype=torch.long)  # filled before a stage that needs it
     loader = DataLoader(
         range(len(train_data)), batch_size=args.batch_size, shuffle=True,
         generator=torch.Generator().manual_seed(args.seed),
         collate_fn=lambda rows: {**pad_batch(train_data.encoded, rows, pad_id, torch.device("cpu")),
-                                 "labels": train_data.labels[list(rows)]},
+                                 "labels": train_data.labels[list(rows)], "difficulty": difficulty[list(rows)]},
     )
     loader = accelerator.prepare_data_loader(loader)
     model.to(accelerator.device)
@@ -238,6 +256,10 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
         optimizer = torch.optim.AdamW(param_groups, weight_decay=args.weight_decay)
         total_steps = len(loader) * epochs
         scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+        if stage.needs_difficulty:  # CascadeBERT: hard = answered wrongly by the model as the stage begins
+            difficulty[:] = hard_rows(model, train_data, args.eval_batch_size, accelerator.device)
+            logger.info("stage %s: %d of %d training rows are hard (answered wrongly at the teacher)", stage.name,
+                        int(difficulty.sum()), len(difficulty))
         wrapped, optimizer = accelerator.prepare(model, optimizer)
         exits = scored_exits(model, groups)
         logger.info("stage %s: trains %s for %d epoch(s), %d steps; kept epoch chosen by mean dev accuracy "
@@ -253,7 +275,8 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                 out = wrapped(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
                               diverse=stage.needs_diverse)
                 diverse = None if out.diverse_logits is None else out.diverse_logits.float()
-                loss = stage.loss(out.exit_logits.float(), diverse, batch["labels"], model.exit_layers)
+                extra = {"difficulty": batch["difficulty"]} if stage.needs_difficulty else {}
+                loss = stage.loss(out.exit_logits.float(), diverse, batch["labels"], model.exit_layers, **extra)
                 value = loss.item()
                 if not math.isfinite(value):
                     bar.close()
