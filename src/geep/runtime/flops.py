@@ -29,7 +29,10 @@ A :class:`FlopsCount` records every call the executor made -- ``(layer, rows, T)
 ``(exit, rows, T)`` for heads -- and turns the record into FLOPs with the formulas above, so the count is
 exact integer arithmetic and tests can compare the record itself with what forward hooks saw. The executor
 counts each step the scheduler plans, so a run on recorded logits (``geep.runtime.replay``) counts exactly what
-the same run on the model counts; nothing else computes FLOPs from row lengths.
+the same run on the model counts; nothing else computes FLOPs from row lengths. A cascade's spec is its members'
+in sequence (:meth:`FlopsSpec.concatenate`): member m's layer k is the cascade's layer o_m + k, each head counted at
+its own member's width, so the count holds every member that ran (embedding a row afresh in the next member is a
+lookup, 0; ALBERT's projection of the embeddings is its member's layer 1's ``once_products``).
 """
 
 from __future__ import annotations
