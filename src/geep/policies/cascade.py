@@ -178,6 +178,8 @@ class CascadePolicy(Policy):
             thresholds = tuple(t if t is not None else s for t, s in zip(knob.thresholds, stored_thresholds))
             inner = knob.inner if knob.inner is not None else (stored_knob.inner if stored_knob else None)
             return CascadeKnob(inner, thresholds)
+        if self.needs_labels:
+            raise GeepError(f"the {self.name} policy takes no threshold (got {knob!r})")
         if not self.inner.knob_names:  # full members: a number is the (one) boundary's threshold, a list each
             thresholds = tuple(knob) if isinstance(knob, (tuple, list)) else (knob,)
             if len(thresholds) != len(self.boundaries):
