@@ -189,3 +189,30 @@ def run_in_group(argv: list[str], *, timeout: float, **kwargs) -> subprocess.Com
     finally:
         kill_group(proc.pid)  # what is left of the group after its leader returned
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def tiny_member(directory: Path, num_layers: int, exit_layers: list[int], seed: int, texts: list[str],
+                labels: tuple[str, ...] = ("c0", "c1", "c2"), head: str = "attention", **config):
+    """A decisive tiny geep model (``make_decisive`` over ``texts``) saved in ``directory`` with the tests'
+    tokenizer: a cascade member. Returns the model."""
+    from geep.modeling.config import GeepConfig
+    from geep.modeling.model import MultiExitClassifier
+
+    torch.manual_seed(seed)
+    config.setdefault("max_length", 24)
+    model = MultiExitClassifier(BertModel(tiny_bert_config(num_layers)),
+                                GeepConfig(num_layers=num_layers, label_names=list(labels), exit_layers=exit_layers,
+                                           head=head, **config),
+                                tiny_tokenizer(directory.parent / f"{directory.name}-tok")).eval()
+    make_decisive(model, texts)
+    model.save_pretrained(directory)
+    return model
+
+
+def widest_gap(scores: torch.Tensor) -> float:
+    """A threshold in the middle of the widest gap of the middle third of ``scores``: no score lies within float
+    noise of it, and about as many fall on each side."""
+    s = sorted(scores.flatten().tolist())
+    i = max(range(len(s) // 3, 2 * len(s) // 3), key=lambda j: s[j + 1] - s[j])
+    assert s[i + 1] - s[i] > 1e-4, "no clear gap between the scores"
+    return (s[i] + s[i + 1]) / 2

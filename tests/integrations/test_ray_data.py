@@ -253,3 +253,32 @@ def test_overwrite_replaces_only_on_success_and_leaves_no_old_shards(local_ray, 
     assert sorted(rows["id"]) == ["x1", "x2"] and manifest["rows_out"] == 2
     assert not any(name in first for name in (p.name for p in out.iterdir() if p.name != "_manifest.json"))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary directory left
+
+
+@pytest.fixture(scope="module")
+def cascade_dir(tmp_path_factory):
+    """A cascade of a 1-layer and a 3-layer tiny model, its threshold mid-range."""
+    from geep.modeling.cascade import Cascade
+    from tests.helpers import tiny_member
+
+    directory = tmp_path_factory.mktemp("ray-cascade")
+    texts = random_texts(40, seed=1)
+    tiny_member(directory / "small", 1, [1], seed=0, texts=texts)
+    tiny_member(directory / "large", 3, [1, 2, 3], seed=1, texts=texts)
+    Cascade.from_members([directory / "small", directory / "large"]).save_pretrained(directory / "c")
+    return directory / "c"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_cascade_labels_a_corpus_as_single_process_predict(local_ray, cascade_dir, inputs, tmp_path, precision):
+    manifest = ray_data.run_job(inputs, tmp_path / "out", cascade_dir, policy="cascade", knob=0.6, concurrency=2,
+                                map_batch_size=4, precision=precision)
+    rows, _ = ray_data.read_output(tmp_path / "out")
+    assert manifest["rows_out"] == N_FILES * ROWS
+    expected = single_process(cascade_dir, inputs, tmp_path, "cascade", 0.6, precision)
+    for row in rows.to_dict("records"):
+        want = expected[row["id"]]
+        assert (row["prediction"], row["exit_layer"], row["exit_member"]) == (
+            want["prediction"], want["exit_layer"], want["exit_member"]), row["id"]
+        assert row["probability"] == pytest.approx(want["probability"], abs=1e-5)
+    assert set(rows["exit_member"]) == {1, 2}

@@ -95,7 +95,7 @@ def test_pabee_weights_exits_by_depth(make_model):
 
 
 def test_registry():
-    assert set(OBJECTIVES) == {"geep", "fastbert", "deebert", "pabee", "berxit"}
+    assert set(OBJECTIVES) == {"geep", "fastbert", "deebert", "pabee", "berxit", "fine-tune", "cascade-da"}
     with pytest.raises(GeepError, match="unknown objective 'foo'"):
         get_objective("foo")
 
@@ -207,3 +207,33 @@ def test_recipes_are_for_geep_only_and_named():
     assert get_objective("geep").recipe.name == DEFAULT_RECIPE
     for name, recipe in RECIPES.items():
         assert recipe.to_dict()["name"] == name and recipe.epochs in ("epochs", "passes")
+
+
+def test_cascadebert_difficulty_ranking_loss_by_hand():
+    """Easy rows at confidence 0.9 and 0.5, hard ones at 0.55 and 0.95, margin 0.3: pairs (0.9, 0.55): 0.3 - 0.35 <
+    0, so 0; (0.9, 0.95): 0.35; (0.5, 0.55): 0.35; (0.5, 0.95): 0.75; mean 1.45 / 4. No hard row: 0 (with a
+    gradient)."""
+    from geep.modeling.objectives import difficulty_ranking_loss
+
+    c = torch.tensor([0.9, 0.55, 0.5, 0.95], requires_grad=True)
+    d = torch.tensor([0, 1, 0, 1])
+    loss = difficulty_ranking_loss(c, d, margin=0.3)
+    assert float(loss.detach()) == pytest.approx(1.45 / 4)
+    loss.backward()
+    assert c.grad.tolist() == pytest.approx([-0.25, 0.25, -0.5, 0.5])  # each active pair pushes easy up, hard down
+    zero = difficulty_ranking_loss(c, torch.zeros(4, dtype=torch.long))
+    assert float(zero.detach()) == 0.0 and zero.requires_grad
+
+
+def test_the_difficulty_aware_loss_is_every_exits_ce_plus_the_weighted_ranking_term():
+    from geep.modeling.objectives import difficulty_aware_loss, difficulty_ranking_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 5, generator=g)  # 3 exits, 4 rows, 5 classes
+    labels, d = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 0, 0, 1])
+    expected = sum(F.cross_entropy(logits[k], labels) for k in range(3)) + 0.5 * difficulty_ranking_loss(
+        logits[-1].softmax(-1).max(-1).values, d, 0.3)
+    got = difficulty_aware_loss(logits, None, labels, [1, 2, 3], difficulty=d)
+    torch.testing.assert_close(got, expected)
+    assert [s.name for s in get_objective("cascade-da").stages] == ["fine-tune", "difficulty-aware"]
+    assert get_objective("cascade-da").stages[1].needs_difficulty

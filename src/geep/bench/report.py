@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from geep.bench.frontier import budget_point, frontier_indices, record_exits_early
-from geep.bench.plots import plot_curves
+from geep.bench.plots import plot_curves, static_line, uses_reference
 from geep.bench.result import BenchResult, by_policy, group_records
 from geep.evaluation.metrics import metric_of, pareto_frontier, score_of
 from geep.io import write_text_atomic
@@ -101,9 +101,15 @@ def _fmt_knob(knob: Any) -> str:
 
 
 def knob_text(record: Mapping[str, Any]) -> str:
-    """A record's knob: the number, or geep-verify's ``tau/t`` (knob = tau, then its continuation threshold)."""
+    """A record's knob: the number, or geep-verify's ``tau/t`` (knob = tau, then its continuation threshold); a
+    cascade's thresholds follow as ``θ0.9`` (one per member boundary)."""
     t = record.get("continue_threshold")
-    return _fmt_knob(record["knob"]) + ("" if t is None else f"/{_fmt_knob(t)}")
+    text = _fmt_knob(record["knob"]) + ("" if t is None else f"/{_fmt_knob(t)}")
+    thresholds = record.get("cascade_thresholds")
+    if thresholds:  # a cascade: its member policy's knob, then each boundary's threshold
+        cascade = "θ" + ",".join(_fmt_knob(x) for x in thresholds)
+        text = cascade if record["knob"] is None else f"{text}/{cascade}"
+    return text
 
 
 def _spread(runs: Sequence[float] | None) -> str:
@@ -172,6 +178,8 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
     if curves:
         lines += ["", f"![accuracy vs speed-up]({curves})"]
     summary = summary_rows(result, budget)
+    if uses_reference(result):
+        lines += reference_section(result)
     for (name, batch_size), records in group_records(result.records).items():
         objective = records[0]["objective"]
         lines += ["", f"## `{name}` ({objective}), batch size {batch_size}", ""]
@@ -267,3 +275,127 @@ def _budget_table(rows: list[dict[str, Any]], budget: float) -> list[str]:
                      f"{b['flops_speedup']:.2f}x | {_fmt(overall_speedup(b), '.2f', 'x')} | "
                      f"{_spread(b.get('wall_runs'))} |")
     return lines + [""]
+
+
+# ----------------------------------------------------------------------------------- against the reference
+TARGETS = (2.0, 3.0, 4.0)  # the FLOPs speed-ups over the reference's full the report reads each line at
+
+
+def reference_precision(result: BenchResult) -> str:
+    precisions = result.header.get("precisions") or ["fp32"]
+    return "fp32" if "fp32" in precisions else precisions[0]
+
+
+def candidate_lines(result: BenchResult, batch_size: int) -> dict[str, list[Mapping[str, Any]]]:
+    """Each line a user could pick at one batch size and the reference precision, on the reference's axes: every
+    dynamic policy of every multi-exit model and cascade (``model: policy``), and the static baseline (the static
+    models' ``full`` points). Reporting-only policies (oracle) and each model's own ``full`` are not lines."""
+    precision = reference_precision(result)
+    kinds = {name: info.get("kind") for name, info in result.header["models"].items()}
+    records = [r for r in result.records if r["batch_size"] == batch_size and precision_of(r) == precision]
+    lines: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if kinds.get(r["model"]) == "static" or r["policy"] == "full" or r["reporting_only"]:
+            continue
+        lines.setdefault(f"{r['model']}: {r['policy']}", []).append(r)
+    static = [m for m, kind in kinds.items() if kind == "static"]
+    line = static_line(records, static, batch_size, "flops_speedup_ref")
+    if line:
+        lines["static baseline"] = line
+    return lines
+
+
+def best_at(points: Sequence[Mapping[str, Any]], target: float) -> Mapping[str, Any] | None:
+    """The most accurate point (ties: the faster by wall, then FLOPs) with a FLOPs speed-up over the reference of
+    at least ``target``, among the timed points when any reaches it (so a wall speed-up stands beside it), else
+    among every grid point (no wall speed-up); None when no point is that fast."""
+    fast = [p for p in points if p["flops_speedup_ref"] >= target - 1e-9]
+    timed = [p for p in fast if p["timed"] and p.get("wall_speedup_ref") is not None]
+    pool = timed or fast
+    if not pool:
+        return None
+    return max(pool, key=lambda p: (p["accuracy"], p.get("wall_speedup_ref") or 0.0, p["flops_speedup_ref"]))
+
+
+def oracle_record(result: BenchResult, batch_size: int) -> Mapping[str, Any] | None:
+    """The reference model's oracle point at ``batch_size`` and the reference precision, if it was benched."""
+    ref, precision = result.header["reference"], reference_precision(result)
+    return next((r for r in result.records if r["model"] == ref and r["batch_size"] == batch_size
+                 and r["policy"] == "oracle" and precision_of(r) == precision), None)
+
+
+def target_table(result: BenchResult, batch_size: int, targets: Sequence[float] = TARGETS) -> list[dict[str, Any]]:
+    """Per line (:func:`candidate_lines`) and target: its :func:`best_at` point, its gap to the reference's
+    oracle in points, and whether it is the most accurate line at that target (``winner``)."""
+    oracle = oracle_record(result, batch_size)
+    rows = [{"line": name, "points": {t: best_at(points, t) for t in targets}}
+            for name, points in candidate_lines(result, batch_size).items()]
+    for t in targets:
+        reached = [row["points"][t] for row in rows if row["points"][t] is not None]
+        top = max(reached, key=lambda p: (p["accuracy"], p.get("wall_speedup_ref") or 0.0), default=None)
+        for row in rows:
+            row.setdefault("winner", {})[t] = top is not None and row["points"][t] is top
+            point = row["points"][t]
+            row.setdefault("gap", {})[t] = None if point is None or oracle is None else \
+                100 * (point["accuracy"] - oracle["accuracy"])
+    return rows
+
+
+def reference_section(result: BenchResult) -> list[str]:
+    """``report.md``'s comparison on the reference's axes: the static baselines, which line wins at 2x, 3x and 4x
+    FLOPs speed-up (with its wall speed-up and its distance from the oracle), and the Difficulty Inversion Score."""
+    h = result.header
+    ref = h["reference"]
+    precision = reference_precision(result)
+    lines = ["", f"## Against `{ref}`: static baselines, cascades and every dynamic policy", "",
+             f"Speed-ups here are over `{ref}`'s `full` at {precision}, its wall runs timed in the same rounds as each "
+             "model's own points; static baselines are models cut to k layers and fine-tuned whole "
+             "(`geep train --num-layers`), cascades run their members in sequence (`geep cascade`)."]
+    for batch_size in h["batch_sizes"]:
+        precision_records = [r for r in result.records if r["batch_size"] == batch_size
+                             and precision_of(r) == precision]
+        lines += ["", f"### batch size {batch_size}", "",
+                  "| model | kind | layers | full accuracy | FLOPs speed-up | wall speed-up |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for name, info in h["models"].items():
+            full = next((r for r in precision_records if r["model"] == name and r["policy"] == "full"), None)
+            if full is None:
+                continue
+            layers = info["num_layers"] if info.get("kind") != "cascade" else " + ".join(
+                str(m["layers"]) for m in info.get("members") or [])
+            kind = info.get("kind") or "?"
+            if kind == "cascade":
+                kind += " (full: its last member alone)"
+            lines.append(f"| `{name}` | {kind} | {layers} | {100 * full['accuracy']:.2f}% | "
+                         f"{full['flops_speedup_ref']:.2f}x | {_fmt(full.get('wall_speedup_ref'), '.2f', 'x')} |")
+        oracle = oracle_record(result, batch_size)
+        rows = target_table(result, batch_size)
+        lines += ["", "Each line's most accurate point at or above each FLOPs speed-up (a timed point where one "
+                  "reaches it): accuracy, wall speed-up, points from the oracle"
+                  + (f" (`{ref}`'s oracle: {100 * oracle['accuracy']:.2f}%, {oracle['flops_speedup_ref']:.2f}x FLOPs)"
+                     if oracle else "") + "; the most accurate line at each speed-up in bold.", "",
+                  "| line | " + " | ".join(f">= {t:g}x FLOPs" for t in TARGETS) + " |",
+                  "|---|" + "---:|" * len(TARGETS)]
+        for row in rows:
+            cells = []
+            for t in TARGETS:
+                p = row["points"][t]
+                if p is None:
+                    cells.append("-")
+                    continue
+                gap = row["gap"][t]
+                text = (f"{100 * p['accuracy']:.2f}% · {_fmt(p.get('wall_speedup_ref'), '.2f', 'x')} wall"
+                        + ("" if gap is None else f" · {gap:+.2f}"))
+                cells.append(f"**{text}**" if row["winner"][t] else text)
+            lines.append(f"| {row['line']} | " + " | ".join(cells) + " |")
+    dis = [(name, policy, scores) for name, info in h["models"].items()
+           for policy, scores in (info.get("difficulty_inversion") or {}).get(precision, {}).items()]
+    if dis:
+        lines += ["", "Difficulty Inversion Score (CascadeBERT): how well each policy's confidence ranks the rows "
+                  "its exit answers wrongly below those it answers right, at each exit where it decides (1: every "
+                  "right row more confident than every wrong one; 0.5: no better than chance; - : no wrong row).",
+                  "", "| model | policy | DIS by exit |", "|---|---|---|"]
+        for name, policy, scores in dis:
+            text = ", ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}" for k, v in scores.items())
+            lines.append(f"| `{name}` | {policy} | {text} |")
+    return lines

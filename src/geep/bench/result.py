@@ -18,11 +18,15 @@ from typing import Any
 # absent from records written before it existed).
 # ``metric`` names the model's task's primary metric and ``score`` is its value, what the frontier and the summary read
 # (a classifier's: accuracy, so its ``score`` equals ``accuracy``; records written before tasks existed have neither,
-# and are read with their accuracy as the score); ``accuracy`` is None for regression.
+# and are read with their accuracy as the score); ``accuracy`` is None for regression. ``flops_speedup_ref`` and
+# ``wall_speedup_ref`` are over the bench's reference model's ``full`` (``reference`` names it; the header's
+# ``reference`` too), so static baselines and cascades sit on the same axes as a multi-exit model; the wall one is
+# timed in the same rounds as the record's own points. ``cascade_thresholds``: a cascade's threshold per member
+# boundary (``knob`` is then its member policy's knob), else None. Records written before these existed lack them.
 RECORD_FIELDS = ("model", "objective", "policy", "knob", "batch_size", "accuracy", "macro_f1", "mean_exit_layer",
                  "exit_histogram", "flops_speedup", "wall_speedup", "samples_per_s", "wall_seconds", "wall_runs", "timed",
                  "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold", "metric",
-                 "score")
+                 "score", "flops_speedup_ref", "wall_speedup_ref", "reference", "cascade_thresholds")
 
 
 @dataclass

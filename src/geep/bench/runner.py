@@ -35,6 +35,7 @@ import logging
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,9 +50,12 @@ from geep.errors import GeepError
 from geep.evaluation.sweep import sweep
 from geep.inference.inputs import label_ids
 from geep.inference.runs import all_exit_logits, run_spec
-from geep.inference.spec import resolve_device, resolve_run
+from geep.evaluation.metrics import difficulty_inversion_score
+from geep.inference.spec import policy_for, resolve_device, resolve_run
+from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import POLICIES, VerifyKnob, get_policy, policies_for
+from geep.policies.cascade import CascadeKnob
 from geep.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -131,7 +135,7 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
           repeats: int = 5, warmup: int = 1, device: str | torch.device | None = None,
           data_spec: str | None = None, show_progress: bool = False,
           extra_header: Mapping[str, Any] | None = None, precisions: Sequence[str] = ("fp32",),
-          accuracy_budget: float = 1.0) -> BenchResult:
+          accuracy_budget: float = 1.0, reference: str | None = None) -> BenchResult:
     """Benches every policy of ``policies`` on every model of ``models`` ({name: model}) over labelled texts.
 
     ``labels`` are label names (each model maps them to its own class ids; an unseen one is a GeepError).
@@ -141,6 +145,11 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
     ``precision``, its ``wall_speedup`` over ``full`` at that precision and ``wall_speedup_fp32`` over ``full`` at
     fp32 (when fp32 is benched). ``accuracy_budget`` (points below ``full`` at fp32) places the timed knobs: each
     policy's fastest frontier point within it is timed, with its neighbours (``geep.bench.frontier``).
+
+    ``reference`` (a name in ``models``; default: the first): the model every other is also measured against, so
+    static baselines (``geep train --num-layers``) and cascades sit on the same axes as a multi-exit model's
+    frontier: each record's ``flops_speedup_ref`` and ``wall_speedup_ref`` are over the reference's ``full`` (at fp32
+    where benched), the latter timed in the same interleaved rounds as the record's own points.
     """
     policies = check_policies(policies)
     batch_sizes = [int(b) for b in batch_sizes]
@@ -148,6 +157,9 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
                    warmup=warmup, accuracy_budget=accuracy_budget)
     if not models:
         raise GeepError("nothing to bench: no model")
+    reference = next(iter(models)) if reference is None else reference
+    if reference not in models:
+        raise GeepError(f"the reference {reference!r} is not one of the benched models: {', '.join(models)}")
     texts = list(texts)
     labels = list(labels)
     if len(labels) != len(texts):
@@ -187,40 +199,100 @@ def bench(models: Mapping[str, MultiExitClassifier], texts: Sequence[str], label
         "grid_points": grid_points,
         "timed_points": timed_points,
         "accuracy_budget": accuracy_budget,
+        "reference": reference,
         "repeats": repeats,
         "warmup": warmup,
         **dict(extra_header or {}),
         "models": {},
     }
     records: list[dict[str, Any]] = []
+    ref_model = models[reference]
+    ref = Reference(reference, ref_model, ref_model.tokenize(texts, None if text_pairs is None else list(text_pairs)),
+                    "fp32" if "fp32" in precisions else precisions[0])
     for name, model in models.items():
         info, model_records = bench_model(
             model, name, texts, labels, text_pairs, batch_sizes=batch_sizes, policies=policies,
             grid_points=grid_points, timed_points=timed_points, repeats=repeats, warmup=warmup,
             device_name=device_name, show_progress=show_progress, precisions=precisions,
-            accuracy_budget=accuracy_budget)
+            accuracy_budget=accuracy_budget, reference=None if name == reference else ref)
         header["models"][name] = info
         records.extend(model_records)
     return BenchResult(header, records)
 
 
-def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels: list[str],
+@dataclass(frozen=True)
+class Reference:
+    """The model every benched model is also measured against: its name, itself, the rows as it tokenises them, and
+    the precision of the ``full`` run that is the reference."""
+
+    name: str
+    model: Any
+    encoded: Any
+    precision: str
+
+
+def model_kind(model: Any) -> str:
+    """``cascade``, ``static`` (one exit: a complete model, e.g. ``geep train --num-layers``) or ``multi-exit``."""
+    if isinstance(model, Cascade):
+        return "cascade"
+    return "static" if len(model.exit_layers) == 1 else "multi-exit"
+
+
+def bench_policies(model: Any, policies: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The policies benched on ``model`` from the requested ones, and those skipped with the reason. A model runs
+    them as named when they apply to its task (the geep ones need an exit table); a model with one exit (a static
+    baseline) runs ``full`` alone. A cascade runs ``full`` as its last member alone (the
+    reference its speed-ups are over), ``cascade`` (its rule with full members), ``cascade-<p>`` for each dynamic
+    policy p when a member has exits of its own, and ``oracle``; not the geep policies (one model's table)."""
+    skipped: dict[str, str] = {}
+    if not isinstance(model, Cascade) and len(model.exit_layers) == 1:  # a complete model: every policy is full
+        return ["full"], {p: "one exit" for p in policies if p != "full"}
+    if not isinstance(model, Cascade):
+        task = model.config.task
+        usable = policies_for(task, signal=model.config.exit_module is not None)
+        for p in policies:
+            if p not in usable:
+                skipped[p] = f"does not apply to a {task} model"
+            elif get_policy(p).needs_table and model.exit_table is None:
+                skipped[p] = "no exit table"
+        return [p for p in policies if p not in skipped], skipped
+    early = any(len(member.exit_layers) > 1 for member in model.members)
+    active = ["full", "cascade"]
+    usable = policies_for(model.config.task)
+    for p in policies:
+        policy = get_policy(p)
+        if p in ("full", "oracle"):
+            continue
+        if p not in usable:
+            skipped[p] = f"does not apply to a cascade's members ({model.config.task}, no exit module)"
+        elif policy.predicts_layers:
+            skipped[p] = "predicts layers from one model's exit table"
+        elif not early:
+            skipped[p] = "no member exits early (the cascade policy is its rule)"
+        else:
+            active.append(f"cascade-{p}")
+    if "oracle" in policies:
+        active.append("oracle")
+    return active, skipped
+
+
+def bench_model(model: MultiExitClassifier | Cascade, name: str, texts: list[str], labels: list[str],
                 text_pairs: Sequence[str] | None, *, batch_sizes: Sequence[int], policies: Sequence[str],
                 grid_points: int, timed_points: int, repeats: int, warmup: int, device_name: str,
-                show_progress: bool = False, precisions: Sequence[str] = ("fp32",), accuracy_budget: float = 1.0
-                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One model's header entry and records (see :func:`bench`)."""
+                show_progress: bool = False, precisions: Sequence[str] = ("fp32",), accuracy_budget: float = 1.0,
+                reference: Reference | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One model's header entry and records (see :func:`bench`). ``reference``: the model this one is also measured
+    against (None: this is the reference)."""
     objective = model.config.objective
     task = model.task
     y = label_ids(model, labels)  # (N,) class ids; the task's targets
-    usable = policies_for(task.name, signal=model.config.exit_module is not None)
-    not_for_model = [p for p in policies if p not in usable]
-    if not_for_model:
-        logger.info("%s (%s): skipping %s, which do not apply to it", name, task.name, ", ".join(not_for_model))
-    skipped = [p for p in policies if p in usable and get_policy(p).needs_table and model.exit_table is None]
-    if skipped:
-        logger.info("%s: no exit table, skipping %s (build one with `geep build-table`)", name, ", ".join(skipped))
-    active = [p for p in policies if p not in skipped and p not in not_for_model]
+    active, why_skipped = bench_policies(model, policies)
+    not_for_model = [p for p, why in why_skipped.items() if why.startswith("does not apply")]
+    skipped = [p for p in why_skipped if p not in not_for_model]
+    for why in dict.fromkeys(why_skipped.values()):
+        hint = " (build one with `geep build-table`)" if why == "no exit table" else ""
+        logger.info("%s: %s, skipping %s%s", name, why, ", ".join(p for p, w in why_skipped.items() if w == why),
+                    hint)
     pairs = None if text_pairs is None else list(text_pairs)
     encoded, tokenize_seconds = median_seconds(lambda: model.tokenize(texts, pairs), repeats)
     n = len(texts)
@@ -231,28 +303,42 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
             exit_logits[precision] = all_exit_logits(model, encoded, batch_size=max(batch_sizes),
                                                      show_progress=show_progress, precision=precision).logits
     records: list[dict[str, Any]] = []
-    full_points = {}
+    full_points: dict[str, Any] = {}
+    full_flops: dict[int, int] = {}
+    ref_full_flops: dict[int, int] = {}
     for batch_size in batch_sizes:
         points = {}
         for precision in precisions:
             result = sweep(model, encoded, y, policies=active, batch_size=batch_size, grid_points=grid_points,
-                           exit_logits=exit_logits[precision])
+                           exit_logits=exit_logits[precision], precision=precision)
             full_points[precision] = result.full
             points[precision] = result.points
-        reference = full_points.get("fp32", full_points[precisions[0]])  # the budget is against full at fp32
-        walls = _time_points(model, name, encoded, y, points, batch_size=batch_size, timed_points=timed_points,
-                             repeats=repeats, warmup=warmup, show_progress=show_progress,
-                             floor=reference.score - accuracy_budget / 100.0)
+            full_flops[batch_size] = result.full_flops
+        own_full = full_points.get("fp32", full_points[precisions[0]])  # the budget is against full at fp32
+        walls, ref_run = _time_points(model, name, encoded, y, points, batch_size=batch_size,
+                                      timed_points=timed_points, repeats=repeats, warmup=warmup,
+                                      show_progress=show_progress, floor=own_full.score - accuracy_budget / 100.0,
+                                      reference=reference)
         full_median = {precision: statistics.median(walls[(precision, "full", 0)]) for precision in precisions}
         fp32_median = full_median.get("fp32")
+        if reference is None:  # this model is the reference: its own full at the reference precision
+            ref_precision = "fp32" if "fp32" in precisions else precisions[0]
+            ref_median, ref_flops = full_median[ref_precision], full_flops[batch_size]
+        else:
+            ref_median, ref_flops = statistics.median(walls[REF_KEY]), ref_run.flops.total
+        ref_full_flops[batch_size] = ref_flops
         for precision in precisions:
             for policy in active:
-                needs_labels = get_policy(policy).needs_labels
+                needs_labels = policy_for(model, policy).needs_labels
                 for i, point in enumerate(points[precision][policy]):
                     runs = walls.get((precision, policy, i))
                     median = None if runs is None else statistics.median(runs)
                     own = policy == "full"
                     knob, continue_threshold = split_knob(point.knob)
+                    thresholds = None
+                    if isinstance(point.knob, CascadeKnob):  # the oracle's thresholds mean nothing
+                        knob = point.knob.inner
+                        thresholds = None if needs_labels else list(point.knob.thresholds)
                     records.append({
                         "model": name,
                         "objective": objective,
@@ -277,6 +363,10 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
                         "continue_threshold": continue_threshold,
                         "metric": point.metric,
                         "score": point.score,
+                        "flops_speedup_ref": point.flops_speedup * ref_flops / full_flops[batch_size],
+                        "wall_speedup_ref": None if median is None else ref_median / median,
+                        "reference": name if reference is None else reference.name,
+                        "cascade_thresholds": thresholds,
                     })
     first = full_points[precisions[0]]
     info = {
@@ -295,29 +385,74 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
         "tokenize_samples_per_s": n / tokenize_seconds if tokenize_seconds > 0 else None,
         "skipped_policies": skipped,
         "policies_not_for_model": not_for_model,
+        "skipped_why": why_skipped,
+        "kind": model_kind(model),
+        "truncated_from": None if isinstance(model, Cascade) else model.config.truncated_from,
+        "members": [{"layers": m.num_layers, "exit_layers": list(m.exit_layers), "objective": m.config.objective}
+                    for m in model.members] if isinstance(model, Cascade) else None,
+        "full_flops": {str(b): f for b, f in full_flops.items()},
+        "reference_full_flops": {str(b): f for b, f in ref_full_flops.items()},
+        "difficulty_inversion": {precision: difficulty_inversion(model, active, exit_logits[precision], y, precision)
+                                 for precision in precisions} if task.name == "classification" else None,
     }
     return info, records
 
 
-def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: torch.Tensor,
+def difficulty_inversion(model: Any, policies: Sequence[str], exit_logits: torch.Tensor, labels: torch.Tensor,
+                         precision: str) -> dict[str, dict[str, float | None]]:
+    """CascadeBERT's Difficulty Inversion Score (``geep.evaluation.metrics.difficulty_inversion_score``) of each
+    policy that ranks rows by a confidence, at each exit where it decides (every exit it reads but L), from the
+    all-exits logits (N, |E|, C): {policy: {str(exit): DIS or None}}. Policies that rank by no confidence (full,
+    pabee, geep, oracle) are left out."""
+    index = {k: i for i, k in enumerate(model.exit_layers)}
+    out: dict[str, dict[str, float | None]] = {}
+    for name in policies:
+        if name == "full":
+            continue
+        policy = policy_for(model, name, precision)
+        scores: dict[str, float | None] = {}
+        for k in policy.exits(model.exit_layers, model.num_layers):
+            if k == model.num_layers:
+                continue
+            logits = exit_logits[:, index[k]]
+            confidence = policy.confidence_at(k, logits)
+            if confidence is None:
+                continue
+            scores[str(k)] = difficulty_inversion_score(confidence, logits.argmax(-1) != labels)
+        if scores:
+            out[name] = scores
+    return out
+
+
+REF_KEY = ("reference", "full", 0)  # the reference model's full run, timed in another model's rounds
+
+
+def _time_points(model: MultiExitClassifier | Cascade, name: str, encoded: dict, labels: torch.Tensor,
                  points: Mapping[str, Mapping[str, Sequence[Any]]], *, batch_size: int, timed_points: int,
-                 repeats: int, warmup: int, show_progress: bool, floor: float
-                 ) -> dict[tuple[str, str, int], list[float]]:
+                 repeats: int, warmup: int, show_progress: bool, floor: float, reference: Reference | None = None
+                 ) -> tuple[dict[tuple[str, str, int], list[float]], Any]:
     """Every timed run's wall seconds of the timed points ({precision: {policy: scored grid}}), keyed by
     (precision, policy, index into its grid): every precision's points in the same interleaved rounds. The knobs
-    are :func:`geep.bench.frontier.frontier_knobs` of each grid around ``floor`` (an accuracy in [0, 1])."""
+    are :func:`geep.bench.frontier.frontier_knobs` of each grid around ``floor`` (an accuracy in [0, 1]). With a
+    ``reference``, its ``full`` runs in the same rounds too (key :data:`REF_KEY`); its run's output is returned
+    beside the seconds (None without one). A cascade's ``full`` is its last member run alone."""
     keys: list[tuple[str, str, int]] = []
     runs: list[Callable[[], Any]] = []
+    if reference is not None:
+        ref_spec = resolve_run(reference.model, "full", precision=reference.precision, batch_size=batch_size)
+        keys.append(REF_KEY)
+        runs.append(lambda: run_spec(reference.model, ref_spec, reference.encoded))
     for precision, per_policy in points.items():
         for policy, scored in per_policy.items():
             def timeable(i: int, policy: str = policy, scored: Sequence[Any] = scored) -> bool:
                 return policy == "full" or exits_early(scored[i].exit_histogram, model.num_layers)  # see above
 
             for i in frontier_knobs(scored, timed_points, floor, timeable):
-                spec = resolve_run(model, policy, scored[i].knob, precision=precision, batch_size=batch_size)
+                runner = model.members[-1] if isinstance(model, Cascade) and policy == "full" else model
+                spec = resolve_run(runner, policy, scored[i].knob, precision=precision, batch_size=batch_size)
                 run_labels = labels if spec.policy.needs_labels else None
                 keys.append((precision, policy, i))
-                runs.append(lambda spec=spec, y=run_labels: run_spec(model, spec, encoded, labels=y))
+                runs.append(lambda spec=spec, y=run_labels, m=runner: run_spec(m, spec, encoded, labels=y))
     sync = torch.cuda.synchronize if model.device.type == "cuda" else None
     logger.info("%s, batch %d: timing %d points x %d repeats (+%d warm-up)", name, batch_size, len(runs), repeats,
                 warmup)
@@ -328,10 +463,15 @@ def _time_points(model: MultiExitClassifier, name: str, encoded: dict, labels: t
             outputs, seconds = time_interleaved(runs, repeats=repeats, warmup=warmup, sync=sync, on_run=bar.update)
     finally:
         bar.close()
-    for (precision, policy, i), out in zip(keys, outputs):
+    ref_run = None
+    for key, out in zip(keys, outputs):
+        if key == REF_KEY:
+            ref_run = out
+            continue
+        precision, policy, i = key
         _check_against_sweep(f"{name} {precision}", policy, points[precision][policy][i], out, labels, batch_size,
                              model.num_layers, model.task)
-    return dict(zip(keys, seconds))
+    return dict(zip(keys, seconds)), ref_run
 
 
 def _check_against_sweep(name: str, policy: str, point: Any, run: Any, labels: torch.Tensor, batch_size: int,

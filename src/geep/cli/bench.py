@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, action="append", metavar="DIR",
                    help="a directory written by `geep train`; repeat to bench several models together")
+    p.add_argument("--reference", default=None, metavar="DIR",
+                   help="the --model every other is also measured against, on the same axes (default: the first "
+                   "--model): static baselines (geep train --num-layers) and cascades beside its frontier")
     p.add_argument("--data", required=True, metavar="DATA", help="labelled FILE (.csv .tsv .json .jsonl .parquet, "
                    "a saved datasets dir) or a packaged NAME[:split], e.g. bbc:test")
     p.add_argument("--output", required=True, metavar="DIR", help="where bench.json, report.md, curves.png go")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from geep.cli.outputs import check_output_dir
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
     from geep.inference.spec import resolve_device
-    from geep.modeling.model import MultiExitClassifier
+    from geep.modeling.cascade import load_model
     from geep.runtime import parse_precisions
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
@@ -95,8 +98,14 @@ def run(args: argparse.Namespace) -> int:
     if len(set(args.model)) != len(args.model):
         raise GeepError("the same --model is given twice")
 
-    models = {name: MultiExitClassifier.from_pretrained(d)
-              for name, d in zip(model_names(args.model), args.model)}
+    names = model_names(args.model)
+    reference = None
+    if args.reference is not None:
+        matches = [n for n, d in zip(names, args.model) if Path(d).resolve() == Path(args.reference).resolve()]
+        if not matches:
+            raise GeepError(f"--reference {args.reference} is not one of the --model directories")
+        reference = matches[0]
+    models = {name: load_model(d) for name, d in zip(names, args.model)}
     configs = [m.config for m in models.values()]
     for name, config in zip(models, configs):
         pair_column(args.text_pair_column, config, name)
@@ -135,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     result = bench(models, texts, labels, pairs, batch_sizes=batch_sizes, policies=policies,
                    grid_points=args.grid_points, timed_points=args.timed_points, repeats=args.repeats,
                    warmup=args.warmup, device=device, data_spec=args.data, show_progress=not args.no_progress,
-                   precisions=precisions, accuracy_budget=args.accuracy_budget,
+                   precisions=precisions, accuracy_budget=args.accuracy_budget, reference=reference,
                    extra_header={"max_samples": args.max_samples, "seed": args.seed,
                                  "model_dirs": {n: str(d) for n, d in zip(models, args.model)}})
     paths = write_outputs(result, output)

@@ -55,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from geep.cli.columns import pair_column
     from geep.cli.outputs import check_writable
     from geep.evaluation.bounds import check_confidence
-    from geep.evaluation.calibrate import CALIBRATED_POLICIES, calibrate
+    from geep.evaluation.calibrate import CALIBRATED_POLICIES, CASCADE_POLICIES, calibrate
+    from geep.inference.spec import policy_for
+    from geep.modeling.cascade import Cascade
     from geep.data import get_columns, load_dataset_spec
     from geep.inference.spec import resolve_device
-    from geep.modeling.model import MultiExitClassifier
-    from geep.policies import get_policy
+    from geep.modeling.cascade import load_model
 
     if args.target_speedup is not None and args.target_speedup <= 0:
         raise GeepError(f"--target-speedup must be positive, got {args.target_speedup}")
@@ -69,16 +70,17 @@ def run(args: argparse.Namespace) -> int:
     check_grid_points(args.grid_points)
     directory = Path(args.model)
     device = resolve_device(args.device)
-    model = MultiExitClassifier.from_pretrained(directory, device=device)
+    model = load_model(directory, device=device)
     check_writable(directory, "--model")  # before the dev pass, not after it
     policies = None
     if args.policies:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        allowed = CASCADE_POLICIES if isinstance(model, Cascade) else CALIBRATED_POLICIES
         for name in policies:
-            get_policy(name)  # unknown -> error listing the known ones
-            if name not in CALIBRATED_POLICIES:
-                raise GeepError(f"{name} has no knob to calibrate; choose from: {', '.join(CALIBRATED_POLICIES)}")
-            if get_policy(name).needs_table and model.exit_table is None:
+            policy_for(model, name)  # unknown -> error listing the known ones
+            if name not in allowed:
+                raise GeepError(f"{name} has no knob to calibrate; choose from: {', '.join(allowed)}")
+            if policy_for(model, name).needs_table and model.exit_table is None:
                 raise GeepError(f"{name} needs an exit table; build one with `geep build-table --model {directory}`")
     cfg = model.config
     cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"|{'-' * 14}|{'-' * 18}|{'-' * 9}|{'-' * 8}|{'-' * 8}|{'-' * 10}|{'-' * 9}|{'-' * 12}|")
     for name, point in chosen.items():
         evidence = model.config.stored_evidence(args.precision, name) or {}
-        print(f"| {name:<12} | {knob_text(get_policy(name).knob_values(point.knob)):>16} | "
+        print(f"| {name:<12} | {knob_text(policy_for(model, name, args.precision).knob_values(point.knob)):>16} | "
               f"{100 * point.score:>6.2f}{unit} | {evidence.get('drop', 0.0):>6.2f} | "
               f"{bound_text(point.drop_bound)} | {'yes' if point.promised else 'no':>8} | "
               f"{point.flops_speedup:>6.2f}x | {point.mean_exit_layer:>10.2f} |")

@@ -55,6 +55,8 @@ def format_info(directory: str | Path) -> str:
         f"{backbone.get('num_attention_heads', backbone.get('n_heads', '?'))} attention heads, "
         f"vocab {backbone.get('vocab_size', '?')}",
         f"exits:          {', '.join(map(str, config.exit_layers))} (teacher: exit {config.num_layers})",
+        *([f"static:         the first {config.num_layers} of the encoder's {config.truncated_from} layers "
+           "(--num-layers)"] if config.truncated_from else []),
         f"exit heads:     {config.head}, {config.pooling} pooling, width {config.head_width}; "
         f"teacher: {teacher_kind}, {teacher_pooling} pooling" + _why(config, "pooling"),
         "task:           " + describe_task(config, ((training or {}).get("task") or {}).get("why")).replace("`", ""),
@@ -80,8 +82,35 @@ def format_info(directory: str | Path) -> str:
     return "\n".join(lines)
 
 
+def format_cascade_info(directory: str | Path) -> str:
+    """A cascade directory: its members (each read as ``geep info`` reads a model), its calibration."""
+    from geep.modeling.cascade import CASCADE_NAME, CascadeConfig
+
+    path = Path(directory) / CASCADE_NAME
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GeepError(f"cannot read {path}: {e}") from None
+    config = CascadeConfig.from_dict(data, path)
+    lines = [f"cascade:        {directory} ({len(config.members)} members)",
+             f"labels ({config.num_labels}):    {', '.join(config.label_names)}"]
+    offset = 0
+    for m, member in enumerate(config.members, 1):
+        member_config, _, _ = read_model_info(Path(directory) / member)
+        L = member_config.num_layers
+        lines.append(f"member {m}:       {member}: {L} layers (cascade layers {offset + 1}..{offset + L}), exits "
+                     f"{', '.join(map(str, member_config.exit_layers))}, objective {member_config.objective}")
+        offset += L
+    lines.append("default knobs:  " + (_describe_knobs(config) or "none (run `geep calibrate`)"))
+    lines.append("temperatures:   " + ("; ".join(f"{p}: {', '.join(f'{t:.3f}' for t in ts)}"
+                                                 for p, ts in sorted(config.temperatures.items())) or "none"))
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    print(format_info(args.model))
+    from geep.modeling.cascade import is_cascade_dir
+
+    print(format_cascade_info(args.model) if is_cascade_dir(args.model) else format_info(args.model))
     return 0
 
 

@@ -63,6 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--continue-threshold", default=None, metavar="T", type=_number,
                    help="geep-verify only: the fastbert threshold t in [0, 1] rows continue under after their "
                    "predicted layer (default: the model's calibrated one, else the exit table's build threshold S)")
+    p.add_argument("--cascade-threshold", default=None, metavar="T[,T..]", type=_numbers,
+                   help="a cascade only: one threshold in [0, 1] per member boundary: a row leaves at a member's "
+                   "last exit when its calibrated max probability is at least this (1: always go on to the next "
+                   "member; default: the calibrated ones, else 0.9); with full members --threshold is the same "
+                   "for a cascade of two")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, metavar="cpu|cuda", help="default: where the model loads (cpu)")
     p.add_argument("--precision", default="fp32", metavar="P",
@@ -72,6 +77,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_ray_arguments(p)
     p.set_defaults(func=run)
+
+
+def _numbers(text: str) -> list[float]:
+    return [_number(part) for part in text.split(",")]
 
 
 def _number(text: str) -> float:
@@ -97,14 +106,15 @@ def run(args: argparse.Namespace) -> int:
     from geep.data import get_columns, load_dataset_spec
     from geep.inference.inputs import GivenKnob
     from geep.inference.predictor import Predictor
-    from geep.modeling.model import MultiExitClassifier
+    from geep.modeling.cascade import load_model
 
     output = check_output(args.output, overwrite=args.overwrite, inputs=(args.input,), models=(args.model,))
     if args.batch_size < 1:
         raise GeepError(f"--batch-size must be at least 1, got {args.batch_size}")
-    model = MultiExitClassifier.from_pretrained(args.model)
+    model = load_model(args.model)
     # The run, resolved once: policy, knob, precision, device and batch size (geep.inference.spec).
-    predictor = Predictor(model, args.policy, GivenKnob(args.threshold, args.continue_threshold),
+    predictor = Predictor(model, args.policy, GivenKnob(args.threshold, args.continue_threshold,
+                                                        args.cascade_threshold),
                           batch_size=args.batch_size, device=args.device, precision=args.precision)
     policy = predictor.policy
     config = model.config
@@ -154,6 +164,8 @@ def write_predictions(path: Path, out: Any, task: Any, ids: list | None) -> None
                 f.write(jsonl_line(row))
         else:
             fields = (["id"] if ids is not None else []) + list(prediction_fields(task))
+            if getattr(out, "exit_member", None) is not None:
+                fields.append("exit_member")
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             for row in rows:

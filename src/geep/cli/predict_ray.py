@@ -47,7 +47,7 @@ def run_ray(args: argparse.Namespace) -> int:
     from geep.inference.inputs import GivenKnob
 
     pair = pair_column(args.text_pair_column, read_model_info(args.model)[0], args.model)
-    knob = GivenKnob(args.threshold, args.continue_threshold)  # resolved once, with the policy, by the job
+    knob = GivenKnob(args.threshold, args.continue_threshold, args.cascade_threshold)  # resolved once, with the policy, by the job
     import ray.data
     import ray.exceptions
 

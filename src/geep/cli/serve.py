@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     require_extra()
 
     from geep.inference.spec import resolve_device
-    from geep.modeling.model import MultiExitClassifier
+    from geep.modeling.cascade import load_model
     from geep.serving import ServeSettings, bind, create_app, run_server
 
     api_key = None
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     sock = bind(args.host, args.port)  # before the model loads: a taken port is said at once
     try:
-        model = MultiExitClassifier.from_pretrained(args.model)
+        model = load_model(args.model)
         if device is not None:
             model.to(device)
         app = create_app(model, settings)

@@ -77,6 +77,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "(1_Pooling/config.json: mean tokens -> mean, CLS token -> first), else first")
     p.add_argument("--exit-layers", default=None, metavar="K,K,..",
                    help="layers with an exit (default: every layer; the last is always one)")
+    p.add_argument("--num-layers", type=int, default=None, metavar="K",
+                   help="a static baseline: the encoder cut to its first K layers (1..L) and fine-tuned as a whole "
+                   "model, with one exit at K (unless --exit-layers names more); `geep bench` draws it beside "
+                   "multi-exit models")
     p.add_argument("--epochs", type=int, default=2, help="epochs of the first stage (a geep recipe that matches "
                    "passes trains --epochs + --distil-epochs: as many passes over the data as fastbert)")
     p.add_argument("--distil-epochs", type=int, default=1, help="epochs of a second (distillation) stage")
@@ -245,16 +249,27 @@ def run(args: argparse.Namespace) -> int:
         freeze_backbone=args.freeze_backbone, device=args.device, show_progress_bar=not args.no_progress,
     )
     model_path = resolve_model_path(args.model)
+    if args.num_layers is not None:
+        _check_num_layers(model_path, args.num_layers)
     check_output_dir(args.output, overwrite=args.overwrite, models=(model_path,),
                      inputs=[spec for spec in (args.train, args.dev, args.table_data) if spec is not None])
     train_cols, data_task = _read(args.train, "--train", args)
     args.data_task = data_task
+    objective = get_objective(args.objective, args.recipe)
+    if objective.tasks is not None and data_task.name not in objective.tasks:
+        raise GeepError(f"the {objective.name} objective applies to {', '.join(objective.tasks)} only, and "
+                        f"--train {args.train} is {data_task.name} data")
     data_labels = data_task.vocabulary(train_cols.labels)
     if data_task.name == "classification" and len(data_labels) < 2:
         raise GeepError(f"--train {args.train} has only one label ({data_labels[0]!r}); a classifier needs two")
     if data_task.name == "multi-label" and len(data_labels) < 2:
         raise GeepError(f"--train {args.train} names {len(data_labels)} label(s) {data_labels}; a multi-label model "
                         "needs two")
+    if args.num_layers is not None and exit_layers in ([], [args.num_layers]) and \
+            (args.table_fraction > 0 or args.table_data is not None):
+        logger.info("--num-layers %d with one exit: no exit table (it would predict the only exit), no rows held "
+                    "out for one", args.num_layers)
+        args.table_fraction, args.table_data = 0.0, None
     train_slice, table_slice, dev_slice = split_rows(args, train_cols)
     if args.table_data is not None:
         table_cols, _ = _read(args.table_data, "--table-data", args, data_task)
@@ -277,7 +292,8 @@ def run(args: argparse.Namespace) -> int:
     if data_task.name == "multi-label" and args.label_separator is not None:
         task_kwargs["label_separator"] = args.label_separator
     model = MultiExitClassifier.from_encoder(
-        model_path, data_labels, head=args.head, pooling=args.pooling, exit_layers=exit_layers,
+        model_path, data_labels, num_layers=args.num_layers, head=args.head, pooling=args.pooling,
+        exit_layers=exit_layers,
         objective=args.objective, recipe=recipe.name if recipe else None, max_length=args.max_length,
         text_column=args.text_column,
         text_pair_column=args.text_pair_column, label_column=args.label_column, **task_kwargs,
@@ -357,6 +373,17 @@ def run(args: argparse.Namespace) -> int:
     print(format_accuracy_table(result.dev_accuracy, metric=task.primary.replace("_", "-")))
     sys.stdout.flush()
     return 0
+
+
+def _check_num_layers(model_path: Path, num_layers: int) -> None:
+    """--num-layers in 1..L of the encoder, before anything is read or written."""
+    from geep.modeling.families import family_for
+    from geep.modeling.model import read_hf_config
+
+    config = read_hf_config(model_path)
+    depth = family_for(config).num_layers_of(config)
+    if not 1 <= num_layers <= depth:
+        raise GeepError(f"--num-layers must be in 1..{depth} (the encoder has {depth} layers), got {num_layers}")
 
 
 def _check_max_length(model_path: Path, max_length: int) -> None:

@@ -17,7 +17,11 @@ from torch import Tensor
 from geep.errors import GeepError
 from geep.evaluation.bounds import DEFAULT_CONFIDENCE, check_confidence
 from geep.evaluation.sweep import KnobPoint, choose_knob, choose_policy, sweep
+from geep.evaluation.temperature import fit_temperature
 from geep.inference.inputs import as_texts, check_lengths, label_ids
+from geep.inference.runs import all_exit_logits
+from geep.inference.spec import policy_for
+from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import get_policy, policies_for
 
@@ -29,15 +33,33 @@ CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "ge
                        "margin")
 
 
-def calibrated_policies(model: MultiExitClassifier) -> list[str]:
-    """The policies calibrated by default: those of :data:`CALIBRATED_POLICIES` the model's task can run (``lte``
-    with an exit module), the geep ones only with an exit table."""
+# A cascade's (geep.policies.cascade): its rule with full members, and with members that exit early.
+CASCADE_POLICIES = ("cascade", "cascade-fastbert", "cascade-deebert", "cascade-confidence", "cascade-pabee")
+
+
+def calibrated_policies(model: MultiExitClassifier | Cascade) -> list[str]:
+    """The policies ``calibrate`` stores a knob for by default: those of :data:`CALIBRATED_POLICIES` the model's task
+    can run (``lte`` with an exit module; the geep ones need an exit table); for a cascade ``cascade``, and the
+    member policies when a member has more than one exit."""
+    if isinstance(model, Cascade):
+        early = any(len(member.exit_layers) > 1 for member in model.members)
+        return list(CASCADE_POLICIES if early else CASCADE_POLICIES[:1])
     usable = policies_for(model.config.task, signal=model.config.exit_module is not None)
     return [p for p in CALIBRATED_POLICIES if p in usable and (model.exit_table is not None
                                                              or not get_policy(p).needs_table)]
 
 
-def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence[str] | Tensor,
+def cascade_temperatures(model: Cascade, exit_logits: Tensor, labels: Tensor) -> list[float]:
+    """Each boundary member's temperature (Guo et al. 2017) fitted on the rows' logits at its last exit, from the
+    cascade's all-exits logits (N, |E|, C)."""
+    index = {k: i for i, k in enumerate(model.exit_layers)}
+    temperatures = [fit_temperature(exit_logits[:, index[b]], labels) for b in model.boundaries]
+    logger.info("cascade temperatures (member boundaries %s): %s", model.boundaries,
+                ", ".join(f"{t:.3f}" for t in temperatures))
+    return temperatures
+
+
+def calibrate(model: MultiExitClassifier | Cascade, texts: Sequence[str], labels: Sequence[str] | Tensor,
               text_pairs: Sequence[str] | None = None, *, target_speedup: float | None = None,
               max_accuracy_drop: float | None = None, policies: Sequence[str] | None = None,
               batch_size: int = 32, grid_points: int = 41, precision: str = "fp32",
@@ -64,7 +86,9 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
     target. Returns the chosen point per policy (bound fields filled). Without an exit table, the geep policies
     are skipped. Every argument and policy is checked before anything is stored, so an unreachable speed-up
     changes nothing. The all-exits pass runs at ``precision`` (int8 confidences differ from fp32's); the other
-    precisions' knobs stay as they are.
+    precisions' knobs stay as they are. A cascade first fits each boundary member's temperature on dev (stored per
+    precision with the knobs); its knob is one threshold per member boundary (and its member policy's knob), chosen
+    under the same rule against its last member alone.
     """
     confidence = check_confidence(confidence)
     if policies is None:
@@ -74,22 +98,33 @@ def calibrate(model: MultiExitClassifier, texts: Sequence[str], labels: Sequence
         raise GeepError("calibration needs labelled dev rows; got none")
     check_lengths(texts, labels, text_pairs)
     encoded = model.tokenize(texts, None if text_pairs is None else as_texts(text_pairs, "text_pairs"))
-    result = sweep(model, encoded, label_ids(model, labels), policies=policies, batch_size=batch_size,
-                   grid_points=grid_points, precision=precision)
+    ids = label_ids(model, labels)
+    exit_logits, kept = None, None
+    if isinstance(model, Cascade):  # each boundary member's temperature first: the thresholds are on its scale
+        exit_logits = all_exit_logits(model, encoded, batch_size=batch_size, precision=precision).logits
+        kept = dict(model.config.temperatures)
+        model.config.temperatures[precision] = cascade_temperatures(model, exit_logits, ids)
     bounded = model.task.primary == "accuracy"
     if not bounded:
         logger.warning("%s is not a mean of right rows, so no confidence bound applies: each knob is chosen by its "
                        "dev point estimate (stored with confidence null)", model.task.primary.replace("_", "-"))
-    chosen = {name: choose_knob(result.points[name], result.full.score, target_speedup=target_speedup,
-                                max_accuracy_drop=max_accuracy_drop, confidence=confidence if bounded else None)
-              for name in policies}
+    try:
+        result = sweep(model, encoded, ids, policies=policies, batch_size=batch_size, grid_points=grid_points,
+                       precision=precision, exit_logits=exit_logits)
+        chosen = {name: choose_knob(result.points[name], result.full.score, target_speedup=target_speedup,
+                                    max_accuracy_drop=max_accuracy_drop, confidence=confidence if bounded else None)
+                  for name in policies}
+    except BaseException:
+        if kept is not None:
+            model.config.temperatures = kept  # an unreachable target changes nothing
+        raise
     target = ({"max_accuracy_drop": float(max_accuracy_drop)} if max_accuracy_drop is not None
               else {"target_speedup": float(target_speedup)})
     for name, point in chosen.items():
         evidence = {"confidence": confidence if bounded else None, "drop_bound": point.drop_bound,
                     "drop": 100.0 * (result.full.score - point.score), "metric": point.metric, "dev_rows": len(texts),
                     "promised": bool(point.promised), **target}
-        model.config.store_knob(precision, name, get_policy(name).knob_values(point.knob), evidence)
+        model.config.store_knob(precision, name, policy_for(model, name, precision).knob_values(point.knob), evidence)
     default = choose_policy(chosen, target_speedup=target_speedup, max_accuracy_drop=max_accuracy_drop)
     model.config.store_policy(precision, default)
     unpromised = [name for name, point in chosen.items() if not point.promised]

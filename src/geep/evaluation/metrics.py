@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -99,3 +100,24 @@ def interpolated_throughput(records: Iterable[Mapping[str, Any]], accuracy: floa
             t_i, t_j = slow[speed], fast[speed]
             return float(t_i + (t_j - t_i) * (a_i - accuracy) / (a_i - a_j))
     return float(frontier[-1][speed])
+
+
+def difficulty_inversion_score(confidence: Tensor, wrong: Tensor) -> float | None:
+    """CascadeBERT's Difficulty Inversion Score (Li et al., Findings of EMNLP 2021, Sec. 5): how well a confidence
+    ranks rows by difficulty. A row is hard (d = 1) when the exit answers it wrongly, easy (d = 0) otherwise; an
+    inversion is a pair whose hard row is the more confident. DIS = 1 - I / K with I the inversions (a tie in
+    confidence counts 1/2) and K = (#easy)(#hard), the most there can be: 1 when every easy row is more confident
+    than every hard one, 0.5 for a random order (it equals the ROC AUC of the confidence for "answered right").
+    ``confidence`` (N,), ``wrong`` (N,) bool; None when no row is easy or none is hard (nothing to rank)."""
+    c = confidence.double().flatten()
+    hard = wrong.bool().flatten()
+    easy_c, hard_c = c[~hard], c[hard]
+    K = easy_c.numel() * hard_c.numel()
+    if K == 0:
+        return None
+    # I = sum over hard rows of (#easy rows below it + half the easy rows it ties), by sorting the easy ones
+    easy_sorted = easy_c.sort().values
+    below = torch.searchsorted(easy_sorted, hard_c, right=False)
+    not_above = torch.searchsorted(easy_sorted, hard_c, right=True)
+    inversions = below.double().sum() + 0.5 * (not_above - below).double().sum()
+    return float(1.0 - inversions / K)

@@ -22,9 +22,9 @@ from geep.exit_table import exit_distribution
 from geep.inference.offline import Answered, run_rows
 from geep.inference.rows import Prepared
 from geep.inference.runs import all_exit_logits
-from geep.inference.spec import bind_policy, require_table, resolve_run
+from geep.inference.spec import policy_for, require_table, resolve_run
+from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import get_policy
 from geep.runtime.flops import FlopsCount, FlopsSpec
 from geep.runtime.replay import ReplayBackend
 from geep.tasks import Task
@@ -202,17 +202,18 @@ def _score(policy: str, knob: Any, predictions: Tensor, layers: Tensor, labels: 
                      metrics.get("macro_f1"), histogram, task.primary, metrics[task.primary], metrics, **paired)
 
 
-def replay_answers(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, policy: str, knob: Any, *,
-                   batch_size: int, labels: Tensor | None = None, distribution: Tensor | None = None
-                   ) -> tuple[Answered, FlopsCount]:
+def replay_answers(model: MultiExitClassifier | Cascade, exit_logits: Tensor, encoded: Encoded, policy: str,
+                   knob: Any, *, batch_size: int, labels: Tensor | None = None, distribution: Tensor | None = None,
+                   precision: str = "fp32") -> tuple[Answered, FlopsCount]:
     """One knob of one policy run by the real scheduler on recorded outputs (``ReplayBackend``): every row's answer
     (probabilities, predictions, exit layers, in input order) and the FLOPs the same run on the model counts.
 
     ``knob`` as the user gives it: this is a run of its own, resolved here (``resolve_run``); ``distribution``
     (N, L): the rows' predicted exit distributions, for policies that predict layers (default: looked up in the
-    model's table).
+    model's table). ``precision``: what the logits were recorded at (a cascade's temperatures are calibrated per
+    precision).
     """
-    spec = resolve_run(model, policy, knob, batch_size=batch_size)
+    spec = resolve_run(model, policy, knob, batch_size=batch_size, precision=precision)
     predicted = None
     if spec.policy.predicts_layers:
         if distribution is None:
@@ -225,12 +226,12 @@ def replay_answers(model: MultiExitClassifier, exit_logits: Tensor, encoded: Enc
     return answered, flops
 
 
-def replay(model: MultiExitClassifier, exit_logits: Tensor, encoded: Encoded, policy: str, knob: Any, *,
-           batch_size: int, labels: Tensor | None = None, distribution: Tensor | None = None
-           ) -> tuple[Tensor, Tensor, FlopsCount]:
+def replay(model: MultiExitClassifier | Cascade, exit_logits: Tensor, encoded: Encoded, policy: str, knob: Any, *,
+           batch_size: int, labels: Tensor | None = None, distribution: Tensor | None = None,
+           precision: str = "fp32") -> tuple[Tensor, Tensor, FlopsCount]:
     """:func:`replay_answers` as probabilities (N, C), exit layers (N,) and the FLOPs."""
     answered, flops = replay_answers(model, exit_logits, encoded, policy, knob, batch_size=batch_size, labels=labels,
-                                     distribution=distribution)
+                                     distribution=distribution, precision=precision)
     return answered.probabilities, answered.exit_layer, flops
 
 
@@ -244,7 +245,8 @@ def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, polic
     One all-exits pass at ``precision`` gives every exit's logits for every row (pass ``exit_logits`` (N, |E|, C)
     to reuse one); each knob is then run by the real scheduler on those logits (:func:`replay`), at ``batch_size``.
     The knobs of a policy are its grid of ``grid_points`` (``Policy.grid``; geep-verify's: (tau, t) pairs), or
-    those ``knobs`` names for it.
+    those ``knobs`` names for it. For a cascade, ``full`` is its last member run alone (the model it saves against:
+    every speed-up is over that) and ``cascade`` its rule with full members (``geep.policies.cascade``).
     """
     E, C = model.exit_layers, model.config.num_labels
     task = model.task
@@ -254,20 +256,28 @@ def sweep(model: MultiExitClassifier, encoded: Encoded, labels: Tensor, *, polic
     labels = labels.cpu() if task.name != "classification" else labels.long().cpu()
 
     def score(name: str, knob: Any, distribution: Tensor | None) -> KnobPoint:
+        if name == "full" and isinstance(model, Cascade):
+            return full  # a cascade's full: its last member alone (below)
         answered, flops = replay_answers(model, exit_logits, encoded, name, knob, batch_size=batch_size,
-                                         labels=labels, distribution=distribution)
+                                         labels=labels, distribution=distribution, precision=precision)
         return _score(name, knob, answered.predictions, answered.exit_layer, labels, E, flops.total, full_flops, task,
                       full_right)
 
-    answered, flops = replay_answers(model, exit_logits, encoded, "full", None, batch_size=batch_size)
+    reference, reference_logits = model, exit_logits
+    if isinstance(model, Cascade):  # what the cascade saves against: its last member run alone
+        reference = model.members[-1]
+        reference_logits = exit_logits[:, [i for i, k in enumerate(E) if k > model.offsets[-1]]]
+    answered, flops = replay_answers(reference, reference_logits, encoded, "full", None, batch_size=batch_size,
+                                     precision=precision)
     full_flops = flops.total
-    full = _score("full", None, answered.predictions, answered.exit_layer, labels, E, full_flops, full_flops, task)
+    full = _score("full", None, answered.predictions, answered.exit_layer, labels, reference.exit_layers, full_flops,
+                  full_flops, task)
     full_right = answered.predictions == labels if task.primary == "accuracy" else None  # (N,)
     distribution = None
-    if any(get_policy(name).predicts_layers for name in policies):
+    if any(policy_for(model, name).predicts_layers for name in policies):
         distribution = exit_distribution(require_table(model), encoded, model.pad_token_id).cpu()
     knobs = knobs or {}
     points = {name: [score(name, knob, distribution)
-                     for knob in knobs.get(name) or bind_policy(model, get_policy(name)).grid(C, len(E), grid_points)]
+                     for knob in knobs.get(name) or policy_for(model, name, precision).grid(C, len(E), grid_points)]
               for name in policies}
     return Sweep(full, points, full_flops)

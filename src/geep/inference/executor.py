@@ -92,7 +92,7 @@ class Executor:
             if self.policy.answers_from_memory:  # the vote of every exit, the last included
                 memory = self.policy.decide(logits, self.knob, memory)[1]
         else:
-            decision, memory = self.policy.decide(logits, self.knob, memory)  # (B,) bool
+            decision, memory = self.policy.decide_at(step.end, logits, self.knob, memory)  # (B,) bool
             leave = decision.tolist()  # the one host sync of the step
         outputs = self.policy.outputs(logits, memory) if self.policy.answers_from_memory else logits  # (B, K + S)
         finished = self.scheduler.update(step, leave)

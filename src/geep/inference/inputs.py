@@ -15,13 +15,14 @@ import torch
 from torch import Tensor
 
 from geep.errors import GeepError
+from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.tokens import unicode_problem
 
 
-def check_model(model: Any) -> MultiExitClassifier:
-    """``model`` itself, when it is a MultiExitClassifier."""
-    if not isinstance(model, MultiExitClassifier):
+def check_model(model: Any) -> MultiExitClassifier | Cascade:
+    """``model`` itself, when it is a MultiExitClassifier or a Cascade."""
+    if not isinstance(model, (MultiExitClassifier, Cascade)):
         raise GeepError(f"model must be a MultiExitClassifier, got {_kind(model)}; load a saved directory with "
                         "MultiExitClassifier.from_pretrained(DIR) or geep.Predictor.from_pretrained(DIR)")
     return model
@@ -116,12 +117,18 @@ class GivenKnob:
 
     threshold: Any = None
     continue_threshold: Any = None
+    cascade_thresholds: Any = None  # a cascade's: one per member boundary (``cascade_1`` ..), None: calibrated
 
 
-def knob_from(policy: Any, threshold: Any = None, continue_threshold: Any = None) -> Any:
+def knob_from(policy: Any, threshold: Any = None, continue_threshold: Any = None,
+              cascade_thresholds: Any = None) -> Any:
     """The knob a command line or a request gives ``policy`` (a ``geep.policies.Policy``): ``threshold`` alone as
     it is (None: the calibrated knob); with ``continue_threshold`` (geep-verify only, else a GeepError), the named
     values given, so what is left out keeps its calibrated value (``Policy.fill_knob``)."""
+    if cascade_thresholds is not None:
+        if not any(n.startswith("cascade_") for n in policy.knob_names):
+            raise GeepError("cascade thresholds apply to a cascade (a directory written by `geep cascade`)")
+        return _cascade_knob(policy, threshold, continue_threshold, cascade_thresholds)
     if continue_threshold is None:
         return threshold
     if "continue_threshold" not in policy.knob_names:
@@ -129,4 +136,24 @@ def knob_from(policy: Any, threshold: Any = None, continue_threshold: Any = None
     values = {"continue_threshold": continue_threshold}
     if threshold is not None:
         values[policy.knob_names[0]] = threshold
+    return values
+
+
+def _cascade_knob(policy: Any, threshold: Any, continue_threshold: Any, cascade_thresholds: Any) -> Any:
+    """A cascade's named knob values from a command line: its member policy's threshold (if any) and one threshold
+    per boundary; what is left out keeps its calibrated value."""
+    names = [n for n in policy.knob_names if n.startswith("cascade_")]
+    if continue_threshold is not None:
+        raise GeepError("a continue threshold is geep-verify's knob; a cascade does not run geep-verify")
+    thresholds = list(cascade_thresholds)
+    if len(thresholds) != len(names):
+        raise GeepError(f"this cascade has {len(names)} member boundar{'y' if len(names) == 1 else 'ies'}; give "
+                        f"{len(names)} cascade threshold(s), got {len(thresholds)}")
+    values = dict(zip(names, thresholds))
+    inner = [n for n in policy.knob_names if not n.startswith("cascade_")]
+    if threshold is not None:
+        if not inner:
+            raise GeepError(f"the {policy.name} policy's members take no threshold (got {threshold}); a cascade's "
+                            "boundaries take --cascade-threshold")
+        values[inner[0]] = threshold
     return values

@@ -13,7 +13,7 @@ from geep.inference.rows import Prepared, answers, build_rows
 from geep.inference.spec import RunSpec
 from geep.runtime.base import Backend
 from geep.runtime.flops import FlopsCount
-from geep.scheduling import Scheduler, Step, get_strategy
+from geep.scheduling import Scheduler, Step, Strategy, get_strategy
 from geep.tasks import Classification, Task
 from geep.tokens import token_lengths
 
@@ -51,6 +51,14 @@ class _Outputs:
         return Answered(probabilities, predictions, self.exit_layer)
 
 
+def make_scheduler(backend: Backend, spec: RunSpec, strategy: Strategy) -> Scheduler:
+    """The scheduler of a run on ``backend``: the exits the spec's policy reads (``Policy.exits``: every exit, L
+    alone for ``full``, a cascade's member boundaries under ``full``), the spec's batch size, ``strategy``. The one
+    place offline runs and the server's lanes make one."""
+    return Scheduler(spec.policy.exits(backend.exit_layers, backend.num_layers), backend.num_layers, strategy,
+                     batch_size=spec.batch_size)
+
+
 def length_order(lengths: Sequence[int]) -> list[int]:
     """Row indices sorted by length (stable, so equal lengths keep input order)."""
     return sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -77,8 +85,7 @@ def run_rows(backend: Backend, spec: RunSpec, prepared: Prepared, *, order: Sequ
     chunk = n if spec.schedule == "shrink" else CHUNK_ROWS
     rows = build_rows(prepared, order)
     for start in range(0, n, max(chunk, 1)):
-        scheduler = Scheduler(backend.exit_layers, backend.num_layers, get_strategy(spec.schedule),
-                              batch_size=spec.batch_size, reads_exits=spec.policy.reads_exits)
+        scheduler = make_scheduler(backend, spec, get_strategy(spec.schedule))
         scheduler.add(rows[start:start + chunk])
         executor = Executor(scheduler, backend, spec.policy, spec.knob, labels=labels, flops=flops, on_head=on_head)
         for finished in executor.run():

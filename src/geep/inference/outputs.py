@@ -39,6 +39,9 @@ class PredictionOutput:
     probabilities: Tensor
     exit_layer: Tensor
     task: str = "classification"
+    # a cascade's: the member (1..M) each row left in; exit_layer then counts every layer the row ran through, its
+    # earlier members' included (geep.modeling.cascade). None for a model.
+    exit_member: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -49,31 +52,36 @@ class PredictionOutput:
         return self.labels
 
     @classmethod
-    def empty(cls, task: Task) -> "PredictionOutput":
-        """No rows."""
+    def empty(cls, task: Task, cascade: bool = False) -> "PredictionOutput":
+        """No rows (``cascade``: with an empty ``exit_member``)."""
         answer = task.answer(torch.zeros((0, task.num_outputs)))
-        return cls([], answer.predictions, answer.probabilities, torch.zeros((0,), dtype=torch.long), task.name)
+        empty = torch.zeros((0,), dtype=torch.long)
+        return cls([], answer.predictions, answer.probabilities, empty, task.name, empty.clone() if cascade else None)
 
     @classmethod
-    def from_run(cls, task: Task, run: "PolicyRun") -> "PredictionOutput":
-        """The rows of a run (:class:`PolicyRun`) of a model of ``task``."""
+    def from_run(cls, task: Task, run: "PolicyRun", exit_member: Tensor | None = None) -> "PredictionOutput":
+        """The rows of a run (:class:`PolicyRun`) of a model of ``task`` (``exit_member``: a cascade's, per row)."""
         return cls(task.written(run.predictions, run.probabilities), run.predictions, run.probabilities,
-                   run.exit_layer, task.name)
+                   run.exit_layer, task.name, exit_member)
 
     def rows(self, task: Task | Sequence[str], ids: Sequence | None = None) -> list[dict[str, Any]]:
         """One dict per row, as `geep predict` writes them: id (when ``ids`` are given), then the task's fields
-        (``Task.prediction_fields``; classification: prediction, probability, probabilities {label: p}) and
-        exit_layer. ``task``: the model's (a list of label names: a classifier's, for older callers)."""
+        (``Task.prediction_fields``; classification: prediction, probability, probabilities {label: p}),
+        exit_layer, and a cascade's exit_member. ``task``: the model's (a list of label names: a classifier's, for
+        older callers)."""
         if not isinstance(task, Task):
             from geep.tasks import Classification
 
             task = Classification(tuple(task))
         probs = self.probabilities.tolist()
+        members = None if self.exit_member is None else self.exit_member.tolist()
         rows = []
         for i, (prediction, layer) in enumerate(zip(self.labels, self.exit_layer.tolist())):
             row: dict[str, Any] = {} if ids is None else {"id": ids[i]}
             row.update(task.row(prediction, probs[i]))
             row["exit_layer"] = layer
+            if members is not None:
+                row["exit_member"] = members[i]
             rows.append(row)
         return rows
 

@@ -21,6 +21,7 @@ from geep.inference.rows import prepare
 from geep.inference.runs import run_spec
 from geep.inference.spec import RunSpec, resolve_run
 from geep.errors import GeepError
+from geep.modeling.cascade import Cascade, load_model
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import Policy
 from geep.runtime.precision import make_backend
@@ -51,8 +52,8 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, policy: str | Policy | None = None, knob: Any = None,
                         **kwargs: Any) -> "Predictor":
-        """Loads a saved model directory and binds a policy to it."""
-        return cls(MultiExitClassifier.from_pretrained(directory), policy, knob, **kwargs)
+        """Loads a saved model (or cascade) directory and binds a policy to it."""
+        return cls(load_model(directory), policy, knob, **kwargs)
 
     @property
     def policy(self) -> Policy:
@@ -88,10 +89,11 @@ class Predictor:
             raise GeepError(f"the {spec.policy.name} policy needs the true labels (a label column)")
         task = model.task
         if not texts:
-            return PredictionOutput.empty(task)
+            return PredictionOutput.empty(task, cascade=isinstance(model, Cascade))
         run = run_spec(model, spec, prepare(model, spec, texts, pairs), labels=ids, show_progress=show_progress)
         logger.debug("%s: %d rows, %.3g FLOPs", spec.describe(), len(texts), run.flops.total)
-        return PredictionOutput.from_run(task, run)
+        members = model.exit_members(run.exit_layer) if isinstance(model, Cascade) else None
+        return PredictionOutput.from_run(task, run, members)
 
 
 def predict(model: MultiExitClassifier, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None,

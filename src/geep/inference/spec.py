@@ -27,8 +27,10 @@ import torch
 from geep.errors import GeepError
 from geep.exit_table import ExitTable
 from geep.inference.inputs import GivenKnob, check_batch_size, knob_from
+from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import Policy, get_policy, policies_for
+from geep.policies.cascade import CascadePolicy
 from geep.runtime.precision import check_precision
 from geep.scheduling import STRATEGIES
 from geep.tasks import OutputLayout, Task, get_task
@@ -102,13 +104,13 @@ def resolve_run(model: MultiExitClassifier, policy: str | Policy | None = None, 
     serving = fallback == SERVER_FALLBACK
     if policy is None:
         name = _default_policy(model, precision)
-        if name is not None and schedule is not None and get_policy(name).predicts_layers \
+        if name is not None and schedule is not None and policy_for(model, name).predicts_layers \
                 and schedule not in PREDICTED_SCHEDULES:
             name = None  # a calibrated geep policy gives way under a schedule that cannot run it
         policy = name or (_server_fallback(model, precision, schedule) if serving else fallback)
-    policy = bind_policy(model, get_policy(policy))
+    policy = policy_for(model, policy, precision)
     if isinstance(knob, GivenKnob):
-        knob = knob_from(policy, knob.threshold, knob.continue_threshold)
+        knob = knob_from(policy, knob.threshold, knob.continue_threshold, knob.cascade_thresholds)
     if serving and policy.needs_labels:
         raise GeepError(NEEDS_LABELS_IN_SERVER.format(name=policy.name))
     schedule = schedule or policy.schedule
@@ -124,7 +126,7 @@ def resolve_run(model: MultiExitClassifier, policy: str | Policy | None = None, 
 def output_layout(model: MultiExitClassifier) -> OutputLayout:
     """How the model's exit outputs are laid out: its task's K columns, then its exit module's signals; |E| exits."""
     config = model.config
-    return OutputLayout(config.task, config.num_outputs, config.num_signals, len(config.exit_layers))
+    return OutputLayout(config.task, config.num_outputs, config.num_signals, len(model.exit_layers))
 
 
 def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
@@ -139,6 +141,24 @@ def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
         raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has no exit module; train "
                         "one with `geep train --exit-module lte`")
     return policy.bind(output_layout(model))
+
+
+def policy_for(model: MultiExitClassifier | Cascade, policy: str | Policy, precision: str = "fp32") -> Policy:
+    """The policy object a run of ``model`` uses: the registered one, bound to the model's outputs
+    (:func:`bind_policy`); for a cascade, the member policy wrapped in
+    the cascade's rule (``geep.policies.cascade``) with the temperatures calibrated at ``precision``. A cascade takes
+    a member policy's name (``full`` is ``cascade``) or its cascade name (``cascade``, ``cascade-fastbert``)."""
+    if not isinstance(model, Cascade):
+        return bind_policy(model, get_policy(policy))
+    if isinstance(policy, CascadePolicy):
+        return policy
+    if isinstance(policy, str) and policy == "cascade":
+        policy = "full"
+    elif isinstance(policy, str) and policy.startswith("cascade-"):
+        policy = policy[len("cascade-"):]
+    inner = bind_policy(model, get_policy(policy))
+    temperatures = model.config.temperatures_at(precision, len(model.boundaries))
+    return CascadePolicy(inner, model.boundaries, temperatures, model.member_exits)
 
 
 def require_table(model: MultiExitClassifier) -> ExitTable:
@@ -173,12 +193,14 @@ def _default_policy(model: MultiExitClassifier, precision: str) -> str | None:
     """The policy ``geep calibrate`` stored as the default at ``precision`` (else at fp32), or None when none is
     stored or the model cannot run it (a geep policy without an exit table)."""
     name = model.config.stored_policy(precision) or model.config.stored_policy("fp32")
-    if name is None or (get_policy(name).needs_table and model.exit_table is None):
+    if name is None or (policy_for(model, name).needs_table and model.exit_table is None):
         return None
     return name
 
 
 def _server_fallback(model: MultiExitClassifier, precision: str, schedule: str | None) -> str:
+    if isinstance(model, Cascade):
+        return "cascade"
     calibrated = model.config.stored_knob(precision, "geep-verify") or model.config.stored_knob("fp32",
                                                                                                 "geep-verify")
     if model.exit_table is not None and calibrated and schedule in (None, *PREDICTED_SCHEDULES):

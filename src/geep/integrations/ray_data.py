@@ -39,7 +39,7 @@ from geep.inference.runs import run_spec
 from geep.inference.spec import resolve_run
 from geep.integrations.ray_input import InputFiles, scan_input
 from geep.io import check_output_dir, default_dir_mode
-from geep.modeling import MultiExitClassifier
+from geep.modeling.cascade import Cascade, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class RayPredictor:
         if threads is not None:
             torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else None
-        self.model = MultiExitClassifier.from_pretrained(model_dir, device=device)
+        self.model = load_model(model_dir, device=device)
         config = self.model.config
         self.spec = resolve_run(self.model, policy, knob, precision=precision, batch_size=batch_size)  # once per actor
         if self.spec.policy.needs_labels:
@@ -81,10 +81,11 @@ class RayPredictor:
         pairs = None if self.text_pair_column is None else [_text(v) for v in batch[self.text_pair_column]]
         run = run_spec(self.model, self.spec, prepare(self.model, self.spec, texts, pairs))
         task = self.model.task
-        out = PredictionOutput.from_run(task, run)
+        cascade = isinstance(self.model, Cascade)
+        out = PredictionOutput.from_run(task, run, self.model.exit_members(run.exit_layer) if cascade else None)
         ids = None if self.id_column is None else [_id(v) for v in batch[self.id_column]]
-        frame = pd.DataFrame(out.rows(task, ids), columns=(["id"] if ids is not None else []) + list(
-            prediction_fields(task)))
+        frame = pd.DataFrame(out.rows(task, ids), columns=(["id"] if ids is not None else [])
+                             + list(prediction_fields(task)) + (["exit_member"] if cascade else []))
         if self.with_actor:
             frame[ACTOR_COLUMN] = self.actor
         return frame
@@ -153,7 +154,7 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
             raise GeepError(f"{name} must be at least 1, got {value}")
     if num_gpus < 0:
         raise GeepError(f"--num-gpus must be >= 0, got {num_gpus}")
-    model = MultiExitClassifier.from_pretrained(model_dir)  # checks the directory and the run, in the driver
+    model = load_model(model_dir)  # checks the directory and the run, in the driver
     spec = resolve_run(model, policy, knob, precision=precision, batch_size=batch_size,
                        device_type="cuda" if num_gpus > 0 else "cpu")
     if spec.policy.needs_labels:

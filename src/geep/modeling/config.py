@@ -69,6 +69,9 @@ class GeepConfig:
     # Per-exit dev score of the kept checkpoint, {str(k): score}, written by training: the task's primary metric
     # (accuracy for classification, micro-F1 for multi-label, Pearson for regression).
     dev_accuracy: dict[str, float] = field(default_factory=dict)
+    # The encoder's own number of layers when this model is its first num_layers layers (`geep train --num-layers`,
+    # a static baseline), else None.
+    truncated_from: int | None = None
     # Why each setting geep chose from the backbone got its value, {setting: reason}, e.g. {"pooling": "mean: ..."};
     # filled by `MultiExitClassifier.from_encoder` for the settings left to it (geep.modeling.backbone_defaults).
     auto_settings: dict[str, str] = field(default_factory=dict)
@@ -302,6 +305,7 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "target_std": (lambda v: v is None or _is_number(v), "a number or null"),
     "label_separator": (lambda v: v is None or (isinstance(v, str) and v != ""), "a non-empty string or null"),
     "exit_module": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "truncated_from": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
     "format_version": (_is_int, "an integer"),
 }
 

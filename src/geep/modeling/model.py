@@ -239,7 +239,7 @@ class MultiExitClassifier(nn.Module):
     # ------------------------------------------------------------------------------------- construction
     @classmethod
     def from_encoder(cls, name_or_path: str | os.PathLike, label_names: Sequence[str] | None = None,
-                     **config_kwargs: Any) -> "MultiExitClassifier":
+                     num_layers: int | None = None, **config_kwargs: Any) -> "MultiExitClassifier":
         """A new multi-exit model on a pretrained encoder directory (or a packaged name such as ``minilm``).
 
         A fine-tuned ``*ForSequenceClassification`` directory keeps its classifier as the teacher (a ``linear``
@@ -248,7 +248,10 @@ class MultiExitClassifier(nn.Module):
         fine-tuned model's own logits. Any family is refused in one line if stepping it layer by layer does not
         reproduce its own forward (``Backbone.check_parity``). ``pooling`` ``auto`` (the default) and ``max_length``
         None (the default) are read from the backbone's files (``geep.modeling.backbone_defaults``); the config
-        records why (``auto_settings``).
+        records why (``auto_settings``). ``num_layers`` k: the encoder cut to its first k layers by its family's
+        adapter (``Family.truncate``; a static baseline, fine-tuned as a whole), checked like any other model; 0 or
+        more than the encoder has is a one-line GeepError. Its default exits are then k alone (a complete model
+        whose one policy is ``full``), and ``truncated_from`` records the encoder's own depth.
         """
         path = resolve_model_path(name_or_path)
         config_kwargs = dict(config_kwargs)
@@ -267,8 +270,12 @@ class MultiExitClassifier(nn.Module):
             raise GeepError(f"{name_or_path} is a fine-tuned classifier, whose classifier cannot be a {task} "
                             "teacher; train on its base encoder")
         tokenizer = load_tokenizer(path)
+        if num_layers is not None:
+            config_kwargs = _truncation_kwargs(config_kwargs, num_layers, family.num_layers_of(hf_config))
         if fine_tuned:
             hf_model = _load_hf_model(AutoModelForSequenceClassification, path)
+            if num_layers is not None:
+                family.truncate(hf_model.base_model, num_layers)  # the reference below runs the cut model
             names = [hf_config.id2label[i] for i in range(hf_config.num_labels)]
             if label_names is not None and sorted(label_names) != sorted(names):
                 raise GeepError(f"the data's labels {sorted(label_names)} differ from the model's {names}")
@@ -287,6 +294,8 @@ class MultiExitClassifier(nn.Module):
             _check_teacher(model, batch, reference, type(hf_model).__name__)
             return model
         encoder = _load_hf_model(AutoModel, path)
+        if num_layers is not None:
+            family.truncate(encoder, num_layers)
         config_kwargs = _with_max_length(config_kwargs, auto, path, max_positions(encoder), tokenizer)
         config = GeepConfig(num_layers=family.num_layers(encoder), label_names=list(label_names),
                             **config_kwargs)
@@ -381,6 +390,16 @@ class MultiExitClassifier(nn.Module):
         if bad:
             raise GeepError(f"weights have the wrong shape for: {', '.join(bad[:5])}")
         self.load_state_dict(state, strict=True)
+
+
+def _truncation_kwargs(config_kwargs: dict[str, Any], num_layers: Any, depth: int) -> dict[str, Any]:
+    """``config_kwargs`` for an encoder of ``depth`` layers cut to ``num_layers``: checked (1..depth, else a one-line
+    GeepError), ``truncated_from`` set, and the exits k alone unless exits were asked for."""
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= depth:
+        raise GeepError(f"--num-layers must be in 1..{depth} (the encoder has {depth} layers), got {num_layers}")
+    if any(k > num_layers for k in config_kwargs.get("exit_layers") or []):
+        raise GeepError(f"exit layers must lie in 1..{num_layers} (--num-layers), got {config_kwargs['exit_layers']}")
+    return {**config_kwargs, "truncated_from": depth, "exit_layers": config_kwargs.get("exit_layers") or [num_layers]}
 
 
 def _with_max_length(config_kwargs: dict[str, Any], auto: dict[str, Choice], path: Path, positions: int | None,

@@ -139,6 +139,36 @@ def learned_exit_loss(exit_signals: Tensor, exit_logits: Tensor, labels: Tensor,
     return ((torch.sigmoid(exit_signals[..., 0]) - target) ** 2).mean(1).sum()
 
 
+# CascadeBERT's difficulty-aware regularisation (Li et al., Findings of EMNLP 2021, Sec. 4, and their released
+# run script's defaults: margin 0.3, weight 0.5).
+DA_MARGIN, DA_WEIGHT = 0.3, 0.5
+
+
+def difficulty_ranking_loss(confidence: Tensor, difficulty: Tensor, margin: float = DA_MARGIN) -> Tensor:
+    """CascadeBERT's difficulty-aware regulariser: an easy row (d = 0) should be more confident than a hard one
+    (d = 1) by ``margin``: mean over the batch's (easy i, hard j) pairs of max(0, margin - (c_i - c_j)), a margin
+    ranking loss on c = max_c softmax(logits). (Their code samples one hard row per easy row; every pair is used here,
+    the same loss in expectation.) confidence (B,), difficulty (B,) in {0, 1}; 0 when the batch lacks either kind."""
+    hard = difficulty.bool()
+    easy_c, hard_c = confidence[~hard], confidence[hard]
+    if easy_c.numel() == 0 or hard_c.numel() == 0:
+        return confidence.sum() * 0.0  # keeps the graph: a zero that still backpropagates
+    gaps = easy_c[:, None] - hard_c[None, :]  # (easy, hard)
+    return F.relu(margin - gaps).mean()
+
+
+def difficulty_aware_loss(exit_logits: Tensor, diverse_logits: Tensor | None, labels: Tensor, exit_layers: list[int],
+                          *, difficulty: Tensor, weight: float = DA_WEIGHT, margin: float = DA_MARGIN,
+                          task: Task = CLASSIFICATION) -> Tensor:
+    """CascadeBERT's objective for a member: sum_k CE(S_k(h_k), y) over every exit (the teacher's included) +
+    weight * :func:`difficulty_ranking_loss` of the teacher's confidence, the exit the cascade rule reads.
+    ``difficulty`` (B,): 1 for the rows the model answered wrongly after its first stage."""
+    if task.name != "classification":
+        raise ValueError("the difficulty-aware loss reads a classifier's confidence")  # refused at `geep train`
+    confidence = F.softmax(exit_logits[-1], dim=-1).max(-1).values  # (B,)
+    return cross_entropy_sum(exit_logits, labels) + weight * difficulty_ranking_loss(confidence, difficulty, margin)
+
+
 @dataclass(frozen=True)
 class Stage:
     """One pass of training: which parameter groups learn, for how many epochs, under which loss."""
@@ -152,6 +182,8 @@ class Stage:
     needs_diverse: bool = False
     # BERxiT's alternating fine-tuning: steps 2, 4, ... take this loss instead of ``loss`` (None: every step ``loss``).
     alternate: LossFn | None = None
+    # the loss takes ``difficulty=`` (B,): 1 for each row the model answered wrongly when the stage began
+    needs_difficulty: bool = False
 
     def loss_at(self, step: int) -> LossFn:
         """The loss of training step ``step`` (1-based, counted over the stage)."""
@@ -192,6 +224,7 @@ class Objective:
     stages: tuple[Stage, ...]
     description: str
     recipe: Recipe | None = None  # the geep objective's recipe
+    tasks: tuple[str, ...] | None = None  # the tasks it applies to (None: every task)
 
 
 _PASSES = "epochs = --epochs + --distil-epochs (fastbert's passes over the data)"
@@ -225,6 +258,19 @@ _FINE_TUNE = Stage("fine-tune", teacher_loss, trains=("backbone", "teacher"))
 
 OBJECTIVES: dict[str, Objective] = {
     "geep": geep_objective(),
+    "cascade-da": Objective(
+        "cascade-da",
+        (_FINE_TUNE, Stage("difficulty-aware", difficulty_aware_loss, trains=("backbone", "teacher", "students"),
+                           epochs="distil_epochs", needs_difficulty=True)),
+        "CascadeBERT's member: fine-tune backbone + teacher; then mark each training row hard (answered wrongly) or "
+        "easy, and train on cross entropy at every exit + 0.5 x a margin (0.3) ranking loss that makes easy rows "
+        "more confident than hard ones at the teacher", tasks=("classification",),
+    ),
+    "fine-tune": Objective(
+        "fine-tune", (_FINE_TUNE,),
+        "ordinary fine-tuning of backbone + teacher (a static baseline, CascadeBERT's complete model); students, "
+        "if any, stay untrained",
+    ),
     "fastbert": Objective(
         "fastbert",
         (_FINE_TUNE, Stage("distil", student_distillation_loss, trains=("students",), epochs="distil_epochs")),

@@ -199,6 +199,21 @@ class Policy:
         """(B,) bool: the rows that leave at this exit, given its logits (B, C); and the updated memory."""
         raise NotImplementedError
 
+    def decide_at(self, layer: int, logits: Tensor, knob: Any, memory: Memory) -> tuple[Tensor, Memory]:
+        """:meth:`decide` at exit ``layer`` (every row of a step is at one exit): what the executor calls. A policy
+        whose rule depends on the exit (a cascade's member boundaries, ``geep.policies.cascade``) overrides it."""
+        return self.decide(logits, knob, memory)
+
+    def exits(self, exit_layers: Sequence[int], num_layers: int) -> list[int]:
+        """The exits whose heads the policy reads (the scheduler's E): all of them, or L alone for a policy that
+        does not read exits."""
+        return list(exit_layers) if self.reads_exits else [num_layers]
+
+    def confidence_at(self, layer: int, logits: Tensor, knob: Any = None) -> Tensor | None:
+        """(B,) how confident the rule is in each row at exit ``layer`` (higher: more ready to leave), for a policy
+        that ranks rows by a confidence (the bench's Difficulty Inversion Score); None for the others."""
+        return None
+
     def predict_layers(self, distribution: Tensor, knob: Any, exit_layers: Sequence[int]) -> Tensor:
         """Each row's predicted exit layer (N,) in E from its exit distribution (N, L), for policies that
         ``predicts_layers``."""

@@ -26,3 +26,6 @@ class ConfidencePolicy(Policy):
             return all_leave(logits), memory
         top = F.log_softmax(self.layout.task_outputs(logits).float(), dim=-1).max(-1).values.exp()  # (B,)
         return top >= knob, memory
+
+    def confidence_at(self, layer: int, logits: Tensor, knob=None) -> Tensor:
+        return F.log_softmax(logits.float(), dim=-1).max(-1).values.exp()  # (B,)

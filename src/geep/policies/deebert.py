@@ -29,3 +29,6 @@ class DeeBertPolicy(Policy):
         if knob >= math.log(logits.shape[-1]):
             return all_leave(logits), memory
         return entropy(logits) <= knob, memory
+
+    def confidence_at(self, layer: int, logits: Tensor, knob=None) -> Tensor:
+        return -entropy(logits)  # (B,)

@@ -28,3 +28,6 @@ class FastBertPolicy(Policy):
             return all_leave(logits), memory
         logits = self.layout.task_outputs(logits)  # (B, C)
         return entropy(logits) / math.log(logits.shape[-1]) <= knob, memory
+
+    def confidence_at(self, layer: int, logits: Tensor, knob=None) -> Tensor:
+        return -entropy(logits) / math.log(logits.shape[-1])  # (B,)

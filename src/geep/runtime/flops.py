@@ -31,7 +31,10 @@ A :class:`FlopsCount` records every call the executor made -- ``(layer, rows, T)
 ``(exit, rows, T)`` for heads -- and turns the record into FLOPs with the formulas above, so the count is
 exact integer arithmetic and tests can compare the record itself with what forward hooks saw. The executor
 counts each step the scheduler plans, so a run on recorded logits (``geep.runtime.replay``) counts exactly what
-the same run on the model counts; nothing else computes FLOPs from row lengths.
+the same run on the model counts; nothing else computes FLOPs from row lengths. A cascade's spec is its members'
+in sequence (:meth:`FlopsSpec.concatenate`): member m's layer k is the cascade's layer o_m + k, each head counted at
+its own member's width, so the count holds every member that ran (embedding a row afresh in the next member is a
+lookup, 0; ALBERT's projection of the embeddings is its member's layer 1's ``once_products``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from geep.modeling.cascade import Cascade
 from geep.modeling.families import LayerShape
 from geep.modeling.model import MultiExitClassifier
 
@@ -106,18 +110,37 @@ class FlopsSpec:
     heads: dict[int, tuple[str, str, int]]  # exit k -> (kind, pooling, width)
     shapes: tuple[LayerShape, ...] = ()
     head_products: dict[int, int] = field(default_factory=dict)  # exit k -> multiply-adds per row of a classifier
+    head_hidden: dict[int, int] = field(default_factory=dict)  # exit k -> the width its head reads (default hidden)
     signals: int = 0  # the exit module's outputs per head call (a Linear H -> 1 each)
 
     @classmethod
-    def from_model(cls, model: MultiExitClassifier) -> "FlopsSpec":
-        """The sizes of ``model``."""
+    def from_model(cls, model: MultiExitClassifier | Cascade) -> "FlopsSpec":
+        """The sizes of ``model``; a cascade's are its members' in sequence (:meth:`concatenate`)."""
+        if isinstance(model, Cascade):
+            return cls.concatenate([cls.from_model(m) for m in model.members], model.offsets)
         hf = model.backbone.config
         heads = {k: (*model.config.head_spec(k), model.config.head_width) for k in model.exit_layers}
         products = {k: sum(m.in_features * m.out_features for m in model.heads[str(k)].modules()
                            if isinstance(m, nn.Linear))
                     for k, (kind, _, _) in heads.items() if kind == "classifier"}
         return cls(hf.hidden_size, getattr(hf, "intermediate_size", 0), model.config.num_outputs, heads,
-                   tuple(model.backbone.layer_shapes()), products, model.config.num_signals)
+                   tuple(model.backbone.layer_shapes()), products, signals=model.config.num_signals)
+
+    @classmethod
+    def concatenate(cls, specs: "list[FlopsSpec]", offsets: list[int]) -> "FlopsSpec":
+        """One spec for models run in sequence (a cascade): model m's layer k and exit k are layer and exit
+        ``offsets[m] + k``; each exit's head keeps its own model's width. Every spec must list its layers' shapes."""
+        shapes, heads, products, widths = [], {}, {}, {}
+        for spec, offset in zip(specs, offsets):
+            if len(shapes) != offset or not spec.shapes:
+                raise ValueError("concatenated FLOPs specs need every layer's shape, in order")
+            shapes += list(spec.shapes)
+            heads.update({offset + k: head for k, head in spec.heads.items()})
+            products.update({offset + k: n for k, n in spec.head_products.items()})
+            widths.update({offset + k: spec.head_hidden.get(k, spec.hidden) for k in spec.heads})
+        first = specs[0]
+        return cls(first.hidden, first.intermediate, first.num_labels, heads, tuple(shapes), products, widths,
+                   signals=first.signals)
 
     def layer(self, T: int, k: int | None = None) -> int:
         """FLOPs of layer k (default: the last) on one row at padded length T."""
@@ -132,11 +155,12 @@ class FlopsSpec:
     def head(self, k: int, T: int) -> int:
         """FLOPs of exit k's head on one row at padded length T."""
         kind, pooling, width = self.heads[k]
-        module = 2 * self.hidden * self.signals  # the exit module's Linear H -> S on the pooled h_k
+        hidden = self.head_hidden.get(k, self.hidden)
+        module = 2 * hidden * self.signals  # the exit module's Linear H -> S on the pooled h_k
         if kind == "attention":
-            return attention_head_flops(T, self.hidden, width, self.num_labels, pooling) + module
+            return attention_head_flops(T, hidden, width, self.num_labels, pooling) + module
         if kind == "linear":
-            return linear_head_flops(self.hidden, self.num_labels) + module
+            return linear_head_flops(hidden, self.num_labels) + module
         if kind == "classifier":
             return 2 * self.head_products[k] + module
         raise ValueError(f"no FLOPs formula for head kind {kind!r}")

@@ -25,8 +25,10 @@ import weakref
 import torch
 
 from geep.errors import GeepError
+from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.runtime.exact_attention import NAME as OWN_LENGTH, supports_own_length_attention, use_own_length_attention
+from geep.runtime.cascade import CascadeBackend
 from geep.runtime.int8 import quantize_linears
 from geep.runtime.torch_backend import LengthGroupedBackend, TorchBackend
 
@@ -61,12 +63,16 @@ def parse_precisions(text: str) -> list[str]:
     return list(dict.fromkeys(check_precision(p) for p in names))
 
 
-def make_backend(model: MultiExitClassifier, precision: str = "fp32",
-                 device: torch.device | str | None = None) -> TorchBackend:
+def make_backend(model: MultiExitClassifier | Cascade, precision: str = "fp32",
+                 device: torch.device | str | None = None) -> TorchBackend | CascadeBackend:
     """The backend that runs ``model`` at ``precision`` (checked by ``geep.inference.spec.resolve_run``, the one
-    place a run is resolved). ``device`` (default: the model's) moves the model there first."""
+    place a run is resolved). ``device`` (default: the model's) moves the model there first. A cascade runs its
+    members' backends at that precision in sequence (``geep.runtime.cascade``)."""
     if device is not None and torch.device(device) != model.device:
         model.to(device)
+    if isinstance(model, Cascade):
+        return CascadeBackend([make_backend(member, precision) for member in model.members], model.offsets,
+                              model.exit_layers, model.label_order)
     if precision == "fp32":
         return TorchBackend(model)
     prepared = prepared_model(model, precision)

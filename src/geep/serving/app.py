@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from geep.errors import GeepError
 from geep.inference.inputs import GivenKnob, knob_from
 from geep.inference.spec import SERVER_FALLBACK, RunSpec, resolve_run
+from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.runtime.base import Backend
 from geep.runtime.precision import make_backend
@@ -177,7 +178,12 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
         metrics.request(outcome.status)
         if outcome.status != 200:
             raise HTTPException(outcome.status, outcome.error)
-        predictions = [prediction_item(model.task, result, body.return_probabilities) for result in outcome.predictions]
+        predictions = []
+        for result in outcome.predictions:
+            item = prediction_item(model.task, result, body.return_probabilities)
+            if result.exit_member is not None:
+                item["exit_member"] = result.exit_member
+            predictions.append(item)
         return JSONResponse({"predictions": predictions, "model": settings.name, "policy": spec.policy.name,
                              **knob_fields(spec)})
 
@@ -195,9 +201,10 @@ def create_app(model: MultiExitClassifier, settings: ServeSettings, *, backend: 
     @app.get("/info")
     async def info() -> dict:
         config = model.config
+        members = {"members": list(config.members)} if isinstance(model, Cascade) else {}
         return {"model": settings.name, "task": config.task, "labels": list(config.label_names),
-                "num_layers": config.num_layers,
-                "exit_layers": list(config.exit_layers), "max_length": config.max_length,
+                "num_layers": model.num_layers, "exit_layers": list(model.exit_layers),
+                "max_length": config.max_length, **members,
                 "policy": default.policy.name, **knob_fields(default), "knob": default.knob_values,
                 "policies": list(SERVABLE),
                 "calibration": {"default_knobs": config.default_knobs, "default_policy": config.default_policy,

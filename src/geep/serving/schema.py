@@ -106,6 +106,8 @@ class Prediction(BaseModel):
     score: float = Field(description="the label's probability (multi-label: the set's lowest; regression: the "
                                      "predicted score)")
     exit_layer: int = Field(description="the layer the row left at (1..L)")
+    exit_member: Union[int, None] = Field(None, description="a cascade's: the member (1..M) the row left in; "
+                                                       "exit_layer then counts the earlier members' layers too")
     probabilities: Union[dict[str, float], None] = None
 
 

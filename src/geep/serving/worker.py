@@ -27,8 +27,10 @@ from typing import Any
 import torch
 
 from geep.inference.executor import Executor, Finished
+from geep.inference.offline import make_scheduler
 from geep.inference.rows import answers, build_rows, prepare
 from geep.inference.spec import RunSpec
+from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.runtime.base import Backend
 from geep.scheduling import LayerPools, Scheduler, Shrinking, Step
@@ -50,6 +52,7 @@ class RowResult:
     prediction: Any
     probabilities: list[float]
     exit_layer: int
+    exit_member: int | None = None  # a cascade's: the member (1..M) the row left in
 
 
 @dataclass
@@ -98,7 +101,7 @@ class Worker:
     """Steps every request's rows on ``backend`` (see the module docstring). ``clock``: seconds, the clock the
     requests' arrivals are read on (monotonic by default; tests may pass their own)."""
 
-    def __init__(self, model: MultiExitClassifier, backend: Backend, settings: ServeSettings, spec: RunSpec, *,
+    def __init__(self, model: MultiExitClassifier | Cascade, backend: Backend, settings: ServeSettings, spec: RunSpec, *,
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.model, self.backend, self.settings = model, backend, settings
         self.spec = spec  # the default run, whose lane is warmed up before the worker is ready
@@ -231,8 +234,7 @@ class Worker:
             s = self.settings
             max_wait = 0.0 if self._flush else s.max_wait_ms / 1000.0
             strategy = (LayerPools(max_wait, s.pool_order) if s.batching == "layer" else Shrinking(max_wait))
-            scheduler = Scheduler(self.backend.exit_layers, self.backend.num_layers, strategy,
-                                  batch_size=spec.batch_size, reads_exits=spec.policy.reads_exits)
+            scheduler = make_scheduler(self.backend, spec, strategy)
             lane = self._lanes[key] = Lane(key, scheduler, Executor(scheduler, self.backend, spec.policy, spec.knob))
         return lane
 
@@ -291,12 +293,15 @@ class Worker:
         written = task.written(answer.predictions.cpu(), probabilities)
         if self._recording:
             self.metrics.exits(finished.layer, len(finished.rows))
+        member = None
+        if isinstance(self.model, Cascade):
+            member = self.model.member_of(finished.layer) + 1
         for row, label, probs in zip(finished.rows, written, probabilities.tolist()):
             owner = self._rows.pop(row.id, None)
             if owner is None:
                 continue
             job, index = owner
-            job.results[index] = RowResult(label, probs, finished.layer)
+            job.results[index] = RowResult(label, probs, finished.layer, member)
             job.remaining -= 1
             if job.remaining == 0:
                 self._end(job, Outcome(200, job.results), "ok")

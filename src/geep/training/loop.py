@@ -143,7 +143,8 @@ def stage_plan(model: MultiExitClassifier, stage: Stage, args: TrainingArguments
         frozen.add("backbone")
         if model.config.teacher_head is not None:
             frozen.add("teacher")
-    groups = tuple(g for g in stage.trains if g not in frozen)
+    groups = tuple(g for g in stage.trains if g not in frozen
+                   and not (g == "students" and len(model.exit_layers) == 1))  # one exit: no student to train
     epochs = {"epochs": args.epochs, "distil_epochs": args.distil_epochs,
               "passes": args.epochs + args.distil_epochs}[stage.epochs]
     return groups, epochs
@@ -178,6 +179,23 @@ def evaluate(model: MultiExitClassifier, data: EncodedData, batch_size: int = 64
     every = torch.cat(outputs, 1)  # (|E|, N, K)
     return {str(k): task.score(task.answer(every[i]).predictions, data.labels)
             for i, k in enumerate(model.exit_layers)}
+
+
+@torch.inference_mode()
+def hard_rows(model: MultiExitClassifier, data: EncodedData, batch_size: int = 64,
+              device: torch.device | str | None = None) -> Tensor:
+    """(N,) 1 for each row the teacher (exit L) answers wrongly, 0 for the others: CascadeBERT's difficulty."""
+    device = torch.device(device) if device is not None else model.device
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros(len(data), dtype=torch.long)
+    for start in range(0, len(data), batch_size):
+        rows = list(range(start, min(start + batch_size, len(data))))
+        batch = pad_batch(data.encoded, rows, model.pad_token_id, device)
+        logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).exit_logits[-1]
+        wrong[rows] = (logits.argmax(-1).cpu() != data.labels[rows]).long()
+    model.train(was_training)
+    return wrong
 
 
 def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: EncodedData,
@@ -218,11 +236,12 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                 len(dev_data), accelerator.device, mixed_precision)
 
     pad_id = model.pad_token_id
+    difficulty = torch.zeros(len(train_data), dtype=torch.long)  # filled before a stage that needs it
     loader = DataLoader(
         range(len(train_data)), batch_size=args.batch_size, shuffle=True,
         generator=torch.Generator().manual_seed(args.seed),
         collate_fn=lambda rows: {**pad_batch(train_data.encoded, rows, pad_id, torch.device("cpu")),
-                                 "labels": train_data.labels[list(rows)]},
+                                 "labels": train_data.labels[list(rows)], "difficulty": difficulty[list(rows)]},
     )
     loader = accelerator.prepare_data_loader(loader)
     model.to(accelerator.device)
@@ -233,7 +252,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
 
     for stage, groups, epochs in plans:
         if not groups or not epochs:
-            why = "0 epochs" if groups else "everything it trains is frozen (--freeze-backbone)"
+            why = "0 epochs" if groups else "nothing left to train (frozen by --freeze-backbone, or no student exits)"
             logger.info("stage %s: skipped (%s)", stage.name, why)
             result.skipped_stages.append(stage.name)
             continue
@@ -254,6 +273,10 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
         optimizer = torch.optim.AdamW(param_groups, weight_decay=args.weight_decay)
         total_steps = len(loader) * epochs
         scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+        if stage.needs_difficulty:  # CascadeBERT: hard = answered wrongly by the model as the stage begins
+            difficulty[:] = hard_rows(model, train_data, args.eval_batch_size, accelerator.device)
+            logger.info("stage %s: %d of %d training rows are hard (answered wrongly at the teacher)", stage.name,
+                        int(difficulty.sum()), len(difficulty))
         wrapped, optimizer = accelerator.prepare(model, optimizer)
         exits = scored_exits(model, groups)
         logger.info("stage %s: trains %s for %d epoch(s), %d steps; kept epoch chosen by mean dev %s "
@@ -271,7 +294,9 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                               diverse=stage.needs_diverse)
                 diverse = None if out.diverse_logits is None else out.diverse_logits.float()
                 targets = task.train_targets(batch["labels"])
-                loss = stage.loss_at(step)(out.exit_logits.float(), diverse, targets, model.exit_layers, task=task)
+                extra = {"difficulty": batch["difficulty"]} if stage.needs_difficulty else {}
+                loss = stage.loss_at(step)(out.exit_logits.float(), diverse, targets, model.exit_layers, task=task,
+                                           **extra)
                 if out.exit_signals is not None:  # its input is detached: this term trains the exit module alone
                     loss = loss + learned_exit_loss(out.exit_signals.float(), out.exit_logits.float(), targets,
                                                     task=task)

@@ -14,7 +14,10 @@ encoders one layer at a time with the family's own modules:
 - ``output``: what an exit head reads from h_k (``last_hidden_state`` at k = L): h_k itself, or the final norm of a
   pre-norm family;
 - ``layer_shapes``: the sizes of each layer's matrix products (``geep.runtime.flops`` turns them into FLOPs);
-- ``teacher``: how a fine-tuned ``*ForSequenceClassification`` head becomes exit L's head.
+- ``teacher``: how a fine-tuned ``*ForSequenceClassification`` head becomes exit L's head;
+- ``truncate``: the encoder cut to its first k layers (a static baseline, ``geep train --num-layers``): the layer
+  modules past k dropped and the config fields that count layers set to k, so the family's own forward runs k layers
+  (the parity check then holds the cut model to that forward).
 
 Adapters hold no tensors and no modules: every method takes the encoder, so a copy of a model (int8, fp16) steps
 with the same adapter. They call transformers' own modules and never copy or patch one.
@@ -98,10 +101,23 @@ class Family:
         """L: layers a row runs through (ALBERT applies fewer distinct modules L times)."""
         return len(self.layers(encoder))
 
+    def num_layers_of(self, config: PreTrainedConfig) -> int:
+        """L read from the config alone (before any weight is loaded)."""
+        return int(config.num_hidden_layers)
+
     def check_structure(self, encoder: PreTrainedModel) -> None:
         """GeepError when ``encoder`` lacks the modules this adapter calls."""
         if not hasattr(encoder, "embeddings") or not hasattr(getattr(encoder, "encoder", None), "layer"):
             raise GeepError(f"{type(encoder).__name__} does not expose `embeddings` and `encoder.layer`")
+
+    def truncate(self, encoder: PreTrainedModel, k: int) -> None:
+        """Keeps layers 1..k (1 <= k <= L, checked by the caller): drops the layer modules past k and sets the
+        config's layer count (and a per-layer ``layer_types`` list, ModernBERT's) to k."""
+        del self.layers(encoder)[k:]
+        config = encoder.config
+        config.num_hidden_layers = k  # DistilBERT's attribute map sets its n_layers
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = config.layer_types[:k]
 
     def drop_unused(self, encoder: PreTrainedModel) -> None:
         """Drops modules no exit reads (a pooler: the exits pool for themselves; it would only be saved)."""
