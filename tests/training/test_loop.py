@@ -11,7 +11,8 @@ from transformers import BertForSequenceClassification, BertModel, BertTokenizer
 
 from tests.helpers import save_tiny_encoder, synthetic
 from geep.modeling.model import MultiExitClassifier
-from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, get_objective
+from geep.modeling.losses.sdn import sdn_loss, sdn_schedule
+from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, Objective, Stage, get_objective
 from geep.training.loop import EncodedData, TrainingArguments, evaluate, stage_plan, train
 
 @pytest.fixture(scope="module")
@@ -79,12 +80,27 @@ def test_every_objective_runs_all_its_stages(encoder_dir, objective):
     result = train(model, data(model, 24, seed=1), data(model, 8, seed=2), args)
     # every stage in order, each for its epochs: the default geep recipe (teacher) trains as many passes as fastbert
     stages = {"geep": ["geep", "geep"], "fastbert": ["fine-tune", "distil"], "deebert": ["fine-tune", "exits"],
-              "pabee": ["pabee"], "berxit": ["alternating"]}
+              "pabee": ["pabee"], "berxit": ["alternating"], "sdn": ["sdn"]}
     assert [r.stage for r in result.history] == stages[objective]
     assert set(result.dev_accuracy) == {str(k) for k in model.exit_layers}
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in model.state_dict().items()
                if not torch.equal(v, before[k])}
     assert "heads.1" in changed and "heads.4" in changed  # a student and the teacher learned
+
+
+def test_the_loop_asks_a_scheduled_loss_for_each_step_s_progress_over_the_stage(encoder_dir, monkeypatch):
+    """SDN's weights follow training: 24 rows, batch 8, 2 epochs are 6 steps, asked at progress 1/6, ..., 6/6."""
+    seen = []
+
+    def recording(progress):
+        seen.append(progress)
+        return sdn_schedule(progress)
+
+    stage = Stage("sdn", sdn_loss, trains=("backbone", "teacher", "students"), schedule=recording)
+    monkeypatch.setitem(OBJECTIVES, "sdn", Objective("sdn", (stage,), "sdn, recording its progress"))
+    model = make(encoder_dir, objective="sdn")
+    train(model, data(model, 24, seed=1), data(model, 8, seed=2), fast_args(epochs=2, batch_size=8))
+    assert seen == pytest.approx([i / 6 for i in range(1, 7)])
 
 
 def test_a_recipe_matching_passes_trains_epochs_plus_distil_epochs(encoder_dir):

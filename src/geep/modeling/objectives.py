@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geep.errors import GeepError
+from geep.modeling.losses.sdn import sdn_loss, sdn_schedule
 from geep.tasks import Task
 from geep.tasks.classification import Classification, distillation_kl, per_exit_cross_entropy  # noqa: F401 (re-exported)
 
@@ -152,9 +153,14 @@ class Stage:
     needs_diverse: bool = False
     # BERxiT's alternating fine-tuning: steps 2, 4, ... take this loss instead of ``loss`` (None: every step ``loss``).
     alternate: LossFn | None = None
+    # A loss whose weights follow training (SDN's): schedule(progress) is the loss of a step taken when that fraction
+    # of the stage's steps is done, this one included (None: the loss does not change with progress).
+    schedule: Callable[[float], LossFn] | None = None
 
-    def loss_at(self, step: int) -> LossFn:
-        """The loss of training step ``step`` (1-based, counted over the stage)."""
+    def loss_at(self, step: int, progress: float = 1.0) -> LossFn:
+        """The loss of training step ``step`` (1-based), taken at ``progress`` (fraction of the stage's steps done)."""
+        if self.schedule is not None:
+            return self.schedule(progress)
         return self.alternate if self.alternate is not None and step % 2 == 0 else self.loss
 
 
@@ -246,6 +252,12 @@ OBJECTIVES: dict[str, Objective] = {
         "berxit",
         (Stage("alternating", teacher_loss, trains=("backbone", "teacher", "students"), alternate=every_exit_loss),),
         "one step, alternating: the teacher's loss on odd steps, every exit's summed on even steps (BERxiT)",
+    ),
+    # Shallow-Deep Networks (Kaya et al., ICML 2019): its loss, sources and what was verified are in
+    # geep/modeling/losses/sdn.py.
+    "sdn": Objective(
+        "sdn", (Stage("sdn", sdn_loss, trains=("backbone", "teacher", "students"), schedule=sdn_schedule),),
+        "one step: every exit's loss, exit k < L weighted by tau_k, grown linearly from 0.01 to k/L (SDN)",
     ),
 }
 

@@ -271,7 +271,9 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                               diverse=stage.needs_diverse)
                 diverse = None if out.diverse_logits is None else out.diverse_logits.float()
                 targets = task.train_targets(batch["labels"])
-                loss = stage.loss_at(step)(out.exit_logits.float(), diverse, targets, model.exit_layers, task=task)
+                progress = ((epoch - 1) * len(loader) + step) / total_steps  # of the stage, this step included
+                loss = stage.loss_at(step, progress)(out.exit_logits.float(), diverse, targets, model.exit_layers,
+                                                     task=task)
                 if out.exit_signals is not None:  # its input is detached: this term trains the exit module alone
                     loss = loss + learned_exit_loss(out.exit_signals.float(), out.exit_logits.float(), targets,
                                                     task=task)
