@@ -115,7 +115,7 @@ def write_three_class_csv(path: Path, n: int = 48, seed: int = 0) -> Path:
     return path
 
 
-@pytest.mark.parametrize("objective", ["sdn"])
+@pytest.mark.parametrize("objective", ["sdn", "ensemble"])
 def test_survey_objectives_train_end_to_end_and_answer_by_vote(objective, encoder_dir, tmp_path, capsys):
     data = write_three_class_csv(tmp_path / "train.csv")
     out = tmp_path / objective
@@ -135,6 +135,21 @@ def test_survey_objectives_train_end_to_end_and_answer_by_vote(objective, encode
     assert rc == 0, err
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(rows) == 48 and {r["prediction"] for r in rows} <= {"sport", "vote", "stock"}
+
+
+@pytest.mark.parametrize("task, rows", [
+    ("regression", [{"text": f"good {i}", "label": float(i)} for i in range(12)]),
+    ("multi-label", [{"text": f"good {i}", "label": ["a", "b"][: 1 + i % 2]} for i in range(12)]),
+])
+def test_ensemble_on_another_task_is_one_line_and_exit_2(task, rows, encoder_dir, tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(data), "--objective", "ensemble",
+                      "--output", str(out), *FAST], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"--objective ensemble applies to classification only, not {task}" in err
+    assert not out.exists()
 
 
 def test_pooling_and_max_length_left_to_geep_fit_the_backbone(tmp_path, capsys):

@@ -95,7 +95,7 @@ def test_pabee_weights_exits_by_depth(make_model):
 
 
 def test_registry():
-    assert set(OBJECTIVES) == {"geep", "fastbert", "deebert", "pabee", "berxit", "sdn"}
+    assert set(OBJECTIVES) == {"geep", "fastbert", "deebert", "pabee", "berxit", "sdn", "ensemble"}
     with pytest.raises(GeepError, match="unknown objective 'foo'"):
         get_objective("foo")
 

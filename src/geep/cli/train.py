@@ -248,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output, overwrite=args.overwrite, models=(model_path,),
                      inputs=[spec for spec in (args.train, args.dev, args.table_data) if spec is not None])
     train_cols, data_task = _read(args.train, "--train", args)
+    get_objective(args.objective, args.recipe).check_task(data_task.name)  # ensemble: classification only
     args.data_task = data_task
     data_labels = data_task.vocabulary(train_cols.labels)
     if data_task.name == "classification" and len(data_labels) < 2:

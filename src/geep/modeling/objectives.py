@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geep.errors import GeepError
+from geep.modeling.losses.ensemble import ensemble_loss
 from geep.modeling.losses.sdn import sdn_loss, sdn_schedule
 from geep.tasks import Task
 from geep.tasks.classification import Classification, distillation_kl, per_exit_cross_entropy  # noqa: F401 (re-exported)
@@ -198,6 +199,12 @@ class Objective:
     stages: tuple[Stage, ...]
     description: str
     recipe: Recipe | None = None  # the geep objective's recipe
+    tasks: tuple[str, ...] | None = None  # the tasks it applies to (None: every task)
+
+    def check_task(self, task: str) -> None:
+        """A GeepError when this objective does not apply to ``task`` (a task name)."""
+        if self.tasks is not None and task not in self.tasks:
+            raise GeepError(f"--objective {self.name} applies to {', '.join(self.tasks)} only, not {task}")
 
 
 _PASSES = "epochs = --epochs + --distil-epochs (fastbert's passes over the data)"
@@ -253,11 +260,16 @@ OBJECTIVES: dict[str, Objective] = {
         (Stage("alternating", teacher_loss, trains=("backbone", "teacher", "students"), alternate=every_exit_loss),),
         "one step, alternating: the teacher's loss on odd steps, every exit's summed on even steps (BERxiT)",
     ),
-    # Shallow-Deep Networks (Kaya et al., ICML 2019): its loss, sources and what was verified are in
-    # geep/modeling/losses/sdn.py.
+    # Shallow-Deep Networks (Kaya et al., ICML 2019) and ensemble internal classifiers (Sun et al. 2021): their
+    # losses, sources and what was verified are in geep/modeling/losses/sdn.py and ensemble.py.
     "sdn": Objective(
         "sdn", (Stage("sdn", sdn_loss, trains=("backbone", "teacher", "students"), schedule=sdn_schedule),),
         "one step: every exit's loss, exit k < L weighted by tau_k, grown linearly from 0.01 to k/L (SDN)",
+    ),
+    "ensemble": Objective(
+        "ensemble", (Stage("ensemble", ensemble_loss, trains=("backbone", "teacher", "students")),),
+        "one step: every exit's cross entropy minus the exits' disagreement on the wrong classes (Sun et al.)",
+        tasks=("classification",),
     ),
 }
 

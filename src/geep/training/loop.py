@@ -203,6 +203,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
         model.config.recipe = objective.recipe.name  # the saved model says which recipe trained it
     plans = [(stage, *stage_plan(model, stage, args)) for stage in objective.stages]
     task = model.task
+    objective.check_task(task.name)
     metric = task.primary.replace("_", "-")
     if not any(groups and epochs for _, groups, epochs in plans):
         raise GeepError(f"nothing to train: every stage of {objective.name!r} is frozen or has 0 epochs")
