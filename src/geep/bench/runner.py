@@ -213,7 +213,8 @@ def bench_model(model: MultiExitClassifier, name: str, texts: list[str], labels:
     objective = model.config.objective
     task = model.task
     y = label_ids(model, labels)  # (N,) class ids; the task's targets
-    usable = policies_for(task.name, signal=model.config.exit_module is not None)
+    usable = policies_for(task.name, signal=model.config.exit_module is not None,
+                          class_means=model.class_means is not None)
     not_for_model = [p for p in policies if p not in usable]
     if not_for_model:
         logger.info("%s (%s): skipping %s, which do not apply to it", name, task.name, ", ".join(not_for_model))

@@ -26,13 +26,14 @@ logger = logging.getLogger(__name__)
 # Policies a model stores a default knob for (oracle needs labels; full has no knob); each model calibrates those
 # that apply to its task (and lte where it has the exit module): ``calibrated_policies``.
 CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "elbert", "vote", "lte",
-                       "margin")
+                       "margin", "class-means")
 
 
 def calibrated_policies(model: MultiExitClassifier) -> list[str]:
     """The policies calibrated by default: those of :data:`CALIBRATED_POLICIES` the model's task can run (``lte``
     with an exit module), the geep ones only with an exit table."""
-    usable = policies_for(model.config.task, signal=model.config.exit_module is not None)
+    usable = policies_for(model.config.task, signal=model.config.exit_module is not None,
+                          class_means=model.class_means is not None)
     return [p for p in CALIBRATED_POLICIES if p in usable and (model.exit_table is not None
                                                              or not get_policy(p).needs_table)]
 
