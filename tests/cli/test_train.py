@@ -137,6 +137,17 @@ def test_survey_objectives_train_end_to_end_and_answer_by_vote(objective, encode
     assert len(rows) == 48 and {r["prediction"] for r in rows} <= {"sport", "vote", "stock"}
 
 
+def test_sdn_trains_a_regression_model_through_its_own_loss(encoder_dir, tmp_path, capsys):
+    data = tmp_path / "reg.jsonl"
+    data.write_text("".join(json.dumps({"text": f"good {i}", "label": i / 4}) + "\n" for i in range(40)))
+    out = tmp_path / "reg"
+    rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(data), "--objective", "sdn",
+                      "--output", str(out), *FAST], capsys)
+    assert rc == 0, err
+    args = json.loads((out / "training_args.json").read_text())
+    assert args["task"]["name"] == "regression" and [h["stage"] for h in args["history"]] == ["sdn"]
+
+
 @pytest.mark.parametrize("task, rows", [
     ("regression", [{"text": f"good {i}", "label": float(i)} for i in range(12)]),
     ("multi-label", [{"text": f"good {i}", "label": ["a", "b"][: 1 + i % 2]} for i in range(12)]),

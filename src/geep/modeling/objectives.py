@@ -10,8 +10,9 @@ objectives whose stage says ``needs_diverse`` get them.
 Every loss takes the model's task (``geep.tasks``: ``task=``, default classification) and uses the task's exit loss
 and distillation (classification: cross entropy and the KL of softmaxes; multi-label: binary cross entropy and the
 per-label binary KL of sigmoids; regression: squared error to the standardised score and to the teacher's output),
-so every objective applies to every task. A model with an exit module (``--exit-module lte``) also trains it, at
-every step of every stage, on :func:`learned_exit_loss` (its input detached: it never moves the rest of the model).
+so every objective applies to every task (but one that declares ``tasks``: ``ensemble``). A model with an exit
+module (``--exit-module lte``) also trains it, at every step of every stage, on :func:`learned_exit_loss` (its input
+detached: it never moves the rest of the model).
 
 An objective is a list of :class:`Stage`s run in order. Each stage names the parameter groups it trains
 ("backbone", "teacher", "students"), which epoch count it uses, and its loss (and, for BERxiT, the loss of every
