@@ -63,3 +63,20 @@ def test_a_precision_the_device_cannot_run(tmp_path):
     model = tiny_model(tmp_path)
     with pytest.raises(GeepError, match="fp16 runs on cuda, not cpu"):
         bench({"tiny": model}, TEXTS[:4], LABELS[:4], policies=["full"], repeats=5, precisions=["fp32", "fp16"])
+
+
+def test_class_means_is_benched_at_both_precisions_only_where_fitted(tmp_path):
+    from geep.evaluation.fit_means import fit_class_means
+
+    torch.set_num_threads(1)
+    plain = tiny_model(tmp_path / "a", table=False)
+    fitted = tiny_model(tmp_path / "b", table=False)
+    ids = torch.tensor([fitted.label_names.index(y) for y in LABELS])
+    with torch.inference_mode():
+        fitted.set_class_means(fit_class_means(fitted, fitted.tokenize(TEXTS), ids), rows=len(ids), source="hand")
+    result = bench({"plain": plain, "fitted": fitted}, TEXTS, LABELS, batch_sizes=[8],
+                   policies=["full", "class-means"], grid_points=4, timed_points=1, repeats=5,
+                   precisions=["fp32", "int8"], data_spec="hand-made")
+    by = {(r["model"], r["precision"], r["policy"]) for r in result.records}
+    assert {(m, p, "class-means") for m in ("fitted",) for p in ("fp32", "int8")} <= by
+    assert not any(m == "plain" and policy == "class-means" for m, _, policy in by)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from geep.cli.main import main
 from geep.cli.train import split_rows
 from geep.data import ColumnData
-from tests.helpers import save_tiny_encoder, sentence_transformers_files, synthetic
+from tests.helpers import FILLER, save_tiny_encoder, sentence_transformers_files, synthetic
 
 FAST = ["--max-length", "16", "--epochs", "1", "--batch-size", "16", "--no-progress"]
 
@@ -98,6 +99,68 @@ def test_default_geep_recipe_and_other_objectives_record_none(encoder_dir, tmp_p
         args = json.loads((out / "training_args.json").read_text())
         assert (args["recipe"] or {}).get("name") == recipe
         assert json.loads((out / "config.json").read_text())["geep"]["recipe"] == recipe
+
+
+def write_three_class_csv(path: Path, n: int = 48, seed: int = 0) -> Path:
+    """Texts of filler words plus one of three topic words; the label is that word (three classes, so the ensemble
+    objective's diversity term, which needs two wrong classes, is not 0)."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        label = ("sport", "vote", "stock")[i % 3]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 5))]
+        words.insert(rng.randint(0, len(words)), label)
+        lines.append(f"{i},{' '.join(words)},{label}")
+    path.write_text("id,text,label\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("objective", ["sdn", "ensemble"])
+def test_survey_objectives_train_end_to_end_and_answer_by_vote(objective, encoder_dir, tmp_path, capsys):
+    data = write_three_class_csv(tmp_path / "train.csv")
+    out = tmp_path / objective
+    rc, stdout, err = cli(["train", "--model", str(encoder_dir), "--train", str(data), "--objective", objective,
+                           "--output", str(out), *FAST], capsys)
+    assert rc == 0, err
+    args = json.loads((out / "training_args.json").read_text())
+    assert args["args"]["objective"] == objective and args["recipe"] is None
+    assert [(s["stage"], s["epochs"]) for s in args["stages"]] == [(objective, 1)]
+    assert [h["stage"] for h in args["history"]] == [objective]
+    assert set(args["dev_accuracy"]) == {"1", "2", "3", "4"}
+    assert json.loads((out / "config.json").read_text())["geep"]["objective"] == objective
+    rc, stdout, _ = cli(["info", str(out)], capsys)
+    assert rc == 0 and f"objective:      {objective}\n" in stdout
+    rc, _, err = cli(["predict", "--model", str(out), "--input", str(data), "--output", str(tmp_path / "p.jsonl"),
+                      "--policy", "vote", "--no-progress"], capsys)
+    assert rc == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 48 and {r["prediction"] for r in rows} <= {"sport", "vote", "stock"}
+
+
+def test_sdn_trains_a_regression_model_through_its_own_loss(encoder_dir, tmp_path, capsys):
+    data = tmp_path / "reg.jsonl"
+    data.write_text("".join(json.dumps({"text": f"good {i}", "label": i / 4}) + "\n" for i in range(40)))
+    out = tmp_path / "reg"
+    rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(data), "--objective", "sdn",
+                      "--output", str(out), *FAST], capsys)
+    assert rc == 0, err
+    args = json.loads((out / "training_args.json").read_text())
+    assert args["task"]["name"] == "regression" and [h["stage"] for h in args["history"]] == ["sdn"]
+
+
+@pytest.mark.parametrize("task, rows", [
+    ("regression", [{"text": f"good {i}", "label": float(i)} for i in range(12)]),
+    ("multi-label", [{"text": f"good {i}", "label": ["a", "b"][: 1 + i % 2]} for i in range(12)]),
+])
+def test_ensemble_on_another_task_is_one_line_and_exit_2(task, rows, encoder_dir, tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    rc, _, err = cli(["train", "--model", str(encoder_dir), "--train", str(data), "--objective", "ensemble",
+                      "--output", str(out), *FAST], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"--objective ensemble applies to classification only, not {task}" in err
+    assert not out.exists()
 
 
 def test_pooling_and_max_length_left_to_geep_fit_the_backbone(tmp_path, capsys):

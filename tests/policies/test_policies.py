@@ -22,7 +22,7 @@ def every_exit(rows: torch.Tensor) -> torch.Tensor:
 
 def test_registry():
     assert list(POLICIES) == ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle",
-                              "lte", "elbert", "vote", "margin"]
+                              "lte", "elbert", "vote", "margin", "class-means"]
     assert get_policy("pabee") is POLICIES["pabee"]
     with pytest.raises(GeepError, match="unknown policy 'x'; choose one of: full, fastbert, deebert"):
         get_policy("x")
@@ -147,10 +147,13 @@ def test_decide_returns_a_tensor_mask_for_the_batch():
     outputs = torch.cat([EDGE, torch.tensor([[3.0], [-3.0], [0.0], [1.0]])], -1)  # an exit module's signal after
     for name, policy in POLICIES.items():
         task = policy.tasks[0]
-        bound = policy.bind(OutputLayout(task, C, 1, E))
+        layout, out = OutputLayout(task, C, 1, E), outputs
+        if policy.needs_class_means:  # C class-means distances (in [0, 2]) after the signal
+            layout, out = OutputLayout(task, C, 1 + C, E, distances=C), torch.cat([outputs, EDGE.abs() / 500], -1)
+        bound = policy.bind(layout)
         knob = bound.resolve_knob(None, C, E, build_threshold=0.3)
         labels = torch.zeros((len(EDGE), C) if task == "multi-label" else (len(EDGE),))
-        leave, memory = bound.decide(outputs, knob, bound.start(len(EDGE), torch.device("cpu"), labels))
+        leave, memory = bound.decide(out, knob, bound.start(len(EDGE), torch.device("cpu"), labels))
         assert isinstance(leave, torch.Tensor) and leave.dtype == torch.bool and leave.shape == (len(EDGE),), name
         assert all(v.shape[0] == len(EDGE) for v in memory.values())
 

@@ -310,3 +310,30 @@ def test_at_int8_every_answer_is_offline_int8_prediction_alone(with_table):
             assert (got["label"], got["exit_layer"]) == (label, exit_layer)
             served = torch.tensor([got["probabilities"][name] for name in model.label_names])
             torch.testing.assert_close(served, probabilities, atol=1e-4, rtol=0)
+
+
+def test_class_means_answers_are_offline_prediction_alone(tiny):
+    """A model with fitted class means served under ``class-means``: every answer is predict([text]) alone (texts whose
+    nearest distance at some exit lies within 1e-4 of the knob are left out: padding noise may flip them)."""
+    from geep.evaluation.fit_means import fit_class_means
+
+    model, texts, _, _, _ = tiny
+    model = copy.deepcopy(model)
+    labels = torch.randint(0, 3, (len(texts),), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        model.set_class_means(fit_class_means(model, model.tokenize(texts), labels), rows=len(texts), source="tiny")
+    nearest = all_exit_logits(model, texts, batch_size=16).logits[:, :-1, 3:].min(-1).values  # (N, E-1)
+    knob = float(nearest[:, 1].median())
+    pool = [t for t, ok in zip(texts, ((nearest - knob).abs() > 1e-4).all(1).tolist()) if ok]
+    assert len(pool) >= 40
+    expected = offline(model, pool, "class-means", knob)
+    assert len({e for _, _, e in expected.values()}) >= 2, "rows should leave at different exits"
+    app = make_app(model, policy="class-means", threshold=knob, batching="layer", max_batch=8)
+    with serving(app) as url:
+        answered = asyncio.run(clients(url, pool, 8, 3, seed=5))
+    assert len(answered) == 8 * 3
+    for batch, r in answered:
+        assert r.status_code == 200, r.text
+        for text, got in zip(batch, r.json()["predictions"]):
+            label, _, exit_layer = expected[text]
+            assert (got["label"], got["exit_layer"]) == (label, exit_layer)

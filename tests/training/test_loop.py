@@ -10,8 +10,10 @@ import torch
 from transformers import BertForSequenceClassification, BertModel, BertTokenizer
 
 from tests.helpers import save_tiny_encoder, synthetic
+from geep.errors import GeepError
 from geep.modeling.model import MultiExitClassifier
-from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, get_objective
+from geep.modeling.losses.sdn import sdn_loss, sdn_schedule
+from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, Objective, Stage, get_objective
 from geep.training.loop import EncodedData, TrainingArguments, evaluate, stage_plan, train
 
 @pytest.fixture(scope="module")
@@ -80,13 +82,34 @@ def test_every_objective_runs_all_its_stages(encoder_dir, objective):
     # every stage in order, each for its epochs: the default geep recipe (teacher) trains as many passes as fastbert
     stages = {"geep": ["geep", "geep"], "fastbert": ["fine-tune", "distil"], "deebert": ["fine-tune", "exits"],
               "pabee": ["pabee"], "berxit": ["alternating"], "fine-tune": ["fine-tune"],
-              "cascade-da": ["fine-tune", "difficulty-aware"]}
+              "cascade-da": ["fine-tune", "difficulty-aware"], "sdn": ["sdn"], "ensemble": ["ensemble"]}
     assert [r.stage for r in result.history] == stages[objective]
     assert set(result.dev_accuracy) == {str(k) for k in model.exit_layers}
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in model.state_dict().items()
                if not torch.equal(v, before[k])}
     assert "heads.4" in changed  # the teacher learned
     assert ("heads.1" in changed) == (objective != "fine-tune")  # and a student, but under plain fine-tuning
+
+
+def test_the_loop_asks_a_scheduled_loss_for_each_step_s_progress_over_the_stage(encoder_dir, monkeypatch):
+    """SDN's weights follow training: 24 rows, batch 8, 2 epochs are 6 steps, asked at progress 1/6, ..., 6/6."""
+    seen = []
+
+    def recording(progress):
+        seen.append(progress)
+        return sdn_schedule(progress)
+
+    stage = Stage("sdn", sdn_loss, trains=("backbone", "teacher", "students"), schedule=recording)
+    monkeypatch.setitem(OBJECTIVES, "sdn", Objective("sdn", (stage,), "sdn, recording its progress"))
+    model = make(encoder_dir, objective="sdn")
+    train(model, data(model, 24, seed=1), data(model, 8, seed=2), fast_args(epochs=2, batch_size=8))
+    assert seen == pytest.approx([i / 6 for i in range(1, 7)])
+
+
+def test_an_objective_is_refused_on_a_task_it_does_not_apply_to(encoder_dir):
+    model = make(encoder_dir, objective="ensemble", task="multi-label")
+    with pytest.raises(GeepError, match="--objective ensemble applies to classification only, not multi-label"):
+        train(model, data(model, 8, seed=1), data(model, 4, seed=2), fast_args(epochs=1))
 
 
 def test_a_recipe_matching_passes_trains_epochs_plus_distil_epochs(encoder_dir):

@@ -249,7 +249,8 @@ def bench_policies(model: Any, policies: Sequence[str]) -> tuple[list[str], dict
         return ["full"], {p: "one exit" for p in policies if p != "full"}
     if not isinstance(model, Cascade):
         task = model.config.task
-        usable = policies_for(task, signal=model.config.exit_module is not None)
+        usable = policies_for(task, signal=model.config.exit_module is not None,
+                              class_means=model.class_means is not None)
         for p in policies:
             if p not in usable:
                 skipped[p] = f"does not apply to a {task} model"

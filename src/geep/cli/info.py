@@ -72,6 +72,9 @@ def format_info(directory: str | Path) -> str:
         "exit table:     " + (_describe_table(config.exit_table) if config.exit_table
                               else "none (run `geep build-table`)"),
     ]
+    if config.class_means:
+        lines.append(f"class means:    {config.class_means['file']}: {config.class_means.get('rows', '?')} rows from "
+                     f"{config.class_means.get('source', '?')} (policy class-means)")
     if training:
         sizes = training.get("data_sizes", {})
         lines.append(f"trained on:     {training.get('train', '?')}: {sizes.get('train', '?')} rows; dev "

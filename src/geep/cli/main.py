@@ -12,7 +12,7 @@ import sys
 from geep.errors import GeepError
 
 # Subcommand modules under geep.cli, in the order `geep --help` lists them.
-COMMANDS = ("train", "cascade", "build_table", "calibrate", "predict", "bench", "info", "serve")
+COMMANDS = ("train", "cascade", "build_table", "fit_means", "calibrate", "predict", "bench", "info", "serve")
 
 
 class _Parser(argparse.ArgumentParser):

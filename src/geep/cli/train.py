@@ -254,11 +254,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output, overwrite=args.overwrite, models=(model_path,),
                      inputs=[spec for spec in (args.train, args.dev, args.table_data) if spec is not None])
     train_cols, data_task = _read(args.train, "--train", args)
+    get_objective(args.objective, args.recipe).check_task(data_task.name)  # ensemble, cascade-da: classification
     args.data_task = data_task
-    objective = get_objective(args.objective, args.recipe)
-    if objective.tasks is not None and data_task.name not in objective.tasks:
-        raise GeepError(f"the {objective.name} objective applies to {', '.join(objective.tasks)} only, and "
-                        f"--train {args.train} is {data_task.name} data")
     data_labels = data_task.vocabulary(train_cols.labels)
     if data_task.name == "classification" and len(data_labels) < 2:
         raise GeepError(f"--train {args.train} has only one label ({data_labels[0]!r}); a classifier needs two")

@@ -126,7 +126,8 @@ def resolve_run(model: MultiExitClassifier, policy: str | Policy | None = None, 
 def output_layout(model: MultiExitClassifier) -> OutputLayout:
     """How the model's exit outputs are laid out: its task's K columns, then its exit module's signals; |E| exits."""
     config = model.config
-    return OutputLayout(config.task, config.num_outputs, config.num_signals, len(model.exit_layers))
+    return OutputLayout(config.task, config.num_outputs, config.num_signals, len(model.exit_layers),
+                        config.num_labels if getattr(model, "class_means", None) is not None else 0)
 
 
 def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
@@ -135,11 +136,15 @@ def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
     task, signal = model.config.task, model.config.exit_module is not None
     if task not in policy.tasks:
         article = "an" if task[0] in "aeiou" else "a"
+        usable = policies_for(task, signal=signal, class_means=model.class_means is not None)
         raise GeepError(f"the {policy.name} policy reads {policy.reads}; {article} {task} model can use: "
-                        f"{', '.join(policies_for(task, signal=signal))}")
+                        f"{', '.join(usable)}")
     if policy.needs_signal and not signal:
         raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has no exit module; train "
                         "one with `geep train --exit-module lte`")
+    if policy.needs_class_means and model.class_means is None:
+        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none fitted; fit them "
+                        "with `geep fit-means --model DIR --train DATA`")
     return policy.bind(output_layout(model))
 
 

@@ -85,6 +85,9 @@ class GeepConfig:
     label_separator: str | None = None
     # An exit module shared across the exits (EXIT_MODULES), whose signal trails every exit's outputs; None: none.
     exit_module: str | None = None
+    # Class means fitted after training (`geep fit-means`, geep.modeling.class_means): {"file", "rows", "source"};
+    # their C distances trail every exit's outputs. None: not fitted.
+    class_means: dict | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -142,8 +145,9 @@ class GeepConfig:
 
     @property
     def num_signals(self) -> int:
-        """S: the exit module's columns after the task's, at every exit (1 with ``lte``, else 0)."""
-        return 0 if self.exit_module is None else 1
+        """S: the columns after the task's at every exit: the exit module's (1 with ``lte``), then the C class-means
+        distances once they are fitted."""
+        return (0 if self.exit_module is None else 1) + (self.num_labels if self.class_means else 0)
 
     def head_spec(self, k: int) -> tuple[str, str]:
         """(kind, pooling) of the head at exit ``k``."""
@@ -306,6 +310,9 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "label_separator": (lambda v: v is None or (isinstance(v, str) and v != ""), "a non-empty string or null"),
     "exit_module": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "truncated_from": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
+    "class_means": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("file"), str)
+                                            and v["file"] not in ("", ".", "..") and "/" not in v["file"]
+                                            and "\\" not in v["file"]), "null or an object with a file name"),
     "format_version": (_is_int, "an integer"),
 }
 

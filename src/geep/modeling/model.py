@@ -31,6 +31,7 @@ from geep.exit_table import ExitTable
 from geep.io import atomic_path, write_text_atomic
 from geep.modeling.backbone import PARITY_TOLERANCE, Backbone, State, evaluating, max_positions, parity_batch
 from geep.modeling.backbone_defaults import Choice, auto_max_length, auto_pooling
+from geep.modeling.class_means import MEANS_NAME, ClassMeans, load_class_means
 from geep.modeling.config import GeepConfig
 from geep.modeling.families import family_for
 from geep.modeling.heads import LearnedExit, build_head
@@ -99,6 +100,7 @@ class MultiExitClassifier(nn.Module):
         # does not change with it).
         self.exit_module = LearnedExit(hidden_size, config.pooling) if config.exit_module == "lte" else None
         self.exit_table: ExitTable | None = None  # loaded with the model; built by geep.build_table
+        self.class_means: ClassMeans | None = None  # loaded with the model; fitted by geep fit-means
         if check:
             self.backbone.check_parity()
 
@@ -170,9 +172,20 @@ class MultiExitClassifier(nn.Module):
             raise ValueError(f"exit {k} reads h_{k}, but the state holds h_{state.layer}")
         hidden = self.backbone.output(state.hidden)  # (B, T, H): what the family's own head would read
         outputs = self.heads[str(k)](hidden, state.attention_mask)  # (B, K)
-        if self.exit_module is None:
-            return outputs
-        return torch.cat([outputs, self.exit_module(hidden, state.attention_mask).to(outputs.dtype)], -1)
+        if self.exit_module is not None:
+            outputs = torch.cat([outputs, self.exit_module(hidden, state.attention_mask).to(outputs.dtype)], -1)
+        if self.class_means is not None:  # (B, K + S): the C class-means distances last
+            distances = self.class_means.distances(k, hidden, state.attention_mask, self.config.head_spec(k)[1])
+            outputs = torch.cat([outputs, distances.to(outputs.dtype)], -1)
+        return outputs
+
+    def set_class_means(self, means: ClassMeans, rows: int, source: str) -> None:
+        """Attaches fitted class means (``geep.modeling.class_means``); the config records them, and every exit's
+        outputs gain their C distances."""
+        if means.exit_layers != self.exit_layers or means.num_classes != self.config.num_labels:
+            raise GeepError("class means fitted for other exits or classes than this model's")
+        self.class_means = means.to(self.device)
+        self.config.class_means = {"file": MEANS_NAME, "rows": int(rows), "source": str(source)}
 
     def select_rows(self, state: State, keep: Tensor, trim: bool = True) -> State:
         """The state of the rows picked by ``keep`` (every per-row tensor indexed together)."""
@@ -312,6 +325,8 @@ class MultiExitClassifier(nn.Module):
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(directory)
         self.save_exit_table(directory)
+        if self.class_means is not None:
+            self.class_means.save(directory / MEANS_NAME, self.label_names)
         self.save_config(directory)
 
     def save_exit_table(self, directory: str | os.PathLike) -> None:
@@ -370,6 +385,9 @@ class MultiExitClassifier(nn.Module):
             model.exit_table = _load_table(directory / config.exit_table["file"])
             if model.exit_table is not None:
                 _check_table(model.exit_table, model, directory / config.exit_table["file"])
+        if config.class_means:
+            model.class_means = load_class_means(directory / config.class_means["file"], model.exit_layers,
+                                                 config.num_labels, model.backbone.config.hidden_size)
         model.eval()
         if device is not None:
             model.to(device)

@@ -10,8 +10,9 @@ objectives whose stage says ``needs_diverse`` get them.
 Every loss takes the model's task (``geep.tasks``: ``task=``, default classification) and uses the task's exit loss
 and distillation (classification: cross entropy and the KL of softmaxes; multi-label: binary cross entropy and the
 per-label binary KL of sigmoids; regression: squared error to the standardised score and to the teacher's output),
-so every objective applies to every task. A model with an exit module (``--exit-module lte``) also trains it, at
-every step of every stage, on :func:`learned_exit_loss` (its input detached: it never moves the rest of the model).
+so every objective applies to every task (but one that declares ``tasks``: ``ensemble``). A model with an exit
+module (``--exit-module lte``) also trains it, at every step of every stage, on :func:`learned_exit_loss` (its input
+detached: it never moves the rest of the model).
 
 An objective is a list of :class:`Stage`s run in order. Each stage names the parameter groups it trains
 ("backbone", "teacher", "students"), which epoch count it uses, and its loss (and, for BERxiT, the loss of every
@@ -33,6 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geep.errors import GeepError
+from geep.modeling.losses.ensemble import ensemble_loss
+from geep.modeling.losses.sdn import sdn_loss, sdn_schedule
 from geep.tasks import Task
 from geep.tasks.classification import Classification, distillation_kl, per_exit_cross_entropy  # noqa: F401 (re-exported)
 
@@ -184,9 +187,14 @@ class Stage:
     alternate: LossFn | None = None
     # the loss takes ``difficulty=`` (B,): 1 for each row the model answered wrongly when the stage began
     needs_difficulty: bool = False
+    # A loss whose weights follow training (SDN's): schedule(progress) is the loss of a step taken when that fraction
+    # of the stage's steps is done, this one included (None: the loss does not change with progress).
+    schedule: Callable[[float], LossFn] | None = None
 
-    def loss_at(self, step: int) -> LossFn:
-        """The loss of training step ``step`` (1-based, counted over the stage)."""
+    def loss_at(self, step: int, progress: float = 1.0) -> LossFn:
+        """The loss of training step ``step`` (1-based), taken at ``progress`` (fraction of the stage's steps done)."""
+        if self.schedule is not None:
+            return self.schedule(progress)
         return self.alternate if self.alternate is not None and step % 2 == 0 else self.loss
 
 
@@ -225,6 +233,11 @@ class Objective:
     description: str
     recipe: Recipe | None = None  # the geep objective's recipe
     tasks: tuple[str, ...] | None = None  # the tasks it applies to (None: every task)
+
+    def check_task(self, task: str) -> None:
+        """A GeepError when this objective does not apply to ``task`` (a task name)."""
+        if self.tasks is not None and task not in self.tasks:
+            raise GeepError(f"--objective {self.name} applies to {', '.join(self.tasks)} only, not {task}")
 
 
 _PASSES = "epochs = --epochs + --distil-epochs (fastbert's passes over the data)"
@@ -292,6 +305,17 @@ OBJECTIVES: dict[str, Objective] = {
         "berxit",
         (Stage("alternating", teacher_loss, trains=("backbone", "teacher", "students"), alternate=every_exit_loss),),
         "one step, alternating: the teacher's loss on odd steps, every exit's summed on even steps (BERxiT)",
+    ),
+    # Shallow-Deep Networks (Kaya et al., ICML 2019) and ensemble internal classifiers (Sun et al. 2021): their
+    # losses, sources and what was verified are in geep/modeling/losses/sdn.py and ensemble.py.
+    "sdn": Objective(
+        "sdn", (Stage("sdn", sdn_loss, trains=("backbone", "teacher", "students"), schedule=sdn_schedule),),
+        "one step: every exit's loss, exit k < L weighted by tau_k, grown linearly from 0.01 to k/L (SDN)",
+    ),
+    "ensemble": Objective(
+        "ensemble", (Stage("ensemble", ensemble_loss, trains=("backbone", "teacher", "students")),),
+        "one step: every exit's cross entropy minus the exits' disagreement on the wrong classes (Sun et al.)",
+        tasks=("classification",),
     ),
 }
 

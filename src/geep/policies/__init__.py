@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from geep.errors import GeepError
 from geep.policies.base import ALL_TASKS, KnobSpec, Memory, Policy, all_leave, entropy, none_leave, select_memory
+from geep.policies.class_means import ClassMeansPolicy
 from geep.policies.confidence import ConfidencePolicy
 from geep.policies.deebert import DeeBertPolicy
 from geep.policies.elbert import ElbertPolicy
@@ -30,13 +31,15 @@ def register_policy(policy: Policy) -> Policy:
 
 for _policy in (FullPolicy(), FastBertPolicy(), DeeBertPolicy(), ConfidencePolicy(), PatiencePolicy(),
                 GeepPolicy(), GeepVerifyPolicy(), OraclePolicy(), LearnedExitPolicy(), ElbertPolicy(), VotePolicy(),
-                MarginPolicy()):
+                MarginPolicy(), ClassMeansPolicy()):
     register_policy(_policy)
 
 
-def policies_for(task: str, *, signal: bool = False) -> list[str]:
-    """The registered policies a model of ``task`` can run (``signal``: it has an exit module, which ``lte`` reads)."""
-    return [name for name, p in POLICIES.items() if task in p.tasks and (signal or not p.needs_signal)]
+def policies_for(task: str, *, signal: bool = False, class_means: bool = False) -> list[str]:
+    """The registered policies a model of ``task`` can run (``signal``: it has an exit module, which ``lte`` reads;
+    ``class_means``: it has fitted class means, which ``class-means`` reads)."""
+    return [name for name, p in POLICIES.items() if task in p.tasks and (signal or not p.needs_signal)
+            and (class_means or not p.needs_class_means)]
 
 
 def get_policy(name: str | Policy) -> Policy:

@@ -83,6 +83,7 @@ class Policy:
     tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the tasks (geep.tasks) it applies to
     reads: ClassVar[str] = "a softmax over classes"  # what it judges certainty from, for messages
     needs_signal: ClassVar[bool] = False  # reads the exit module's signal (a learned exit: ``lte``)
+    needs_class_means: ClassVar[bool] = False  # reads fitted class-means distances (``class-means``)
     answers_from_memory: ClassVar[bool] = False  # rows answer with :meth:`outputs` of their memory (``vote``)
     layout: OutputLayout = OutputLayout()  # how its exits' outputs are laid out; set by :meth:`bind`
 

@@ -221,6 +221,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
         model.config.recipe = objective.recipe.name  # the saved model says which recipe trained it
     plans = [(stage, *stage_plan(model, stage, args)) for stage in objective.stages]
     task = model.task
+    objective.check_task(task.name)
     metric = task.primary.replace("_", "-")
     if not any(groups and epochs for _, groups, epochs in plans):
         raise GeepError(f"nothing to train: every stage of {objective.name!r} is frozen or has 0 epochs")
@@ -295,8 +296,9 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                 diverse = None if out.diverse_logits is None else out.diverse_logits.float()
                 targets = task.train_targets(batch["labels"])
                 extra = {"difficulty": batch["difficulty"]} if stage.needs_difficulty else {}
-                loss = stage.loss_at(step)(out.exit_logits.float(), diverse, targets, model.exit_layers, task=task,
-                                           **extra)
+                progress = ((epoch - 1) * len(loader) + step) / total_steps  # of the stage, this step included
+                loss = stage.loss_at(step, progress)(out.exit_logits.float(), diverse, targets, model.exit_layers,
+                                                     task=task, **extra)
                 if out.exit_signals is not None:  # its input is detached: this term trains the exit module alone
                     loss = loss + learned_exit_loss(out.exit_signals.float(), out.exit_logits.float(), targets,
                                                     task=task)
