@@ -1,7 +1,9 @@
 """The confidence bound calibration stores, the fixed-sequence choice and its fallback, on hand-made outcomes.
 
-Expected values are worked out here without scipy: the Clopper-Pearson bound from a direct binomial sum solved by
-bisection, or from its closed forms (all-lost rows: p_u = 1; b of n_d with b = n_d - 1 or b = 0: a root)."""
+Expected values are worked out here without scipy: Tango's score bound (the stored one) from a numeric restricted
+likelihood, or its closed forms (no disagreement: z^2 / (n + z^2); only lost rows: Wilson's bound on b / n); the
+conditional Clopper-Pearson bound (kept for comparison) from a direct binomial sum solved by bisection, or its closed
+forms (all-lost rows: p_u = 1; b of n_d with b = n_d - 1 or b = 0: a root)."""
 
 import math
 from statistics import NormalDist
@@ -10,8 +12,8 @@ import pytest
 
 from geep.errors import GeepError
 from geep.evaluation import KnobPoint, choose_knob, choose_policy
-from geep.evaluation.bounds import (check_confidence, clopper_pearson_upper, drop_upper_bound, fixed_sequence,
-                                   score_upper_bound)
+from geep.evaluation.bounds import (check_confidence, clopper_pearson_upper, conditional_drop_bound, drop_upper_bound,
+                                   fixed_sequence, score_upper_bound)
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
@@ -33,7 +35,12 @@ def reference_upper(k: int, n: int, confidence: float) -> float:
 
 
 def reference_drop_bound(lost: int, gained: int, rows: int, confidence: float) -> float:
-    """In points."""
+    """The stored bound, in points: Tango's score bound worked out numerically (:func:`reference_score_bound`)."""
+    return 100 * reference_score_bound(lost, gained, rows, confidence)
+
+
+def reference_conditional_bound(lost: int, gained: int, rows: int, confidence: float) -> float:
+    """The conditional Clopper-Pearson bound, in points."""
     d = lost + gained
     return 0.0 if d == 0 else 100 * (2 * reference_upper(lost, d, confidence) - 1) * d / rows
 
@@ -44,17 +51,27 @@ def test_clopper_pearson_equals_the_binomial_sum(k, n, confidence):
     assert clopper_pearson_upper(k, n, confidence) == pytest.approx(reference_upper(k, n, confidence), abs=1e-9)
 
 
-def test_drop_bound_closed_forms():
+def test_conditional_bound_closed_forms():
     # 2 lost, 1 gained of 213 rows: P(X <= 2 | n=3, p) = 1 - p^3 = 0.1, so p_u = 0.9^(1/3).
-    assert drop_upper_bound(2, 1, 213, 0.9) == pytest.approx((2 * 0.9 ** (1 / 3) - 1) * 3 / 213, abs=1e-12)
-    # Only lost rows: p_u = 1, the bound is the point estimate b / n at any confidence.
-    assert drop_upper_bound(2, 0, 200, 0.9) == pytest.approx(2 / 200)
-    assert drop_upper_bound(2, 0, 200, 0.99) == pytest.approx(2 / 200)
+    assert conditional_drop_bound(2, 1, 213, 0.9) == pytest.approx((2 * 0.9 ** (1 / 3) - 1) * 3 / 213, abs=1e-12)
+    # Only lost rows: p_u = 1, the bound is the point estimate b / n at any confidence -- why it is not stored.
+    assert conditional_drop_bound(2, 0, 200, 0.9) == pytest.approx(2 / 200)
+    assert conditional_drop_bound(2, 0, 200, 0.99) == pytest.approx(2 / 200)
     # Only gained rows: (1 - p)^4 = 0.1 at p_u; the bound is negative (confidently more accurate than full).
-    assert drop_upper_bound(0, 4, 100, 0.9) == pytest.approx((2 * (1 - 0.1 ** 0.25) - 1) * 4 / 100, abs=1e-12)
-    assert drop_upper_bound(0, 4, 100, 0.9) < 0
-    assert drop_upper_bound(0, 0, 50, 0.9) == 0.0  # never disagree: no drop
-    # A higher confidence never gives a lower bound; more balanced disagreement bounds below the all-lost case.
+    assert conditional_drop_bound(0, 4, 100, 0.9) == pytest.approx((2 * (1 - 0.1 ** 0.25) - 1) * 4 / 100,
+                                                                   abs=1e-12)
+    assert conditional_drop_bound(0, 0, 50, 0.9) == 0.0  # never disagree: no drop, however few the rows
+    with pytest.raises(GeepError):
+        conditional_drop_bound(0, 0, 0, 0.9)
+
+
+def test_the_stored_bound_is_the_score_bound():
+    """Unlike the conditional bound, it grows with the confidence even when every disagreement is a lost row, and is
+    above 0 with no disagreement; a higher confidence never gives a lower bound."""
+    for case in [(2, 0, 200), (0, 0, 50), (5, 5, 200), (0, 4, 100)]:
+        assert drop_upper_bound(*case, 0.9) == pytest.approx(reference_score_bound(*case, 0.9), abs=1e-6)
+    assert drop_upper_bound(2, 0, 200, 0.99) > drop_upper_bound(2, 0, 200, 0.9) > 2 / 200
+    assert drop_upper_bound(0, 0, 50, 0.9) > 0
     assert drop_upper_bound(5, 5, 200, 0.95) > drop_upper_bound(5, 5, 200, 0.9) > 0
     with pytest.raises(GeepError):
         drop_upper_bound(0, 0, 0, 0.9)
@@ -67,56 +84,60 @@ def test_fixed_sequence_counts_until_the_first_failure():
     assert fixed_sequence([], 1.0) == 0
 
 
-def point(knob, speedup, lost, gained, rows=200, mean_layer=None):
-    """A hand-made knob: full is right on 180 of ``rows``; the knob loses ``lost`` rows and gains ``gained``."""
-    accuracy = (180 - lost + gained) / rows
+def point(knob, speedup, lost, gained, rows=1000, mean_layer=None):
+    """A hand-made knob: full is right on 90% of ``rows``; the knob loses ``lost`` rows and gains ``gained``."""
+    accuracy = (0.9 * rows - lost + gained) / rows
     return KnobPoint("fastbert", knob, accuracy, speedup, mean_layer if mean_layer is not None else 6 / speedup,
                      lost=lost, gained=gained, rows=rows)
 
 
 def test_the_fastest_knob_before_the_first_failure_is_chosen():
-    """Knob 0.6 would pass on its own (1 lost row: 0.5 points) but lies after 0.4, which fails (3 lost: 1.5
-    points): the sequence stops at 0.4, so 0.2 is chosen; the point estimate would take 0.6 (drop 0.5)."""
-    points = [point(0.0, 0.97, 0, 0), point(0.2, 1.5, 1, 0), point(0.4, 2.2, 3, 0), point(0.6, 3.1, 1, 0)]
+    """On 1000 rows: knob 0.6 would pass on its own (3 lost rows: bound 0.62 points) but lies after 0.4, which fails
+    (12 lost: 1.73 points): the sequence stops at 0.4, so 0.2 is chosen (1 lost: Wilson's 0.33 points); the point
+    estimate would take 0.6 (drop 0.3)."""
+    points = [point(0.0, 0.97, 0, 0), point(0.2, 1.5, 1, 0), point(0.4, 2.2, 12, 0), point(0.6, 3.1, 3, 0)]
+    assert [round(reference_drop_bound(p.lost, 0, 1000, 0.9), 2) for p in points] == [0.16, 0.33, 1.73, 0.62]
     chosen = choose_knob(points, 0.9, max_accuracy_drop=1.0, confidence=0.9)
     assert chosen.knob == 0.2 and chosen.promised is True and chosen.confidence == 0.9
-    assert chosen.drop_bound == pytest.approx(0.5)  # 1 lost of 200: p_u = 1
+    assert chosen.drop_bound == pytest.approx(100 * wilson_upper(1, 1000, Z90), abs=1e-6)
     assert choose_knob(points, 0.9, max_accuracy_drop=1.0, confidence=None).knob == 0.6
     # The order is the FLOPs speed-up, not the list's: the same points listed fastest first choose the same.
     assert choose_knob(points[::-1], 0.9, max_accuracy_drop=1.0, confidence=0.9).knob == 0.2
 
 
 def test_balanced_disagreement_is_bounded_above_its_point_estimate():
-    """6 lost and 5 gained of 200: the point estimate (0.5 points) meets a 1-point budget, the bound does not."""
-    d = 6 + 5
-    expected = reference_drop_bound(6, 5, 200, 0.9)
+    """40 lost and 38 gained of 1000: the point estimate (0.2 points) meets a 1-point budget, the bound does not."""
+    expected = reference_drop_bound(40, 38, 1000, 0.9)
     assert expected > 1.0
-    points = [point(0.0, 0.97, 0, 0), point(0.2, 1.5, 1, 0), point(0.4, 2.2, 6, 5)]
+    points = [point(0.0, 0.97, 0, 0), point(0.2, 1.5, 1, 0), point(0.4, 2.2, 40, 38)]
     chosen = choose_knob(points, 0.9, max_accuracy_drop=1.0)  # default confidence 0.9
     assert chosen.knob == 0.2
-    assert points[2].bound(0.9) == pytest.approx(expected, abs=1e-9) and d == 11
+    assert points[2].bound(0.9) == pytest.approx(expected, abs=1e-6)
 
 
 def test_too_few_rows_to_promise_stores_the_most_accurate_faster_knob_unpromised():
-    """On 50 rows one lost row is 2 points: no knob faster than full passes a 1-point budget. The fallback is the
-    faster knob with the smallest bound (ties: the faster); the knob slower than full (0.97x) is never it."""
+    """On 50 rows even no disagreement bounds the drop at z^2 / (50 + z^2) = 3.2 points: no knob passes a 1-point
+    budget. The fallback is the faster knob with the smallest bound (ties: the faster); the knob slower than full
+    (0.97x) is never it."""
     points = [point(0.0, 0.97, 0, 0, rows=50), point(0.2, 1.5, 1, 0, rows=50), point(0.4, 2.2, 1, 0, rows=50),
               point(0.6, 3.1, 4, 0, rows=50)]
     chosen = choose_knob(points, 0.9, max_accuracy_drop=1.0, confidence=0.9)
-    assert chosen.promised is False and chosen.knob == 0.4 and chosen.drop_bound == pytest.approx(2.0)
-    # With a budget the rows can carry, the same points are promised.
-    assert choose_knob(points, 0.9, max_accuracy_drop=2.0, confidence=0.9).promised is True
+    assert chosen.promised is False and chosen.knob == 0.4
+    assert chosen.drop_bound == pytest.approx(100 * wilson_upper(1, 50, Z90), abs=1e-6)
+    # With a budget the rows can carry (7 points: 1 lost of 50 bounds at 6.45), the same points are promised.
+    again = choose_knob(points, 0.9, max_accuracy_drop=7.0, confidence=0.9)
+    assert again.promised is True and again.knob == 0.4
 
 
 def test_target_speedup_takes_the_smallest_bonferroni_bound():
-    """Among the m = 2 knobs at least 2x faster, each is bounded at 1 - 0.1 / 2 = 0.95: 5 lost + 5 gained (point
-    drop 0) bounds above 2 lost + 0 gained (point drop 1 point), so the latter is chosen; the point rule takes the
-    former."""
-    points = [point(0.0, 0.97, 0, 0), point(0.4, 2.2, 5, 5), point(0.6, 3.1, 2, 0)]
+    """Among the m = 2 knobs at least 2x faster, each is bounded at 1 - 0.1 / 2 = 0.95: 10 lost + 10 gained of 200
+    (point drop 0) bounds above 2 lost + 0 gained (point drop 1 point), so the latter is chosen; the point rule takes
+    the former."""
+    points = [point(0.0, 0.97, 0, 0, rows=200), point(0.4, 2.2, 10, 10, rows=200), point(0.6, 3.1, 2, 0, rows=200)]
     chosen = choose_knob(points, 0.9, target_speedup=2.0, confidence=0.9)
     assert chosen.knob == 0.6 and chosen.promised is True
-    assert chosen.drop_bound == pytest.approx(reference_drop_bound(2, 0, 200, 0.95), abs=1e-9)
-    assert points[1].bound(0.95) == pytest.approx(reference_drop_bound(5, 5, 200, 0.95), abs=1e-9)
+    assert chosen.drop_bound == pytest.approx(reference_drop_bound(2, 0, 200, 0.95), abs=1e-6)
+    assert points[1].bound(0.95) == pytest.approx(reference_drop_bound(10, 10, 200, 0.95), abs=1e-6)
     assert points[1].bound(0.95) > chosen.drop_bound
     assert choose_knob(points, 0.9, target_speedup=2.0, confidence=None).knob == 0.4
     with pytest.raises(GeepError, match="best reachable is 3.10x"):

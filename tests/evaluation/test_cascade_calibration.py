@@ -15,6 +15,7 @@ from geep.evaluation.temperature import fit_temperature
 from geep.inference import predict
 from geep.modeling.cascade import Cascade
 from tests.helpers import random_texts, tiny_member
+from tests.evaluation.test_bounds import reference_drop_bound
 
 TEXTS = random_texts(48, seed=5)
 
@@ -73,8 +74,10 @@ def test_calibrating_a_cascade_stores_a_threshold_per_boundary_and_the_temperatu
     run = predict(cascade, TEXTS, policy="cascade")
     accuracy = sum(a == b for a, b in zip(run.labels, labels)) / len(TEXTS)
     assert chosen["cascade"].accuracy == pytest.approx(accuracy)
-    # the reference is right on every row, so no row is gained and the bound is the share of rows lost
-    assert chosen["cascade"].gained == 0 and chosen["cascade"].drop_bound == pytest.approx(100 * (1 - accuracy))
+    # the reference is right on every row, so no row is gained: the bound is Wilson's on the share of rows lost
+    lost = round(len(TEXTS) * (1 - accuracy))
+    assert chosen["cascade"].gained == 0 and chosen["cascade"].lost == lost
+    assert chosen["cascade"].drop_bound == pytest.approx(reference_drop_bound(lost, 0, len(TEXTS), 0.9), abs=1e-6)
     if chosen["cascade"].promised:
         assert accuracy >= 0.9 - 1e-9
     confident = (small.probabilities.log() / T).softmax(-1).max(-1).values >= theta

@@ -70,7 +70,7 @@ def calibrate(model: MultiExitClassifier | Cascade, texts: Sequence[str], labels
     (tau, t), searched over tau x every fastbert t.
 
     ``max_accuracy_drop`` D: per policy, the fastest knob whose drop against ``full`` is at most D points with
-    probability ``confidence`` (:func:`geep.evaluation.sweep.choose_knob`: a Clopper-Pearson bound on the paired
+    probability ``confidence`` (:func:`geep.evaluation.sweep.choose_knob`: Tango's score bound on the paired
     drop, fixed-sequence testing from the slowest knob); the default policy is the fastest of the policies whose
     knob passed. A policy with no knob faster than full that passes stores its most accurate knob that is still
     faster than full, marked ``promised: false``; if no policy passed, the default policy is ``full``; either way one
