@@ -16,10 +16,11 @@ Rules compared (all read the same sweep; all but `point` use fixed-sequence test
              share of rows lost, lost / n, ignoring rows gained (the drop is at most that share);
 - cp-nofst, score-nofst: the bound, but the fastest knob that passes on its own (no fixed sequence): what the
              multiple-comparison correction buys;
-- score:     Tango's score bound on the paired difference (Tango 1998), which estimates the disagreement rate too:
-             the shipped rule (`choose_knob`);
+- score:     Tango's score bound on the paired difference (Tango 1998), which estimates the disagreement rate too,
+             each policy at the full confidence (`choose_knob`);
 - score-split: the score bound with the confidence split over the P calibrated policies (each at 1 - 0.1 / P,
-             Bonferroni), so that the default policy, the fastest of those that passed, holds at 0.9 too.
+             Bonferroni), so that the default policy, the fastest of those that passed, holds at 0.9 too: the shipped rule
+             (`geep calibrate`).
 The default policy is chosen by `choose_policy` from each rule's choices.
 
 Per-row results do not depend on the batch (replay is batch invariant), so each (policy, knob)'s per-row answers on

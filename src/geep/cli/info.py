@@ -156,6 +156,8 @@ def describe_evidence(evidence: dict) -> str:
     bound, confidence = evidence.get("drop_bound"), evidence.get("confidence")
     text = (f"accuracy drop <= {bound:.2f} points at {100 * confidence:g}% confidence" if bound is not None
             and confidence is not None else "no bound")
+    if bound is not None and (evidence.get("policies") or 1) > 1:
+        text += f", jointly with the other {evidence['policies'] - 1} policies calibrated"
     text += f" (dev drop {evidence.get('drop', float('nan')):.2f} points on {evidence.get('dev_rows', '?')} rows"
     if evidence.get("max_accuracy_drop") is not None:
         text += f"; budget {evidence['max_accuracy_drop']:g} points"

@@ -82,7 +82,12 @@ def calibrate(model: MultiExitClassifier | Cascade, texts: Sequence[str], labels
     bound does not apply: their knobs are chosen by the dev point estimate, stored with ``confidence: null`` and
     one warning line says so.
 
-    Beside each knob, ``model.config.calibration[precision][policy]`` records the confidence, the bound
+    The P policies calibrated share the confidence (Bonferroni): each policy's knobs are tested at
+    1 - (1 - ``confidence``) / P, so that every promised knob, and with them the default policy, holds at once with
+    ``confidence`` (choosing the fastest of P policies that each passed at ``confidence`` would not).
+
+    Beside each knob, ``model.config.calibration[precision][policy]`` records the confidence (and each policy's
+    share, ``policy_confidence``, of the P ``policies``), the bound
     (``drop_bound``, points), the point estimate (``drop``, points), the dev rows, whether it was promised and the
     target. Returns the chosen point per policy (bound fields filled). Without an exit table, the geep policies
     are skipped. Every argument and policy is checked before anything is stored, so an unreachable speed-up
@@ -109,11 +114,14 @@ def calibrate(model: MultiExitClassifier | Cascade, texts: Sequence[str], labels
     if not bounded:
         logger.warning("%s is not a mean of right rows, so no confidence bound applies: each knob is chosen by its "
                        "dev point estimate (stored with confidence null)", model.task.primary.replace("_", "-"))
+    # Bonferroni over the P policies: each is tested at 1 - (1 - confidence) / P, so that every promised knob holds
+    # at once with ``confidence``, and so does the default policy, whichever of them it is.
+    each = 1.0 - (1.0 - confidence) / max(len(policies), 1)
     try:
         result = sweep(model, encoded, ids, policies=policies, batch_size=batch_size, grid_points=grid_points,
                        precision=precision, exit_logits=exit_logits)
         chosen = {name: choose_knob(result.points[name], result.full.score, target_speedup=target_speedup,
-                                    max_accuracy_drop=max_accuracy_drop, confidence=confidence if bounded else None)
+                                    max_accuracy_drop=max_accuracy_drop, confidence=each if bounded else None)
                   for name in policies}
     except BaseException:
         if kept is not None:
@@ -122,7 +130,8 @@ def calibrate(model: MultiExitClassifier | Cascade, texts: Sequence[str], labels
     target = ({"max_accuracy_drop": float(max_accuracy_drop)} if max_accuracy_drop is not None
               else {"target_speedup": float(target_speedup)})
     for name, point in chosen.items():
-        evidence = {"confidence": confidence if bounded else None, "drop_bound": point.drop_bound,
+        evidence = {"confidence": confidence if bounded else None, "policy_confidence": each if bounded else None,
+                    "policies": len(policies), "drop_bound": point.drop_bound,
                     "drop": 100.0 * (result.full.score - point.score), "metric": point.metric, "dev_rows": len(texts),
                     "promised": bool(point.promised), **target}
         model.config.store_knob(precision, name, policy_for(model, name, precision).knob_values(point.knob), evidence)
