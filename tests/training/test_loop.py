@@ -13,7 +13,8 @@ from tests.helpers import save_tiny_encoder, synthetic
 from geep.errors import GeepError
 from geep.modeling.model import MultiExitClassifier
 from geep.modeling.losses.sdn import sdn_loss, sdn_schedule
-from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, Objective, Stage, get_objective
+from geep.modeling.objectives import (DEFAULT_RECIPE, OBJECTIVES, Objective, Stage, every_exit_loss, get_objective,
+                                     teacher_loss)
 from geep.training.loop import EncodedData, TrainingArguments, evaluate, stage_plan, train
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,26 @@ def test_the_loop_asks_a_scheduled_loss_for_each_step_s_progress_over_the_stage(
     model = make(encoder_dir, objective="sdn")
     train(model, data(model, 24, seed=1), data(model, 8, seed=2), fast_args(epochs=2, batch_size=8))
     assert seen == pytest.approx([i / 6 for i in range(1, 7)])
+
+
+def test_berxit_alternates_over_the_stage_not_restarting_each_epoch(encoder_dir, monkeypatch):
+    """24 rows in batches of 8 are 3 steps an epoch: over 2 epochs the stage's steps 1..6 take the teacher's loss on
+    1, 3, 5 and every exit's on 2, 4, 6 (restarting each epoch would give the teacher's 4 of 6)."""
+    used = []
+
+    def teacher(*args, **kwargs):
+        used.append("teacher")
+        return teacher_loss(*args, **kwargs)
+
+    def every(*args, **kwargs):
+        used.append("every")
+        return every_exit_loss(*args, **kwargs)
+
+    stage = Stage("alternating", teacher, trains=("backbone", "teacher", "students"), alternate=every)
+    monkeypatch.setitem(OBJECTIVES, "berxit", Objective("berxit", (stage,), "berxit, recording its losses"))
+    model = make(encoder_dir, objective="berxit")
+    train(model, data(model, 24, seed=1), data(model, 8, seed=2), fast_args(epochs=2, batch_size=8))
+    assert used == ["teacher", "every"] * 3
 
 
 def test_an_objective_is_refused_on_a_task_it_does_not_apply_to(encoder_dir):

@@ -192,7 +192,8 @@ class Stage:
     schedule: Callable[[float], LossFn] | None = None
 
     def loss_at(self, step: int, progress: float = 1.0) -> LossFn:
-        """The loss of training step ``step`` (1-based), taken at ``progress`` (fraction of the stage's steps done)."""
+        """The loss of training step ``step`` (1-based, counted over the whole stage: BERxiT's alternation does not
+        restart at an epoch), taken at ``progress`` (the fraction of the stage's steps done, this one included)."""
         if self.schedule is not None:
             return self.schedule(progress)
         return self.alternate if self.alternate is not None and step % 2 == 0 else self.loss

@@ -296,9 +296,9 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                 diverse = None if out.diverse_logits is None else out.diverse_logits.float()
                 targets = task.train_targets(batch["labels"])
                 extra = {"difficulty": batch["difficulty"]} if stage.needs_difficulty else {}
-                progress = ((epoch - 1) * len(loader) + step) / total_steps  # of the stage, this step included
-                loss = stage.loss_at(step, progress)(out.exit_logits.float(), diverse, targets, model.exit_layers,
-                                                     task=task, **extra)
+                stage_step = (epoch - 1) * len(loader) + step  # counted over the stage, not restarted each epoch
+                loss = stage.loss_at(stage_step, stage_step / total_steps)(
+                    out.exit_logits.float(), diverse, targets, model.exit_layers, task=task, **extra)
                 if out.exit_signals is not None:  # its input is detached: this term trains the exit module alone
                     loss = loss + learned_exit_loss(out.exit_signals.float(), out.exit_logits.float(), targets,
                                                     task=task)
