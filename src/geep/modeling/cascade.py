@@ -27,7 +27,7 @@ from torch import nn
 
 from geep.errors import GeepError
 from geep.io import write_text_atomic
-from geep.modeling.config import GeepConfig
+from geep.modeling.config import GeepConfig, StoredDefaults
 from geep.modeling.model import CONFIG_NAME, MultiExitClassifier
 from geep.tasks import Classification, Task
 
@@ -38,7 +38,7 @@ PROBE_TEXTS = ["The quick brown fox, 123 jumps!", "Élan vital — naïve café"
 
 
 @dataclass
-class CascadeConfig:
+class CascadeConfig(StoredDefaults):
     """What ``cascade.json`` holds. ``members``: each member's directory as stored (relative to the cascade's
     directory, or absolute); ``label_names``: the first member's, the order answers use; ``default_knobs`` /
     ``default_policy``: as a model's (``GeepConfig``), filled by ``geep calibrate``; ``temperatures``: {precision:
@@ -89,27 +89,6 @@ class CascadeConfig:
     @property
     def max_length(self) -> int:
         return self.first.max_length
-
-    def stored_knob(self, precision: str, policy: str) -> dict[str, float] | None:
-        return self.default_knobs.get(precision, {}).get(policy)
-
-    def store_knob(self, precision: str, policy: str, values: dict[str, float],
-                   evidence: dict[str, Any] | None = None) -> None:
-        self.default_knobs.setdefault(precision, {})[policy] = {k: float(v) for k, v in values.items()}
-        records = self.calibration.setdefault(precision, {})
-        if evidence is None:
-            records.pop(policy, None)
-        else:
-            records[policy] = dict(evidence)
-
-    def stored_evidence(self, precision: str, policy: str) -> dict[str, Any] | None:
-        return self.calibration.get(precision, {}).get(policy)
-
-    def stored_policy(self, precision: str) -> str | None:
-        return self.default_policy.get(precision)
-
-    def store_policy(self, precision: str, policy: str) -> None:
-        self.default_policy[precision] = policy
 
     def temperatures_at(self, precision: str, boundaries: int) -> tuple[float, ...]:
         """The boundary members' temperatures calibrated at ``precision`` (else fp32's, else 1 each)."""

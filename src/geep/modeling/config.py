@@ -26,8 +26,46 @@ POOLINGS = ("first", "mean")
 EXIT_MODULES = ("lte",)  # BERxiT's learning-to-exit module (geep.modeling.heads.LearnedExit)
 
 
+class StoredDefaults:
+    """What calibration stores and predict reads, for a model's config and a cascade's alike: the knob values per
+    precision and policy (``default_knobs``), the evidence each was chosen on (``calibration``) and the default
+    policy per precision (``default_policy``)."""
+
+    default_knobs: dict[str, dict[str, dict[str, float]]]
+    default_policy: dict[str, str]
+    calibration: dict[str, dict[str, dict[str, Any]]]
+
+    def stored_knob(self, precision: str, policy: str) -> dict[str, float] | None:
+        """The named knob values calibrated for ``policy`` at ``precision``, or None."""
+        return self.default_knobs.get(precision, {}).get(policy)
+
+    def store_knob(self, precision: str, policy: str, values: dict[str, float],
+                   evidence: dict[str, Any] | None = None) -> None:
+        """Records ``policy``'s calibrated knob values at ``precision`` (the other precisions' stay), and the
+        evidence it was chosen on (``calibration``); without evidence, any earlier record of it is forgotten."""
+        self.default_knobs.setdefault(precision, {})[policy] = {k: float(v) for k, v in values.items()}
+        if evidence is None:
+            self.calibration.get(precision, {}).pop(policy, None)
+            self.calibration = {p: records for p, records in self.calibration.items() if records}
+        else:
+            self.calibration.setdefault(precision, {})[policy] = dict(evidence)
+        _check_calibration(self.calibration)
+
+    def stored_evidence(self, precision: str, policy: str) -> dict[str, Any] | None:
+        """What ``policy``'s knob at ``precision`` was calibrated on (confidence, bound, ...), or None."""
+        return self.calibration.get(precision, {}).get(policy)
+
+    def stored_policy(self, precision: str) -> str | None:
+        """The default policy calibrated at ``precision``, or None."""
+        return self.default_policy.get(precision)
+
+    def store_policy(self, precision: str, policy: str) -> None:
+        """Records ``policy`` as the default at ``precision`` (the other precisions' stay)."""
+        self.default_policy[precision] = policy
+
+
 @dataclass
-class GeepConfig:
+class GeepConfig(StoredDefaults):
     """Configuration of the exits, the labels, the objective and the inference-side slots.
 
     Notation: L backbone layers; exit k reads h_k (k = 1..L); ``exit_layers`` is E and always contains L,
@@ -154,34 +192,6 @@ class GeepConfig:
         if k == self.num_layers:
             return self.teacher_head or self.head, self.teacher_pooling or self.pooling
         return self.head, self.pooling
-
-    def stored_knob(self, precision: str, policy: str) -> dict[str, float] | None:
-        """The named knob values calibrated for ``policy`` at ``precision``, or None."""
-        return self.default_knobs.get(precision, {}).get(policy)
-
-    def store_knob(self, precision: str, policy: str, values: dict[str, float],
-                   evidence: dict[str, Any] | None = None) -> None:
-        """Records ``policy``'s calibrated knob values at ``precision`` (the other precisions' stay), and the
-        evidence it was chosen on (``calibration``); without evidence, any earlier record of it is forgotten."""
-        self.default_knobs.setdefault(precision, {})[policy] = {k: float(v) for k, v in values.items()}
-        if evidence is None:
-            self.calibration.get(precision, {}).pop(policy, None)
-            self.calibration = {p: records for p, records in self.calibration.items() if records}
-        else:
-            self.calibration.setdefault(precision, {})[policy] = dict(evidence)
-        _check_calibration(self.calibration)
-
-    def stored_evidence(self, precision: str, policy: str) -> dict[str, Any] | None:
-        """What ``policy``'s knob at ``precision`` was calibrated on (confidence, bound, ...), or None."""
-        return self.calibration.get(precision, {}).get(policy)
-
-    def stored_policy(self, precision: str) -> str | None:
-        """The default policy calibrated at ``precision``, or None."""
-        return self.default_policy.get(precision)
-
-    def store_policy(self, precision: str, policy: str) -> None:
-        """Records ``policy`` as the default at ``precision`` (the other precisions' stay)."""
-        self.default_policy[precision] = policy
 
     def drop_knobs(self, policies: Any) -> list[str]:
         """Forgets the stored knobs of ``policies`` at every precision, and any default policy among them; returns
