@@ -212,10 +212,10 @@ def test_predict_with_ray_on_another_family(tmp_path, capsys):
     single = tmp_path / "single.jsonl"
     assert cli(["predict", "--model", out, "--input", data, "--output", single, "--policy", "fastbert",
                 "--threshold", "0.5", "--no-progress"], capsys)[0] == 0
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        from geep.integrations import ray_data
+    from geep.integrations import ray_data
 
+    ray_data.start_local_ray(2)
+    try:
         ray_data.run_job(tmp_path / "in", tmp_path / "ray", out, policy="fastbert", knob=0.5, concurrency=1,
                          map_batch_size=8)
         rows, _ = ray_data.read_output(tmp_path / "ray")

@@ -128,7 +128,7 @@ def test_missing_extra_is_one_line(model_dir, inputs, tmp_path, capsys, monkeypa
 # ---- jobs on a local Ray
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_data.start_local_ray(3)
     yield
     ray.shutdown()
 
