@@ -133,6 +133,15 @@ def local_ray():
     ray.shutdown()
 
 
+def test_the_workers_of_a_local_ray_run_at_the_driver_s_priority(local_ray):
+    """Ray's default niceness 15 starved the actors on a busy machine (the suite 'hung' under load)."""
+    @ray.remote
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote(), timeout=TIMEOUT_S) == os.nice(0)
+
+
 @pytest.mark.parametrize("policy, knob, precision", [("full", None, "fp32"), ("fastbert", 0.5, "fp32"),
                                                      ("geep-verify", 0.4, "int8")])
 def test_same_answers_as_single_process_and_the_manifest_counts_every_actor_that_ran(
@@ -156,6 +165,25 @@ def test_same_answers_as_single_process_and_the_manifest_counts_every_actor_that
         assert row["probability"] == pytest.approx(want["probability"], abs=1e-5)
     if policy != "full":
         assert rows["exit_layer"].nunique() >= 2  # the knob makes rows leave at different exits
+
+
+def test_the_job_reads_its_input_once(local_ray, model_dir, inputs, tmp_path, monkeypatch):
+    """The rows' count and the labelling share one read (a count on the lazy dataset read every file twice)."""
+    log = tmp_path / "reads"
+    read_input = ray_data.read_input
+
+    def counted(files, encoding=None):
+        def note(batch):  # a nested function: Ray ships it by value
+            with open(log, "a") as f:
+                f.write(f"{len(batch)}\n")
+            return batch
+
+        return read_input(files, encoding).map_batches(note, batch_format="pandas")
+
+    monkeypatch.setattr(ray_data, "read_input", counted)
+    manifest = ray_data.run_job(inputs, tmp_path / "out", model_dir, concurrency=1)
+    assert manifest["rows_in"] == N_FILES * ROWS
+    assert sum(map(int, log.read_text().split())) == N_FILES * ROWS  # each row passed the reader once
 
 
 def test_two_actors_each_answer_their_own_half(local_ray, model_dir, inputs, tmp_path):

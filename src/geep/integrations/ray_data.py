@@ -179,7 +179,7 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     os.chmod(tmp, default_dir_mode())  # mkdtemp's 0700 would stay on the output it is renamed to
     try:
-        ds = read_input(files, encoding)
+        ds = read_input(files, encoding).materialize()  # read once: the count below comes from its blocks' metadata
         rows_in = ds.count()
         labelled = predict_dataset(
             ds, model_dir, concurrency=concurrency, num_cpus=float(threads), num_gpus=num_gpus,
