@@ -114,7 +114,7 @@ def test_calibrate_stores_geep_verify_s_pair_and_the_fastest_policy_as_the_defau
     out = capsys.readouterr().out
     config = config_of(directory)
     pair = config["default_knobs"]["fp32"]["geep-verify"]
-    assert set(pair) == {"tau", "continue_threshold"} and f"t {pair['continue_threshold']:.3g}" in out
+    assert set(pair) == {"tau", "continue_threshold"} and f"{pair['tau']:.4g}/{pair['continue_threshold']:.4g} |" in out
     model = MultiExitClassifier.from_pretrained(directory)
     texts, labels = random_texts(40, seed=3), [f"c{i % 3}" for i in range(40)]
     result = sweep(model, model.tokenize(texts), label_ids(model, labels), batch_size=32, grid_points=9,

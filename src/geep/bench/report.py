@@ -13,6 +13,7 @@ from geep.bench.plots import plot_curves, static_line, uses_reference
 from geep.bench.result import BenchResult, by_policy, group_records
 from geep.evaluation.metrics import metric_of, pareto_frontier, score_of
 from geep.io import write_text_atomic
+from geep.policies.base import knob_text as policy_knob_text
 
 def write_outputs(result: BenchResult, directory: str | Path) -> dict[str, Path]:
     """Writes ``bench.json``, ``report.md`` and ``curves.png`` into ``directory`` (created), each atomically."""
@@ -92,24 +93,15 @@ def format_summary(result: BenchResult, max_drop: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def _fmt_knob(knob: Any) -> str:
-    if knob is None:
-        return "-"
-    if isinstance(knob, int) or float(knob).is_integer():
-        return str(int(knob))
-    return f"{knob:.3g}"
-
-
 def knob_text(record: Mapping[str, Any]) -> str:
-    """A record's knob: the number, or geep-verify's ``tau/t`` (knob = tau, then its continuation threshold); a
-    cascade's thresholds follow as ``θ0.9`` (one per member boundary)."""
-    t = record.get("continue_threshold")
-    text = _fmt_knob(record["knob"]) + ("" if t is None else f"/{_fmt_knob(t)}")
-    thresholds = record.get("cascade_thresholds")
-    if thresholds:  # a cascade: its member policy's knob, then each boundary's threshold
-        cascade = "θ" + ",".join(_fmt_knob(x) for x in thresholds)
-        text = cascade if record["knob"] is None else f"{text}/{cascade}"
-    return text
+    """A record's knob, rendered as every surface renders one (``geep.policies.base.knob_text``): the number, or
+    geep-verify's ``tau/t`` (knob = tau, then its continuation threshold); a cascade's member knob, then one
+    threshold per member boundary."""
+    values = {} if record["knob"] is None else {"knob": record["knob"]}
+    if record.get("continue_threshold") is not None:
+        values["continue_threshold"] = record["continue_threshold"]
+    values.update({f"cascade_{m}": x for m, x in enumerate(record.get("cascade_thresholds") or (), 1)})
+    return policy_knob_text(values)
 
 
 def _spread(runs: Sequence[float] | None) -> str:

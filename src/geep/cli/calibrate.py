@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from geep.evaluation.bounds import check_confidence
     from geep.evaluation.calibrate import CALIBRATED_POLICIES, CASCADE_POLICIES, calibrate
     from geep.inference.spec import policy_for
+    from geep.policies.base import knob_text
     from geep.modeling.cascade import Cascade
     from geep.data import get_columns, load_dataset_spec
     from geep.inference.spec import resolve_device
@@ -127,14 +128,6 @@ def run(args: argparse.Namespace) -> int:
         how = "the smallest bound on its drop among those that reach the speed-up"
     print(f"default policy at {args.precision}: {default} ({how}; predict and serve run it when no policy is named)")
     return 0
-
-
-def knob_text(values: dict[str, float]) -> str:
-    """A knob's named values for a table cell: ``0.3`` for one value, ``tau 0.3, t 0.25`` for geep-verify's pair."""
-    if len(values) == 1:
-        return f"{next(iter(values.values())):.4g}"
-    short = {"continue_threshold": "t"}
-    return ", ".join(f"{short.get(name, name)} {value:.3g}" for name, value in values.items())
 
 
 def bound_text(bound: float | None) -> str:

@@ -140,10 +140,12 @@ def _describe_table(table: dict) -> str:
 def _describe_knobs(config: GeepConfig) -> str:
     """One line per precision and policy: the calibrated knob values and, where calibration recorded it, the bound
     it was chosen with (a knob calibrated before bounds existed shows its values alone)."""
+    from geep.policies.base import knob_text
+
     lines = []
     for precision, per_policy in sorted(config.default_knobs.items()):
         for policy, values in sorted(per_policy.items()):
-            line = f"{precision} {policy} " + ", ".join(f"{name}={value:g}" for name, value in values.items())
+            line = f"{precision} {policy} " + knob_text(values, named=True)
             evidence = config.stored_evidence(precision, policy)
             if evidence:
                 line += ": " + describe_evidence(evidence)

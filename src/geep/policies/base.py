@@ -64,6 +64,21 @@ def _fmt(x: float) -> str:
     return f"{x:.7g}"
 
 
+def knob_text(values: Mapping[str, float], *, named: bool = False) -> str:
+    """A knob for people, the one rendering that `geep info`, the calibrate table and the bench reports share: its
+    values in the policy's order, ``0.2/0.3`` (geep-verify's tau/t; a cascade's member knob, then each boundary's
+    threshold), or with ``named`` ``tau=0.2, continue_threshold=0.3``; ``-`` when there is none."""
+    if not values:
+        return "-"
+    if named:
+        return ", ".join(f"{name}={_short(value)}" for name, value in values.items())
+    return "/".join(_short(value) for value in values.values())
+
+
+def _short(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.4g}"
+
+
 def entropy(logits: Tensor) -> Tensor:
     """Entropy (natural log) of softmax(logits) over the last axis, from log_softmax: (B, C) -> (B,)."""
     logp = F.log_softmax(logits.float(), dim=-1)
