@@ -36,13 +36,15 @@ test: $(STAMP)
 # Issue 15: the bench times knobs along each policy's FLOPs frontier, medians of at least 5 interleaved runs; to stay
 # within the budget the demo times one knob per policy (--timed-points 1: the frontier's fastest within 1 point of
 # full, which the summary reports), where it timed two at 3 runs each before: 144 timed runs instead of 160.
-# `SMOKE=1 make demo`: the same path on 64 rows with a small grid (about two minutes on a CPU).
+# `SMOKE=1 make demo`: the same path on 64 rows with a small grid, its bench timing four policies (about two minutes on
+# a quiet CPU; `make test` runs it, at one torch thread, in a temporary copy).
 GEEP := $(VENV)/bin/geep
 DEMO_DATA := --train bbc:train --dev bbc:dev --overwrite
 ifeq ($(SMOKE),1)
 DEMO_DIR ?= runs/demo-smoke
 DEMO_TRAIN := --max-train-samples 64 --max-dev-samples 64 --epochs 1 --distil-epochs 1 --no-progress
-DEMO_BENCH := --max-samples 64 --grid-points 5 --timed-points 1 --repeats 5 --no-progress --precision fp32,int8
+DEMO_BENCH := --max-samples 64 --grid-points 5 --timed-points 1 --repeats 5 --no-progress --precision fp32,int8 \
+	--policies full,fastbert,geep,geep-verify
 else
 DEMO_DIR ?= runs/demo
 DEMO_TRAIN := --epochs $(or $(EPOCHS),1) --distil-epochs 1

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The commands the tests start (the SMOKE demo, `geep serve`, Ray's workers) run their tiny models at one thread too:
+# set before torch is imported, so every child inherits it. Two threads on a busy 2-core machine only wait on each
+# other (under two CPU-bound processes the SMOKE demo's 4 training steps took 3 minutes).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import psutil
 import pytest
