@@ -13,7 +13,9 @@ exit-table checks, so what a run means is decided in one place:
 - ``precision`` checked against the device the model is on (or ``device``);
 - ``schedule`` None: the policy's own; a policy that predicts exit layers needs one that runs rows to them;
 - the policy must apply to the model's task (``Policy.tasks``) and, reading a learned exit, the model needs the exit
-  module; it is bound to the model's output layout (``Policy.bind``), so it reads only its task's columns.
+  module; it is bound to the model's output layout (``Policy.bind``), so it reads only its task's columns, and a
+  policy that reads calibrated probabilities (``confidence``) to the exits' temperatures at ``precision``
+  (``Policy.with_temperatures``).
 """
 
 from __future__ import annotations
@@ -150,11 +152,16 @@ def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
 
 def policy_for(model: MultiExitClassifier | Cascade, policy: str | Policy, precision: str = "fp32") -> Policy:
     """The policy object a run of ``model`` uses: the registered one, bound to the model's outputs
-    (:func:`bind_policy`); for a cascade, the member policy wrapped in
+    (:func:`bind_policy`) and, for a policy that reads ``calibrated`` probabilities, to each exit's temperature
+    calibrated at ``precision`` (else fp32's; none stored: raw probabilities); for a cascade, the member policy wrapped in
     the cascade's rule (``geep.policies.cascade``) with the temperatures calibrated at ``precision``. A cascade takes
     a member policy's name (``full`` is ``cascade``) or its cascade name (``cascade``, ``cascade-fastbert``)."""
     if not isinstance(model, Cascade):
-        return bind_policy(model, get_policy(policy))
+        bound = bind_policy(model, get_policy(policy))
+        temperatures = model.config.stored_temperatures(precision) if bound.calibrated else None
+        if temperatures is None:
+            return bound
+        return bound.with_temperatures(dict(zip(model.exit_layers, temperatures)))
     if isinstance(policy, CascadePolicy):
         return policy
     if isinstance(policy, str) and policy == "cascade":

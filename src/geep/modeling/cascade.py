@@ -90,11 +90,6 @@ class CascadeConfig(StoredDefaults):
     def max_length(self) -> int:
         return self.first.max_length
 
-    def temperatures_at(self, precision: str, boundaries: int) -> tuple[float, ...]:
-        """The boundary members' temperatures calibrated at ``precision`` (else fp32's, else 1 each)."""
-        stored = self.temperatures.get(precision) or self.temperatures.get("fp32")
-        return tuple(stored) if stored else (1.0,) * boundaries
-
     def to_dict(self) -> dict[str, Any]:
         return {"members": list(self.members), "label_names": list(self.label_names),
                 "default_knobs": self.default_knobs, "default_policy": self.default_policy,
