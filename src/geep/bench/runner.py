@@ -52,7 +52,7 @@ from geep.evaluation.temperature import calibration_errors
 from geep.inference.inputs import label_ids
 from geep.inference.runs import all_exit_logits, run_spec
 from geep.evaluation.metrics import difficulty_inversion_score
-from geep.inference.spec import policy_for, resolve_device, resolve_run
+from geep.inference.spec import policy_for, resolve_device, resolve_run, usable_policies
 from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import POLICIES, VerifyKnob, get_policy, policies_for
@@ -250,8 +250,7 @@ def bench_policies(model: Any, policies: Sequence[str]) -> tuple[list[str], dict
         return ["full"], {p: "one exit" for p in policies if p != "full"}
     if not isinstance(model, Cascade):
         task = model.config.task
-        usable = policies_for(task, signal=model.config.exit_module is not None,
-                              class_means=model.class_means is not None)
+        usable = usable_policies(model)
         for p in policies:
             if p not in usable:
                 skipped[p] = f"does not apply to a {task} model"

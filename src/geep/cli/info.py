@@ -77,6 +77,10 @@ def format_info(directory: str | Path) -> str:
     if config.class_means:
         lines.append(f"class means:    {config.class_means['file']}: {config.class_means.get('rows', '?')} rows from "
                      f"{config.class_means.get('source', '?')} (policy class-means)")
+    if config.trust_score:
+        t = config.trust_score
+        lines.append(f"trust score:    {t['file']}: {t.get('rows', '?')} rows from {t.get('source', '?')}, at most "
+                     f"{t.get('per_class', '?')} per class, alpha {t.get('alpha', '?')} (policy trust-score)")
     if training:
         sizes = training.get("data_sizes", {})
         lines.append(f"trained on:     {training.get('train', '?')}: {sizes.get('train', '?')} rows; dev "

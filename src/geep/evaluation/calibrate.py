@@ -21,17 +21,17 @@ from geep.evaluation.sweep import KnobPoint, choose_knob, choose_policy, sweep
 from geep.evaluation.temperature import calibration_errors, exit_temperatures, fit_temperature
 from geep.inference.inputs import as_texts, check_lengths, label_ids
 from geep.inference.runs import all_exit_logits
-from geep.inference.spec import policy_for
+from geep.inference.spec import policy_for, usable_policies
 from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import get_policy, policies_for
+from geep.policies import get_policy
 
 logger = logging.getLogger(__name__)
 
 # Policies a model stores a default knob for (oracle needs labels; full has no knob); each model calibrates those
 # that apply to its task (and lte where it has the exit module): ``calibrated_policies``.
 CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "elbert", "vote", "lte",
-                       "margin", "class-means")
+                       "margin", "class-means", "trust-score")
 
 
 # A cascade's (geep.policies.cascade): its rule with full members, and with members that exit early.
@@ -40,13 +40,12 @@ CASCADE_POLICIES = ("cascade", "cascade-fastbert", "cascade-deebert", "cascade-c
 
 def calibrated_policies(model: MultiExitClassifier | Cascade) -> list[str]:
     """The policies ``calibrate`` stores a knob for by default: those of :data:`CALIBRATED_POLICIES` the model's task
-    can run (``lte`` with an exit module, ``class-means`` with fitted means; the geep ones need an exit table); for a
+    can run (``lte`` with an exit module, ``class-means`` and ``trust-score`` with their fitted statistics; the geep ones need an exit table); for a
     cascade ``cascade``, and the member policies when a member has more than one exit."""
     if isinstance(model, Cascade):
         early = any(len(member.exit_layers) > 1 for member in model.members)
         return list(CASCADE_POLICIES if early else CASCADE_POLICIES[:1])
-    usable = policies_for(model.config.task, signal=model.config.exit_module is not None,
-                          class_means=model.class_means is not None)
+    usable = usable_policies(model)
     return [p for p in CALIBRATED_POLICIES if p in usable and (model.exit_table is not None
                                                              or not get_policy(p).needs_table)]
 

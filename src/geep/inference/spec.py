@@ -129,7 +129,16 @@ def output_layout(model: MultiExitClassifier) -> OutputLayout:
     """How the model's exit outputs are laid out: its task's K columns, then its exit module's signals; |E| exits."""
     config = model.config
     return OutputLayout(config.task, config.num_outputs, config.num_signals, len(model.exit_layers),
-                        config.num_labels if getattr(model, "class_means", None) is not None else 0)
+                        config.num_labels if getattr(model, "class_means", None) is not None else 0,
+                        config.num_labels if getattr(model, "trust_sets", None) is not None else 0)
+
+
+def usable_policies(model: MultiExitClassifier) -> list[str]:
+    """The registered policies ``model`` can run: those of its task, ``lte`` with an exit module, ``class-means`` and
+    ``trust-score`` with their fitted statistics (a policy that needs an exit table is listed either way)."""
+    return policies_for(model.config.task, signal=model.config.exit_module is not None,
+                        class_means=getattr(model, "class_means", None) is not None,
+                        trust_score=getattr(model, "trust_sets", None) is not None)
 
 
 def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
@@ -138,7 +147,7 @@ def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
     task, signal = model.config.task, model.config.exit_module is not None
     if task not in policy.tasks:
         article = "an" if task[0] in "aeiou" else "a"
-        usable = policies_for(task, signal=signal, class_means=model.class_means is not None)
+        usable = usable_policies(model)
         raise GeepError(f"the {policy.name} policy reads {policy.reads}; {article} {task} model can use: "
                         f"{', '.join(usable)}")
     if policy.needs_signal and not signal:
@@ -147,6 +156,9 @@ def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
     if policy.needs_class_means and model.class_means is None:
         raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none fitted; fit them "
                         "with `geep fit-means --model DIR --train DATA`")
+    if policy.needs_trust_score and getattr(model, "trust_sets", None) is None:
+        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none fitted; fit them "
+                        "with `geep fit-means --model DIR --train DATA --statistics trust-score`")
     return policy.bind(output_layout(model))
 
 

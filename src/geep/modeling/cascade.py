@@ -153,6 +153,7 @@ class Cascade(nn.Module):
         return self.config.label_names
 
     class_means = None  # a cascade's exits carry its members' class probabilities only
+    trust_sets = None
 
     @property
     def output_size(self) -> int:
@@ -300,10 +301,11 @@ def check_members(members: Sequence[MultiExitClassifier], names: Sequence[str]) 
     """GeepError (one line) unless every member has the first's labels (as a set), task, tokenisation and device."""
     first, first_name = members[0], names[0]
     for member, name in zip(members, names):
-        extra = member.config.exit_module is not None or getattr(member, "class_means", None) is not None
+        extra = (member.config.exit_module is not None or getattr(member, "class_means", None) is not None
+                 or getattr(member, "trust_sets", None) is not None)
         if _task(member) != "classification" or extra:
             raise GeepError(f"cascade member {name} is a {_task(member)} model"
-                            + (" with an exit module or fitted class means" if extra else "")
+                            + (" with an exit module or fitted statistics" if extra else "")
                             + ": a cascade's rule reads each member's class probabilities; its members are "
                             "classifiers without one")
     for member, name in zip(members[1:], names[1:]):

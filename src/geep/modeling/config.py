@@ -138,6 +138,9 @@ class GeepConfig(StoredDefaults):
     # Class means fitted after training (`geep fit-means`, geep.modeling.class_means): {"file", "rows", "source"};
     # their C distances trail every exit's outputs. None: not fitted.
     class_means: dict | None = None
+    # Trust-score sets fitted after training (`geep fit-means --statistics trust-score`, geep.modeling.trust_score):
+    # {"file", "rows", "per_class", "alpha", "source"}; their C distances trail the class-means ones. None: not fitted.
+    trust_score: dict | None = None
     # Filled by `geep calibrate` (classification): {precision: [T_k for k in exit_layers]}, each exit's temperature
     # (Guo et al. 2017) fitted on dev by NLL; the policies that read calibrated probabilities (``confidence``) read
     # softmax(z_k / T_k). Absent (then: {}): they read raw probabilities, as before it existed.
@@ -208,8 +211,9 @@ class GeepConfig(StoredDefaults):
     @property
     def num_signals(self) -> int:
         """S: the columns after the task's at every exit: the exit module's (1 with ``lte``), then the C class-means
-        distances once they are fitted."""
-        return (0 if self.exit_module is None else 1) + (self.num_labels if self.class_means else 0)
+        distances once they are fitted, then the C trust-score distances once those are."""
+        return ((0 if self.exit_module is None else 1) + (self.num_labels if self.class_means else 0)
+                + (self.num_labels if self.trust_score else 0))
 
     def head_spec(self, k: int) -> tuple[str, str]:
         """(kind, pooling) of the head at exit ``k``."""
@@ -354,6 +358,9 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
         isinstance(e, dict) and all(isinstance(e.get(k), list) and all(_is_number(x) for x in e[k])
                                     for k in ("before", "after")) for e in v.values()),
         "an object of precision -> {before: [...], after: [...]}"),
+    "trust_score": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("file"), str)
+                                            and v["file"] not in ("", ".", "..") and "/" not in v["file"]
+                                            and "\\" not in v["file"]), "null or an object with a file name"),
     "format_version": (_is_int, "an integer"),
 }
 

@@ -89,6 +89,7 @@ class Policy:
     reads: ClassVar[str] = "a softmax over classes"  # what it judges certainty from, for messages
     needs_signal: ClassVar[bool] = False  # reads the exit module's signal (a learned exit: ``lte``)
     needs_class_means: ClassVar[bool] = False  # reads fitted class-means distances (``class-means``)
+    needs_trust_score: ClassVar[bool] = False  # reads fitted trust-score distances (``trust-score``)
     answers_from_memory: ClassVar[bool] = False  # rows answer with :meth:`outputs` of their memory (``vote``)
     calibrated: ClassVar[bool] = False  # reads softmax(z_k / T_k) where the model has temperatures (``confidence``)
     layout: OutputLayout = OutputLayout()  # how its exits' outputs are laid out; set by :meth:`bind`
