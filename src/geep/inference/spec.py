@@ -136,7 +136,7 @@ def output_layout(model: MultiExitClassifier) -> OutputLayout:
 def usable_policies(model: MultiExitClassifier) -> list[str]:
     """The registered policies ``model`` can run: those of its task, ``lte`` with an exit module, ``class-means`` and
     ``trust-score`` with their fitted statistics (a policy that needs an exit table is listed either way)."""
-    return policies_for(model.config.task, signal=model.config.exit_module is not None,
+    return policies_for(model.config.task, signal=model.config.exit_module,
                         class_means=getattr(model, "class_means", None) is not None,
                         trust_score=getattr(model, "trust_sets", None) is not None)
 
@@ -150,9 +150,11 @@ def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
         usable = usable_policies(model)
         raise GeepError(f"the {policy.name} policy reads {policy.reads}; {article} {task} model can use: "
                         f"{', '.join(usable)}")
-    if policy.needs_signal and not signal:
-        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has no exit module; train "
-                        "one with `geep train --exit-module lte`")
+    if policy.needs_signal and model.config.exit_module != policy.exit_module:
+        how = "--objective ponder" if policy.exit_module == "ponder" else f"--exit-module {policy.exit_module}"
+        has = f"this model's exit module is {model.config.exit_module}" if signal else "this model has no exit module"
+        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and {has}; train one with "
+                        f"`geep train {how}`")
     if policy.needs_class_means and model.class_means is None:
         raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none fitted; fit them "
                         "with `geep fit-means --model DIR --train DATA`")

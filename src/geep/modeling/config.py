@@ -23,7 +23,9 @@ HEAD_KINDS = ("attention", "linear")
 # The teacher may also be "classifier": a fine-tuned model's own head, as its encoder family builds it.
 TEACHER_KINDS = HEAD_KINDS + ("classifier",)
 POOLINGS = ("first", "mean")
-EXIT_MODULES = ("lte",)  # BERxiT's learning-to-exit module (geep.modeling.heads.LearnedExit)
+# BERxiT's learning-to-exit module (geep.modeling.heads.LearnedExit); learned halting, a head per exit
+# (geep.modeling.heads.HaltingHeads, trained by the ponder objective)
+EXIT_MODULES = ("lte", "ponder")
 
 
 class StoredDefaults:
@@ -210,7 +212,7 @@ class GeepConfig(StoredDefaults):
 
     @property
     def num_signals(self) -> int:
-        """S: the columns after the task's at every exit: the exit module's (1 with ``lte``), then the C class-means
+        """S: the columns after the task's at every exit: the exit module's (1 with ``lte`` or ``ponder``), then the C class-means
         distances once they are fitted, then the C trust-score distances once those are."""
         return ((0 if self.exit_module is None else 1) + (self.num_labels if self.class_means else 0)
                 + (self.num_labels if self.trust_score else 0))

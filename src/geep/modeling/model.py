@@ -35,7 +35,7 @@ from geep.modeling.class_means import MEANS_NAME, ClassMeans, load_class_means
 from geep.modeling.trust_score import TRUST_NAME, TrustSets, load_trust_sets
 from geep.modeling.config import GeepConfig
 from geep.modeling.families import family_for
-from geep.modeling.heads import LearnedExit, build_head
+from geep.modeling.heads import HaltingHeads, LearnedExit, build_head
 from geep.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,11 @@ class MultiExitClassifier(nn.Module):
         self.heads = nn.ModuleDict(heads)
         # BERxiT's learning-to-exit module, shared by every exit (created after the heads: their initialisation
         # does not change with it).
-        self.exit_module = LearnedExit(hidden_size, config.pooling) if config.exit_module == "lte" else None
+        self.exit_module: nn.Module | None = None
+        if config.exit_module == "lte":
+            self.exit_module = LearnedExit(hidden_size, config.pooling)
+        elif config.exit_module == "ponder":  # a halting head per exit (geep.modeling.losses.ponder)
+            self.exit_module = HaltingHeads(hidden_size, list(config.exit_layers), config.pooling)
         self.exit_table: ExitTable | None = None  # loaded with the model; built by geep.build_table
         self.class_means: ClassMeans | None = None  # loaded with the model; fitted by geep fit-means
         self.trust_sets: TrustSets | None = None  # loaded with the model; fitted by geep fit-means
@@ -175,7 +179,7 @@ class MultiExitClassifier(nn.Module):
         hidden = self.backbone.output(state.hidden)  # (B, T, H): what the family's own head would read
         outputs = self.heads[str(k)](hidden, state.attention_mask)  # (B, K)
         if self.exit_module is not None:
-            outputs = torch.cat([outputs, self.exit_module(hidden, state.attention_mask).to(outputs.dtype)], -1)
+            outputs = torch.cat([outputs, self.exit_module(hidden, state.attention_mask, k).to(outputs.dtype)], -1)
         if self.class_means is not None:  # (B, K + S): the C class-means distances last
             distances = self.class_means.distances(k, hidden, state.attention_mask, self.config.head_spec(k)[1])
             outputs = torch.cat([outputs, distances.to(outputs.dtype)], -1)
@@ -227,7 +231,7 @@ class MultiExitClassifier(nn.Module):
                 if self.exit_module is not None:
                     # BERxiT trains the module on its own target: its input is detached, so its loss never moves
                     # the backbone.
-                    signals.append(self.exit_module(hidden.detach(), state.attention_mask))
+                    signals.append(self.exit_module(hidden.detach(), state.attention_mask, k))
             if diverse and k <= L - 2:
                 prefix.append(state.hidden)
         exit_logits = torch.stack(exits)  # (|E|, B, K)

@@ -88,6 +88,7 @@ class Policy:
     tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the tasks (geep.tasks) it applies to
     reads: ClassVar[str] = "a softmax over classes"  # what it judges certainty from, for messages
     needs_signal: ClassVar[bool] = False  # reads the exit module's signal (a learned exit: ``lte``)
+    exit_module: ClassVar[str | None] = None  # which exit module's signal it reads (``lte``, ``ponder``)
     needs_class_means: ClassVar[bool] = False  # reads fitted class-means distances (``class-means``)
     needs_trust_score: ClassVar[bool] = False  # reads fitted trust-score distances (``trust-score``)
     answers_from_memory: ClassVar[bool] = False  # rows answer with :meth:`outputs` of their memory (``vote``)
