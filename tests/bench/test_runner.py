@@ -277,6 +277,9 @@ def test_header(result):
     m = h["models"]["tiny"]
     assert m["objective"] == "geep" and m["exit_layers"] == [1, 2, 4] and m["exit_table"] is True
     assert m["tokenize_seconds"] > 0 and m["skipped_policies"] == []
+    ece = m["calibration_error"]["fp32"]  # no temperatures fitted: the raw softmax only
+    assert ece["exits"] == [1, 2, 4] and ece["temperatures"] is None and ece["after"] is None
+    assert len(ece["before"]) == 3 and all(0.0 <= e <= 1.0 for e in ece["before"])
 
 
 def test_outputs_written_and_read_back(result, tmp_path):
@@ -292,6 +295,7 @@ def test_outputs_written_and_read_back(result, tmp_path):
     assert "geep-verify" in summary and "FLOPs frontier within 1 point(s) of full" in summary
     assert "median of 5 interleaved runs" in summary and "±" in summary
     assert "Fastest within 1 point(s) of `full`" in report and "* timed" in report
+    assert "| model | exit | T | ECE raw | ECE calibrated |" in report and "| `tiny` | 4 | - |" in report
 
 
 def test_table_policies_are_skipped_without_a_table(tmp_path, caplog):

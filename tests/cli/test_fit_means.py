@@ -84,3 +84,59 @@ def test_a_regression_model_has_no_classes(tmp_path, capsys):
     rc, _, err = cli(["fit-means", "--model", str(model), "--train", str(data)], capsys)
     assert rc == 2 and err.count("\n") == 1 and "class means need classes" in err, err
     assert not (model / "class_means.safetensors").exists()
+
+
+def test_trust_score_sets_then_predict_calibrate_and_info(trained, tmp_path, capsys):
+    import shutil
+
+    source, data = trained
+    model = tmp_path / "model"
+    shutil.copytree(source, model)
+    for name in ("class_means.safetensors",):  # start from a model with no statistics
+        (model / name).unlink(missing_ok=True)
+    config = json.loads((model / "config.json").read_text())
+    config["geep"]["class_means"] = None
+    (model / "config.json").write_text(json.dumps(config))
+    rc, _, err = cli(["predict", "--model", str(model), "--input", str(data), "--output", str(tmp_path / "p.jsonl"),
+                      "--policy", "trust-score", "--no-progress"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "--statistics trust-score" in err, err  # not fitted yet
+    rc, out, err = cli(["fit-means", "--model", str(model), "--train", str(data), "--statistics",
+                        "class-means,trust-score", "--trust-per-class", "5", "--trust-alpha", "0.2"], capsys)
+    assert rc == 0, err
+    assert "trust-score sets of 15 rows (at most 5 per class, alpha 0.2)" in out and "class means of 48 rows" in out
+    geep = json.loads((model / "config.json").read_text())["geep"]
+    assert geep["trust_score"] == {"file": "trust_score.safetensors", "rows": 15, "per_class": 5, "alpha": 0.2,
+                                   "seed": 0, "source": str(data)}
+    assert geep["class_means"]["rows"] == 48
+    rc, out, _ = cli(["info", str(model)], capsys)
+    assert rc == 0 and "trust score:    trust_score.safetensors: 15 rows" in out and "class means:" in out
+    for threshold in ("4", "0"):  # never: every row at the last exit; first: every row at the first
+        rc, _, err = cli(["predict", "--model", str(model), "--input", str(data), "--output",
+                          str(tmp_path / "p.jsonl"), "--overwrite", "--policy", "trust-score", "--threshold",
+                          threshold, "--no-progress"], capsys)
+        assert rc == 0, err
+        rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+        assert len(rows) == 48 and {r["exit_layer"] for r in rows} == ({4} if threshold == "4" else {1})
+    rc, _, err = cli(["calibrate", "--model", str(model), "--dev", str(data), "--policies", "trust-score,class-means",
+                      "--grid-points", "5", "--max-accuracy-drop", "5"], capsys)
+    assert rc == 0, err
+    knobs = json.loads((model / "config.json").read_text())["geep"]["default_knobs"]["fp32"]
+    assert "trust-score" in knobs and "class-means" in knobs
+    # trust-score alone again: the class means stay
+    rc, _, err = cli(["fit-means", "--model", str(model), "--train", str(data), "--statistics", "trust-score"], capsys)
+    assert rc == 0, err
+    geep = json.loads((model / "config.json").read_text())["geep"]
+    assert geep["trust_score"]["per_class"] == 256 and geep["class_means"]["rows"] == 48
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--statistics", "nope"], "--statistics unknown 'nope'; choose from: class-means, trust-score"),
+    (["--statistics", "trust-score", "--trust-alpha", "1"], "--trust-alpha must be in [0, 1), got 1"),
+    (["--statistics", "trust-score", "--trust-per-class", "0"], "--trust-per-class must be a positive integer"),
+])
+def test_bad_trust_settings_are_one_line_exit_2_and_change_nothing(trained, capsys, argv, expected):
+    model, data = trained
+    before = (model / "config.json").read_text()
+    rc, _, err = cli(["fit-means", "--model", str(model), "--train", str(data), *argv], capsys)
+    assert rc == 2 and err.count("\n") == 1 and expected in err, err
+    assert (model / "config.json").read_text() == before and not (model / "trust_score.safetensors").exists()

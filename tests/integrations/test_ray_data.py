@@ -186,6 +186,46 @@ def test_the_job_reads_its_input_once(local_ray, model_dir, inputs, tmp_path, mo
     assert sum(map(int, log.read_text().split())) == N_FILES * ROWS  # each row passed the reader once
 
 
+@pytest.fixture(scope="module")
+def stats_dir(model_dir, tmp_path_factory):
+    """The model with fitted trust-score sets and calibrated exit temperatures (read by ``confidence``)."""
+    from geep.evaluation.fit_means import fit_trust_sets
+    from geep.modeling import MultiExitClassifier
+
+    model = MultiExitClassifier.from_pretrained(model_dir)
+    texts = random_texts(30, seed=4)
+    with torch.inference_mode():
+        sets, settings = fit_trust_sets(model, model.tokenize(texts), torch.tensor([i % 3 for i in range(30)]),
+                                        per_class=5)
+    model.set_trust_sets(sets, {**settings, "source": "random"})
+    model.config.temperatures = {"fp32": [2.0, 2.0, 2.0, 1.0]}
+    directory = tmp_path_factory.mktemp("ray-stats") / "model"
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("policy", ["trust-score", "confidence"])
+def test_trust_score_and_calibrated_confidence_label_as_single_process(local_ray, stats_dir, inputs, tmp_path,
+                                                                       policy):
+    from geep.inference import all_exit_logits
+    from geep.inference.spec import resolve_run
+    from geep.modeling import MultiExitClassifier
+
+    model = MultiExitClassifier.from_pretrained(stats_dir)
+    texts = [t for path in sorted(inputs.iterdir()) for t in path.read_text().splitlines()[1:]]
+    spec = resolve_run(model, policy)
+    out = all_exit_logits(model, random_texts(N_FILES * ROWS, seed=3), batch_size=16).logits
+    knob = round(float(spec.policy.confidence_at(1, out[:, 0]).median()), 4)
+    ray_data.run_job(inputs, tmp_path / "out", stats_dir, policy=policy, knob=knob, concurrency=1, map_batch_size=4)
+    rows, _ = ray_data.read_output(tmp_path / "out")
+    expected = single_process(stats_dir, inputs, tmp_path, policy, knob)
+    assert len(rows) == len(texts) == N_FILES * ROWS
+    for row in rows.to_dict("records"):
+        want = expected[row["id"]]
+        assert (row["prediction"], row["exit_layer"]) == (want["prediction"], want["exit_layer"]), row["id"]
+    assert rows["exit_layer"].nunique() >= 2  # the knob makes rows leave at different exits
+
+
 def test_two_actors_each_answer_their_own_half(local_ray, model_dir, inputs, tmp_path):
     """Both actors of a two-actor job work, shown the way Ray guarantees: two RayPredictor actors, each called
     directly on half of the rows, answer as single-process predict and say which actor they are."""

@@ -96,7 +96,7 @@ def test_pabee_weights_exits_by_depth(make_model):
 
 def test_registry():
     assert set(OBJECTIVES) == {"geep", "fastbert", "deebert", "pabee", "berxit", "fine-tune", "cascade-da", "sdn",
-                               "ensemble"}
+                               "ensemble", "ponder"}
     with pytest.raises(GeepError, match="unknown objective 'foo'"):
         get_objective("foo")
 

@@ -22,7 +22,7 @@ def every_exit(rows: torch.Tensor) -> torch.Tensor:
 
 def test_registry():
     assert list(POLICIES) == ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle",
-                              "lte", "elbert", "vote", "margin", "class-means"]
+                              "lte", "elbert", "vote", "margin", "class-means", "trust-score", "ponder"]
     assert get_policy("pabee") is POLICIES["pabee"]
     with pytest.raises(GeepError, match="unknown policy 'x'; choose one of: full, fastbert, deebert"):
         get_policy("x")
@@ -150,6 +150,8 @@ def test_decide_returns_a_tensor_mask_for_the_batch():
         layout, out = OutputLayout(task, C, 1, E), outputs
         if policy.needs_class_means:  # C class-means distances (in [0, 2]) after the signal
             layout, out = OutputLayout(task, C, 1 + C, E, distances=C), torch.cat([outputs, EDGE.abs() / 500], -1)
+        if policy.needs_trust_score:  # C trust-score distances after the signal
+            layout, out = OutputLayout(task, C, 1 + C, E, trust=C), torch.cat([outputs, EDGE.abs() / 500], -1)
         bound = policy.bind(layout)
         knob = bound.resolve_knob(None, C, E, build_threshold=0.3)
         labels = torch.zeros((len(EDGE), C) if task == "multi-label" else (len(EDGE),))

@@ -312,6 +312,39 @@ def test_at_int8_every_answer_is_offline_int8_prediction_alone(with_table):
             torch.testing.assert_close(served, probabilities, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("policy", ["trust-score", "confidence"])
+def test_trust_score_and_calibrated_confidence_answers_are_offline_prediction_alone(tiny, policy):
+    """A model with fitted trust-score sets and calibrated exit temperatures served under ``trust-score`` and
+    ``confidence`` (which reads the temperatures): every answer is predict([text]) alone (texts whose signal at some
+    exit lies within 1e-4 of the knob are left out: padding noise may flip them)."""
+    from geep.evaluation.fit_means import fit_trust_sets
+
+    model, texts, _, _, _ = tiny
+    model = copy.deepcopy(model)
+    labels = torch.randint(0, 3, (len(texts),), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        sets, settings = fit_trust_sets(model, model.tokenize(texts), labels, per_class=6)
+    model.set_trust_sets(sets, {**settings, "source": "tiny"})
+    model.config.temperatures = {"fp32": [2.0] * (len(model.exit_layers) - 1) + [1.0]}
+    spec = resolve_run(model, policy)
+    out = all_exit_logits(model, texts, batch_size=16).logits[:, :-1]  # (N, E-1, K + S)
+    signal = torch.stack([spec.policy.confidence_at(k, out[:, i]) for i, k in enumerate(model.exit_layers[:-1])], 1)
+    knob = float(signal[:, 1].median())
+    pool = [t for t, ok in zip(texts, ((signal - knob).abs() > 1e-4).all(1).tolist()) if ok]
+    assert len(pool) >= 40
+    expected = offline(model, pool, policy, knob)
+    assert len({e for _, _, e in expected.values()}) >= 2, "rows should leave at different exits"
+    app = make_app(model, policy=policy, threshold=knob, batching="layer", max_batch=8)
+    with serving(app) as url:
+        answered = asyncio.run(clients(url, pool, 8, 3, seed=5))
+    assert len(answered) == 8 * 3
+    for batch, r in answered:
+        assert r.status_code == 200, r.text
+        for text, got in zip(batch, r.json()["predictions"]):
+            label, _, exit_layer = expected[text]
+            assert (got["label"], got["exit_layer"]) == (label, exit_layer)
+
+
 def test_class_means_answers_are_offline_prediction_alone(tiny):
     """A model with fitted class means served under ``class-means``: every answer is predict([text]) alone (texts whose
     nearest distance at some exit lies within 1e-4 of the knob are left out: padding noise may flip them)."""

@@ -76,20 +76,29 @@ def test_same_seed_same_weights(encoder_dir):
 
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
 def test_every_objective_runs_all_its_stages(encoder_dir, objective):
-    model = make(encoder_dir, objective=objective)
+    model = make(encoder_dir, objective=objective, exit_module=get_objective(objective).exit_module)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     args = fast_args(epochs=1, distil_epochs=1, batch_size=8)
     result = train(model, data(model, 24, seed=1), data(model, 8, seed=2), args)
     # every stage in order, each for its epochs: the default geep recipe (teacher) trains as many passes as fastbert
     stages = {"geep": ["geep", "geep"], "fastbert": ["fine-tune", "distil"], "deebert": ["fine-tune", "exits"],
               "pabee": ["pabee"], "berxit": ["alternating"], "fine-tune": ["fine-tune"],
-              "cascade-da": ["fine-tune", "difficulty-aware"], "sdn": ["sdn"], "ensemble": ["ensemble"]}
+              "cascade-da": ["fine-tune", "difficulty-aware"], "sdn": ["sdn"], "ensemble": ["ensemble"], "ponder": ["ponder"]}
     assert [r.stage for r in result.history] == stages[objective]
     assert set(result.dev_accuracy) == {str(k) for k in model.exit_layers}
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in model.state_dict().items()
                if not torch.equal(v, before[k])}
     assert "heads.4" in changed  # the teacher learned
     assert ("heads.1" in changed) == (objective != "fine-tune")  # and a student, but under plain fine-tuning
+    if objective == "ponder":
+        assert "exit_module.heads" in changed  # the halting heads learned
+
+
+def test_the_ponder_objective_needs_its_halting_heads(encoder_dir):
+    model = make(encoder_dir, objective="ponder")
+    with pytest.raises(GeepError, match="the ponder objective trains the model's ponder exit module, and this model "
+                                        "has none"):
+        train(model, data(model, 8, seed=1), data(model, 4, seed=2), fast_args(epochs=1, batch_size=8))
 
 
 def test_the_loop_asks_a_scheduled_loss_for_each_step_s_progress_over_the_stage(encoder_dir, monkeypatch):

@@ -169,6 +169,8 @@ def render_report(result: BenchResult, curves: str | None = "curves.png") -> str
                  "(t: the fastbert threshold rows continue under).")
     if curves:
         lines += ["", f"![accuracy vs speed-up]({curves})"]
+    for precision in h.get("precisions") or ["fp32"]:
+        lines += calibration_lines(h, precision)
     summary = summary_rows(result, budget)
     if uses_reference(result):
         lines += reference_section(result)
@@ -390,4 +392,22 @@ def reference_section(result: BenchResult) -> list[str]:
         for name, policy, scores in dis:
             text = ", ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}" for k, v in scores.items())
             lines.append(f"| `{name}` | {policy} | {text} |")
+    return lines
+
+
+def calibration_lines(header: Mapping[str, Any], precision: str) -> list[str]:
+    """Each model's per-exit expected calibration error on the bench rows at ``precision``, raw and calibrated (the
+    temperatures ``geep calibrate`` stored: ``confidence`` reads them)."""
+    rows = [(name, info["calibration_error"][precision]) for name, info in header["models"].items()
+            if (info.get("calibration_error") or {}).get(precision)]
+    if not rows:
+        return []
+    lines = ["", f"Expected calibration error by exit at {precision} on these rows (15 equal-width bins), of the raw "
+             "softmax -> of softmax(z / T) with the temperatures `geep calibrate` fitted on dev (`confidence` reads "
+             "them; - : none fitted):", "", "| model | exit | T | ECE raw | ECE calibrated |", "|---|---:|---:|---:|---:|"]
+    for name, ece in rows:
+        temperatures, after = ece.get("temperatures"), ece.get("after")
+        for i, k in enumerate(ece["exits"]):
+            lines.append(f"| `{name}` | {k} | {'-' if temperatures is None else f'{temperatures[i]:.3f}'} | "
+                         f"{100 * ece['before'][i]:.2f}% | {'-' if after is None else f'{100 * after[i]:.2f}%'} |")
     return lines

@@ -48,10 +48,11 @@ from geep.bench.result import BenchResult
 from geep.bench.timing import describe_device, median_seconds, time_interleaved
 from geep.errors import GeepError
 from geep.evaluation.sweep import sweep
+from geep.evaluation.temperature import calibration_errors
 from geep.inference.inputs import label_ids
 from geep.inference.runs import all_exit_logits, run_spec
 from geep.evaluation.metrics import difficulty_inversion_score
-from geep.inference.spec import policy_for, resolve_device, resolve_run
+from geep.inference.spec import policy_for, resolve_device, resolve_run, usable_policies
 from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
 from geep.policies import POLICIES, VerifyKnob, get_policy, policies_for
@@ -249,8 +250,7 @@ def bench_policies(model: Any, policies: Sequence[str]) -> tuple[list[str], dict
         return ["full"], {p: "one exit" for p in policies if p != "full"}
     if not isinstance(model, Cascade):
         task = model.config.task
-        usable = policies_for(task, signal=model.config.exit_module is not None,
-                              class_means=model.class_means is not None)
+        usable = usable_policies(model)
         for p in policies:
             if p not in usable:
                 skipped[p] = f"does not apply to a {task} model"
@@ -395,8 +395,23 @@ def bench_model(model: MultiExitClassifier | Cascade, name: str, texts: list[str
         "reference_full_flops": {str(b): f for b, f in ref_full_flops.items()},
         "difficulty_inversion": {precision: difficulty_inversion(model, active, exit_logits[precision], y, precision)
                                  for precision in precisions} if task.name == "classification" else None,
+        "calibration_error": {precision: exit_calibration(model, exit_logits[precision], y, precision)
+                              for precision in precisions}
+        if task.name == "classification" and not isinstance(model, Cascade) else None,
     }
     return info, records
+
+
+def exit_calibration(model: MultiExitClassifier, exit_logits: torch.Tensor, labels: torch.Tensor,
+                     precision: str) -> dict[str, Any]:
+    """Each exit's expected calibration error (15 equal-width bins) on the bench rows, of the raw softmax
+    (``before``) and, where ``geep calibrate`` stored temperatures at ``precision`` (else fp32), of
+    softmax(z_k / T_k) (``after``; None without temperatures), from the all-exits logits (N, |E|, K + S)."""
+    scores = exit_logits[..., : model.config.num_outputs].cpu()  # (N, |E|, C)
+    temperatures = model.config.stored_temperatures(precision)
+    return {"exits": list(model.exit_layers), "temperatures": None if temperatures is None else list(temperatures),
+            "before": calibration_errors(scores, labels.cpu()),
+            "after": None if temperatures is None else calibration_errors(scores, labels.cpu(), temperatures)}
 
 
 def difficulty_inversion(model: Any, policies: Sequence[str], exit_logits: torch.Tensor, labels: torch.Tensor,

@@ -119,6 +119,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"drop: full's dev {what} minus the knob's, in points (x 100); no bound: {what} is not a mean of right "
               "rows")
+    errors = getattr(model.config, "calibration_error", {}).get(args.precision)
+    if errors:
+        temperatures = model.config.temperatures[args.precision]
+        print("exit temperatures (fitted on dev first; confidence reads softmax(z / T)), ECE before -> after: "
+              + "; ".join(f"{k}: T={t:.3f}, {100 * b:.2f}% -> {100 * a:.2f}%" for k, t, b, a in
+                          zip(model.exit_layers, temperatures, errors["before"], errors["after"])))
     default = model.config.stored_policy(args.precision)
     if args.max_accuracy_drop is not None and default == "full":
         how = "no policy's knob was promised on these rows"

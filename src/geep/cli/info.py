@@ -72,9 +72,15 @@ def format_info(directory: str | Path) -> str:
         "exit table:     " + (_describe_table(config.exit_table) if config.exit_table
                               else "none (run `geep build-table`)"),
     ]
+    if config.temperatures:
+        lines.append("calibration:    " + _describe_temperatures(config))
     if config.class_means:
         lines.append(f"class means:    {config.class_means['file']}: {config.class_means.get('rows', '?')} rows from "
                      f"{config.class_means.get('source', '?')} (policy class-means)")
+    if config.trust_score:
+        t = config.trust_score
+        lines.append(f"trust score:    {t['file']}: {t.get('rows', '?')} rows from {t.get('source', '?')}, at most "
+                     f"{t.get('per_class', '?')} per class, alpha {t.get('alpha', '?')} (policy trust-score)")
     if training:
         sizes = training.get("data_sizes", {})
         lines.append(f"trained on:     {training.get('train', '?')}: {sizes.get('train', '?')} rows; dev "
@@ -169,3 +175,20 @@ def describe_evidence(evidence: dict) -> str:
     if evidence.get("promised") is False:
         text += "; NOT promised: too few dev rows to keep the budget at that confidence"
     return text
+
+
+def _describe_temperatures(config: GeepConfig) -> str:
+    """Per precision, each exit's temperature (read by the confidence policy) and its expected calibration error on
+    dev before -> after (15 equal-width bins), one line per exit."""
+    lines = []
+    for precision, temperatures in sorted(config.temperatures.items()):
+        errors = config.calibration_error.get(precision) or {}
+        before, after = errors.get("before") or [], errors.get("after") or []
+        rows = errors.get("dev_rows")
+        lines.append(f"{precision}: exit temperatures (confidence reads softmax(z / T)), expected calibration error "
+                     f"on {rows if rows is not None else '?'} dev rows, 15 bins, before -> after:")
+        for i, (k, t) in enumerate(zip(config.exit_layers, temperatures)):
+            ece = (f"ECE {100 * before[i]:.2f}% -> {100 * after[i]:.2f}%" if i < len(before) and i < len(after)
+                   else "ECE not recorded")
+            lines.append(f"  exit {k:>2}: T = {t:.3f}, {ece}")
+    return "\n                ".join(lines)

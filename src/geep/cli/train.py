@@ -65,7 +65,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"multi-label: the separator of a label column of joined names (default {DEFAULT_SEPARATOR!r})")
     p.add_argument("--exit-module", default=None, choices=list(EXIT_MODULES),
                    help="lte: BERxiT's learning-to-exit module, one small module shared by the exits that learns "
-                   "how likely each exit is already right (policy lte)")
+                   "how likely each exit is already right (policy lte); ponder: a halting head per exit, "
+                   "trained by --objective ponder (which adds it by itself; policy ponder)")
     p.add_argument("--encoding", default=None, help="encoding of CSV/TSV/JSON files (default UTF-8)")
     p.add_argument("--objective", default="geep", choices=list(OBJECTIVES))
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
@@ -160,6 +161,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but torch sees no CUDA device"),
         (args.recipe is None or args.objective == "geep",
          f"--recipe applies to --objective geep only; got --objective {args.objective}"),
+        (args.exit_module != "ponder" or args.objective == "ponder",
+         f"--exit-module ponder: the halting heads are trained by --objective ponder, not {args.objective}"),
+        (args.objective != "ponder" or args.exit_module in (None, "ponder"),
+         f"--objective ponder trains its own halting heads (--exit-module ponder), not --exit-module "
+         f"{args.exit_module}"),
         (args.label_separator is None or args.label_separator != "", "--label-separator must not be empty"),
         (args.label_separator is None or args.task in ("auto", "multi-label"),
          f"--label-separator applies to multi-label data only; got --task {args.task}"),
@@ -241,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
     # ---- validate everything before the first step: flags, output dir, data, labels, model
     _check_flags(args)
     check_table_options(args)
+    args.exit_module = args.exit_module or get_objective(args.objective, args.recipe).exit_module  # ponder's heads
     recipe = get_objective(args.objective, args.recipe).recipe  # None unless geep; a recipe elsewhere: an error
     exit_layers = parse_exit_layers(args.exit_layers)
     training_args = TrainingArguments(

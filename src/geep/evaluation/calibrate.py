@@ -1,4 +1,5 @@
-"""Calibration: choose each policy's knob on dev and store it as the model's default, and the default policy.
+"""Calibration: fit each exit's temperature, choose each policy's knob on dev and store it as the model's default,
+and the default policy.
 
 Every knob of every policy is scored on dev from one all-exits pass (``geep.evaluation.sweep``); per policy the knob
 that meets the target with stated confidence (``geep.evaluation.bounds``: an upper bound on its accuracy drop
@@ -17,20 +18,20 @@ from torch import Tensor
 from geep.errors import GeepError
 from geep.evaluation.bounds import DEFAULT_CONFIDENCE, check_confidence
 from geep.evaluation.sweep import KnobPoint, choose_knob, choose_policy, sweep
-from geep.evaluation.temperature import fit_temperature
+from geep.evaluation.temperature import calibration_errors, exit_temperatures, fit_temperature
 from geep.inference.inputs import as_texts, check_lengths, label_ids
 from geep.inference.runs import all_exit_logits
-from geep.inference.spec import policy_for
+from geep.inference.spec import policy_for, usable_policies
 from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
-from geep.policies import get_policy, policies_for
+from geep.policies import get_policy
 
 logger = logging.getLogger(__name__)
 
 # Policies a model stores a default knob for (oracle needs labels; full has no knob); each model calibrates those
 # that apply to its task (and lte where it has the exit module): ``calibrated_policies``.
 CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "elbert", "vote", "lte",
-                       "margin", "class-means")
+                       "margin", "class-means", "trust-score", "ponder")
 
 
 # A cascade's (geep.policies.cascade): its rule with full members, and with members that exit early.
@@ -39,13 +40,12 @@ CASCADE_POLICIES = ("cascade", "cascade-fastbert", "cascade-deebert", "cascade-c
 
 def calibrated_policies(model: MultiExitClassifier | Cascade) -> list[str]:
     """The policies ``calibrate`` stores a knob for by default: those of :data:`CALIBRATED_POLICIES` the model's task
-    can run (``lte`` with an exit module, ``class-means`` with fitted means; the geep ones need an exit table); for a
+    can run (``lte`` with an exit module, ``class-means`` and ``trust-score`` with their fitted statistics; the geep ones need an exit table); for a
     cascade ``cascade``, and the member policies when a member has more than one exit."""
     if isinstance(model, Cascade):
         early = any(len(member.exit_layers) > 1 for member in model.members)
         return list(CASCADE_POLICIES if early else CASCADE_POLICIES[:1])
-    usable = policies_for(model.config.task, signal=model.config.exit_module is not None,
-                          class_means=model.class_means is not None)
+    usable = usable_policies(model)
     return [p for p in CALIBRATED_POLICIES if p in usable and (model.exit_table is not None
                                                              or not get_policy(p).needs_table)]
 
@@ -58,6 +58,20 @@ def cascade_temperatures(model: Cascade, exit_logits: Tensor, labels: Tensor) ->
     logger.info("cascade temperatures (member boundaries %s): %s", model.boundaries,
                 ", ".join(f"{t:.3f}" for t in temperatures))
     return temperatures
+
+
+def fit_exit_temperatures(model: MultiExitClassifier, exit_logits: Tensor, labels: Tensor, precision: str) -> None:
+    """Fits each exit's temperature (Guo et al. 2017, NLL) on the rows' logits at that exit (the task's columns of the
+    all-exits logits (N, |E|, K + S)) and stores them at ``precision`` with each exit's ECE before and after."""
+    scores = exit_logits[..., : model.config.num_outputs].cpu()  # (N, |E|, C)
+    labels = labels.cpu()
+    temperatures = exit_temperatures(scores, labels)
+    model.config.temperatures[precision] = temperatures
+    model.config.calibration_error[precision] = {
+        "before": calibration_errors(scores, labels), "after": calibration_errors(scores, labels, temperatures),
+        "dev_rows": int(labels.numel())}
+    logger.info("exit temperatures at %s (exits %s): %s", precision, model.exit_layers,
+                ", ".join(f"{t:.3f}" for t in temperatures))
 
 
 def calibrate(model: MultiExitClassifier | Cascade, texts: Sequence[str], labels: Sequence[str] | Tensor,
@@ -95,6 +109,13 @@ def calibrate(model: MultiExitClassifier | Cascade, texts: Sequence[str], labels
     precisions' knobs stay as they are. A cascade first fits each boundary member's temperature on dev (stored per
     precision with the knobs); its knob is one threshold per member boundary (and its member policy's knob), chosen
     under the same rule against its last member alone.
+
+    A classifier first fits each exit's temperature T_k on dev (NLL; :func:`fit_exit_temperatures`), stored at
+    ``precision`` (``model.config.temperatures``) with each exit's ECE before and after; the knobs are then chosen on
+    the calibrated signal of the policies that read it (``confidence``). The temperatures are fitted on the same dev
+    labels the bound then tests, and the bound takes them as fixed: it does not account for that reuse (|E| scalars,
+    each a monotone rescaling of one exit's scores), so a calibrated ``confidence`` knob's promise is slightly
+    optimistic; the other policies read no temperature and are unaffected.
     """
     confidence = check_confidence(confidence)
     if policies is None:
@@ -110,6 +131,12 @@ def calibrate(model: MultiExitClassifier | Cascade, texts: Sequence[str], labels
         exit_logits = all_exit_logits(model, encoded, batch_size=batch_size, precision=precision).logits
         kept = dict(model.config.temperatures)
         model.config.temperatures[precision] = cascade_temperatures(model, exit_logits, ids)
+    kept_temperatures = None
+    if not isinstance(model, Cascade) and model.config.task == "classification":
+        # each exit's temperature first: the knobs are chosen on the calibrated signal (confidence reads it)
+        exit_logits = all_exit_logits(model, encoded, batch_size=batch_size, precision=precision).logits
+        kept_temperatures = (dict(model.config.temperatures), dict(model.config.calibration_error))
+        fit_exit_temperatures(model, exit_logits, ids, precision)
     bounded = model.task.primary == "accuracy"
     if not bounded:
         logger.warning("%s is not a mean of right rows, so no confidence bound applies: each knob is chosen by its "
@@ -126,6 +153,8 @@ def calibrate(model: MultiExitClassifier | Cascade, texts: Sequence[str], labels
     except BaseException:
         if kept is not None:
             model.config.temperatures = kept  # an unreachable target changes nothing
+        if kept_temperatures is not None:
+            model.config.temperatures, model.config.calibration_error = kept_temperatures
         raise
     target = ({"max_accuracy_drop": float(max_accuracy_drop)} if max_accuracy_drop is not None
               else {"target_speedup": float(target_speedup)})

@@ -1,4 +1,4 @@
-"""Metrics: macro-F1, the Pareto frontier of (speed, accuracy) points, and throughput interpolated on it."""
+"""Metrics: macro-F1, expected calibration error, the Pareto frontier of (speed, accuracy) points, and throughput interpolated on it."""
 
 from __future__ import annotations
 
@@ -121,3 +121,24 @@ def difficulty_inversion_score(confidence: Tensor, wrong: Tensor) -> float | Non
     not_above = torch.searchsorted(easy_sorted, hard_c, right=True)
     inversions = below.double().sum() + 0.5 * (not_above - below).double().sum()
     return float(1.0 - inversions / K)
+
+
+ECE_BINS = 15  # Guo et al. 2017's M
+
+
+def expected_calibration_error(probabilities: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
+    """Expected calibration error (Naeini et al. 2015; Guo et al., ICML 2017, Eq. 3) of a classifier's
+    probabilities (N, C) on labels (N,): ECE = sum_m |B_m| / N * |acc(B_m) - conf(B_m)|, the rows binned by their
+    confidence max_c p(c) into ``bins`` equal-width bins I_m = ((m - 1) / M, m / M] (a confidence of exactly 0, which
+    no softmax gives, goes to the first). acc(B_m): the share of B_m whose argmax is the label; conf(B_m): its mean
+    confidence. No rows: 0."""
+    n = probabilities.shape[0]
+    if n == 0:
+        return 0.0
+    confidence, predicted = probabilities.double().max(-1)  # (N,), (N,)
+    right = (predicted == labels.to(predicted.device)).double()  # (N,)
+    edges = torch.arange(1, bins + 1, dtype=torch.float64, device=confidence.device) / bins  # (M,) m / M
+    which = torch.bucketize(confidence, edges).clamp(max=bins - 1)  # (N,) m - 1: (m - 1) / M < conf <= m / M
+    gap = (torch.bincount(which, weights=right, minlength=bins)
+           - torch.bincount(which, weights=confidence, minlength=bins)).abs()  # (M,) |B_m| * |acc - conf|
+    return float(gap.sum() / n)

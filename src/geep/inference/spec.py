@@ -13,7 +13,9 @@ exit-table checks, so what a run means is decided in one place:
 - ``precision`` checked against the device the model is on (or ``device``);
 - ``schedule`` None: the policy's own; a policy that predicts exit layers needs one that runs rows to them;
 - the policy must apply to the model's task (``Policy.tasks``) and, reading a learned exit, the model needs the exit
-  module; it is bound to the model's output layout (``Policy.bind``), so it reads only its task's columns.
+  module; it is bound to the model's output layout (``Policy.bind``), so it reads only its task's columns, and a
+  policy that reads calibrated probabilities (``confidence``) to the exits' temperatures at ``precision``
+  (``Policy.with_temperatures``).
 """
 
 from __future__ import annotations
@@ -127,7 +129,16 @@ def output_layout(model: MultiExitClassifier) -> OutputLayout:
     """How the model's exit outputs are laid out: its task's K columns, then its exit module's signals; |E| exits."""
     config = model.config
     return OutputLayout(config.task, config.num_outputs, config.num_signals, len(model.exit_layers),
-                        config.num_labels if getattr(model, "class_means", None) is not None else 0)
+                        config.num_labels if getattr(model, "class_means", None) is not None else 0,
+                        config.num_labels if getattr(model, "trust_sets", None) is not None else 0)
+
+
+def usable_policies(model: MultiExitClassifier) -> list[str]:
+    """The registered policies ``model`` can run: those of its task, ``lte`` with an exit module, ``class-means`` and
+    ``trust-score`` with their fitted statistics (a policy that needs an exit table is listed either way)."""
+    return policies_for(model.config.task, signal=model.config.exit_module,
+                        class_means=getattr(model, "class_means", None) is not None,
+                        trust_score=getattr(model, "trust_sets", None) is not None)
 
 
 def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
@@ -136,25 +147,35 @@ def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
     task, signal = model.config.task, model.config.exit_module is not None
     if task not in policy.tasks:
         article = "an" if task[0] in "aeiou" else "a"
-        usable = policies_for(task, signal=signal, class_means=model.class_means is not None)
+        usable = usable_policies(model)
         raise GeepError(f"the {policy.name} policy reads {policy.reads}; {article} {task} model can use: "
                         f"{', '.join(usable)}")
-    if policy.needs_signal and not signal:
-        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has no exit module; train "
-                        "one with `geep train --exit-module lte`")
+    if policy.needs_signal and model.config.exit_module != policy.exit_module:
+        how = "--objective ponder" if policy.exit_module == "ponder" else f"--exit-module {policy.exit_module}"
+        has = f"this model's exit module is {model.config.exit_module}" if signal else "this model has no exit module"
+        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and {has}; train one with "
+                        f"`geep train {how}`")
     if policy.needs_class_means and model.class_means is None:
         raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none fitted; fit them "
                         "with `geep fit-means --model DIR --train DATA`")
+    if policy.needs_trust_score and getattr(model, "trust_sets", None) is None:
+        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none fitted; fit them "
+                        "with `geep fit-means --model DIR --train DATA --statistics trust-score`")
     return policy.bind(output_layout(model))
 
 
 def policy_for(model: MultiExitClassifier | Cascade, policy: str | Policy, precision: str = "fp32") -> Policy:
     """The policy object a run of ``model`` uses: the registered one, bound to the model's outputs
-    (:func:`bind_policy`); for a cascade, the member policy wrapped in
+    (:func:`bind_policy`) and, for a policy that reads ``calibrated`` probabilities, to each exit's temperature
+    calibrated at ``precision`` (else fp32's; none stored: raw probabilities); for a cascade, the member policy wrapped in
     the cascade's rule (``geep.policies.cascade``) with the temperatures calibrated at ``precision``. A cascade takes
     a member policy's name (``full`` is ``cascade``) or its cascade name (``cascade``, ``cascade-fastbert``)."""
     if not isinstance(model, Cascade):
-        return bind_policy(model, get_policy(policy))
+        bound = bind_policy(model, get_policy(policy))
+        temperatures = model.config.stored_temperatures(precision) if bound.calibrated else None
+        if temperatures is None:
+            return bound
+        return bound.with_temperatures(dict(zip(model.exit_layers, temperatures)))
     if isinstance(policy, CascadePolicy):
         return policy
     if isinstance(policy, str) and policy == "cascade":

@@ -90,11 +90,6 @@ class CascadeConfig(StoredDefaults):
     def max_length(self) -> int:
         return self.first.max_length
 
-    def temperatures_at(self, precision: str, boundaries: int) -> tuple[float, ...]:
-        """The boundary members' temperatures calibrated at ``precision`` (else fp32's, else 1 each)."""
-        stored = self.temperatures.get(precision) or self.temperatures.get("fp32")
-        return tuple(stored) if stored else (1.0,) * boundaries
-
     def to_dict(self) -> dict[str, Any]:
         return {"members": list(self.members), "label_names": list(self.label_names),
                 "default_knobs": self.default_knobs, "default_policy": self.default_policy,
@@ -158,6 +153,7 @@ class Cascade(nn.Module):
         return self.config.label_names
 
     class_means = None  # a cascade's exits carry its members' class probabilities only
+    trust_sets = None
 
     @property
     def output_size(self) -> int:
@@ -305,10 +301,11 @@ def check_members(members: Sequence[MultiExitClassifier], names: Sequence[str]) 
     """GeepError (one line) unless every member has the first's labels (as a set), task, tokenisation and device."""
     first, first_name = members[0], names[0]
     for member, name in zip(members, names):
-        extra = member.config.exit_module is not None or getattr(member, "class_means", None) is not None
+        extra = (member.config.exit_module is not None or getattr(member, "class_means", None) is not None
+                 or getattr(member, "trust_sets", None) is not None)
         if _task(member) != "classification" or extra:
             raise GeepError(f"cascade member {name} is a {_task(member)} model"
-                            + (" with an exit module or fitted class means" if extra else "")
+                            + (" with an exit module or fitted statistics" if extra else "")
                             + ": a cascade's rule reads each member's class probabilities; its members are "
                             "classifiers without one")
     for member, name in zip(members[1:], names[1:]):

@@ -23,7 +23,9 @@ HEAD_KINDS = ("attention", "linear")
 # The teacher may also be "classifier": a fine-tuned model's own head, as its encoder family builds it.
 TEACHER_KINDS = HEAD_KINDS + ("classifier",)
 POOLINGS = ("first", "mean")
-EXIT_MODULES = ("lte",)  # BERxiT's learning-to-exit module (geep.modeling.heads.LearnedExit)
+# BERxiT's learning-to-exit module (geep.modeling.heads.LearnedExit); learned halting, a head per exit
+# (geep.modeling.heads.HaltingHeads, trained by the ponder objective)
+EXIT_MODULES = ("lte", "ponder")
 
 
 class StoredDefaults:
@@ -34,6 +36,18 @@ class StoredDefaults:
     default_knobs: dict[str, dict[str, dict[str, float]]]
     default_policy: dict[str, str]
     calibration: dict[str, dict[str, dict[str, Any]]]
+    # {precision: [T, ...]}: temperatures (Guo et al. 2017) fitted on dev by `geep calibrate`: a cascade's one per
+    # member boundary, a model's one per exit (in exit order)
+    temperatures: dict[str, list[float]]
+
+    def stored_temperatures(self, precision: str) -> tuple[float, ...] | None:
+        """The temperatures calibrated at ``precision`` (else fp32's), or None when none are stored."""
+        stored = self.temperatures.get(precision) or self.temperatures.get("fp32")
+        return tuple(float(t) for t in stored) if stored else None
+
+    def temperatures_at(self, precision: str, count: int) -> tuple[float, ...]:
+        """:meth:`stored_temperatures`, else 1 for each of ``count``."""
+        return self.stored_temperatures(precision) or (1.0,) * count
 
     def stored_knob(self, precision: str, policy: str) -> dict[str, float] | None:
         """The named knob values calibrated for ``policy`` at ``precision``, or None."""
@@ -126,6 +140,16 @@ class GeepConfig(StoredDefaults):
     # Class means fitted after training (`geep fit-means`, geep.modeling.class_means): {"file", "rows", "source"};
     # their C distances trail every exit's outputs. None: not fitted.
     class_means: dict | None = None
+    # Trust-score sets fitted after training (`geep fit-means --statistics trust-score`, geep.modeling.trust_score):
+    # {"file", "rows", "per_class", "alpha", "source"}; their C distances trail the class-means ones. None: not fitted.
+    trust_score: dict | None = None
+    # Filled by `geep calibrate` (classification): {precision: [T_k for k in exit_layers]}, each exit's temperature
+    # (Guo et al. 2017) fitted on dev by NLL; the policies that read calibrated probabilities (``confidence``) read
+    # softmax(z_k / T_k). Absent (then: {}): they read raw probabilities, as before it existed.
+    temperatures: dict[str, list[float]] = field(default_factory=dict)
+    # Filled with the temperatures: {precision: {"before": [ECE_k], "after": [ECE_k], "dev_rows": N}}, each exit's
+    # expected calibration error on those dev rows (15 equal-width bins) under raw and calibrated probabilities.
+    calibration_error: dict[str, dict[str, Any]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -159,6 +183,11 @@ class GeepConfig(StoredDefaults):
         self.make_task()  # a regression config without its target scale fails here
         _check_knobs(self.default_knobs)
         _check_calibration(self.calibration)
+        bad = [p for p, ts in self.temperatures.items() if len(ts) != len(self.exit_layers)]
+        if bad:
+            raise GeepError(f"the geep section of config.json is damaged: temperatures at {bad[0]} has "
+                            f"{len(self.temperatures[bad[0]])} values for {len(self.exit_layers)} exits; run "
+                            "`geep calibrate` again")
 
     @property
     def num_labels(self) -> int:
@@ -183,9 +212,10 @@ class GeepConfig(StoredDefaults):
 
     @property
     def num_signals(self) -> int:
-        """S: the columns after the task's at every exit: the exit module's (1 with ``lte``), then the C class-means
-        distances once they are fitted."""
-        return (0 if self.exit_module is None else 1) + (self.num_labels if self.class_means else 0)
+        """S: the columns after the task's at every exit: the exit module's (1 with ``lte`` or ``ponder``), then the C class-means
+        distances once they are fitted, then the C trust-score distances once those are."""
+        return ((0 if self.exit_module is None else 1) + (self.num_labels if self.class_means else 0)
+                + (self.num_labels if self.trust_score else 0))
 
     def head_spec(self, k: int) -> tuple[str, str]:
         """(kind, pooling) of the head at exit ``k``."""
@@ -321,6 +351,16 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "exit_module": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "truncated_from": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer or null"),
     "class_means": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("file"), str)
+                                            and v["file"] not in ("", ".", "..") and "/" not in v["file"]
+                                            and "\\" not in v["file"]), "null or an object with a file name"),
+    "temperatures": (lambda v: isinstance(v, dict) and all(
+        isinstance(ts, list) and all(_is_number(t) and t > 0 for t in ts) for ts in v.values()),
+        "an object of precision -> list of positive temperatures"),
+    "calibration_error": (lambda v: isinstance(v, dict) and all(
+        isinstance(e, dict) and all(isinstance(e.get(k), list) and all(_is_number(x) for x in e[k])
+                                    for k in ("before", "after")) for e in v.values()),
+        "an object of precision -> {before: [...], after: [...]}"),
+    "trust_score": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("file"), str)
                                             and v["file"] not in ("", ".", "..") and "/" not in v["file"]
                                             and "\\" not in v["file"]), "null or an object with a file name"),
     "format_version": (_is_int, "an integer"),

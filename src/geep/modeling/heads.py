@@ -106,7 +106,23 @@ class LearnedExit(nn.Module):
         self.pooling = pooling
         self.linear = nn.Linear(hidden_size, 1)
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
-        """hidden (B, T, H), attention_mask (B, T) -> logits (B, 1)."""
+    def forward(self, hidden: Tensor, attention_mask: Tensor, k: int | None = None) -> Tensor:
+        """hidden (B, T, H), attention_mask (B, T) -> logits (B, 1); one module for every exit (``k`` unused)."""
         pooled = hidden[:, 0] if self.pooling == "first" else mean_pool(hidden, attention_mask)  # (B, H)
         return self.linear(pooled)
+
+
+class HaltingHeads(nn.Module):
+    """Learned halting (ACT, Graves 2016; PonderNet, Banino et al. 2021): a halting head per exit k, a Linear on the
+    pooled h_k giving the logit s_k of lambda_k = sigmoid(s_k), the probability of halting at exit k given that no
+    earlier exit halted (``geep.modeling.losses.ponder``, policy ``geep.policies.ponder``)."""
+
+    def __init__(self, hidden_size: int, exit_layers: list[int], pooling: str = "first") -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.heads = nn.ModuleDict({str(k): nn.Linear(hidden_size, 1) for k in exit_layers})
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor, k: int) -> Tensor:
+        """hidden (B, T, H), attention_mask (B, T) at exit ``k`` -> logits (B, 1)."""
+        pooled = hidden[:, 0] if self.pooling == "first" else mean_pool(hidden, attention_mask)  # (B, H)
+        return self.heads[str(k)](pooled)

@@ -32,9 +32,10 @@ from geep.io import atomic_path, write_text_atomic
 from geep.modeling.backbone import PARITY_TOLERANCE, Backbone, State, evaluating, max_positions, parity_batch
 from geep.modeling.backbone_defaults import Choice, auto_max_length, auto_pooling
 from geep.modeling.class_means import MEANS_NAME, ClassMeans, load_class_means
+from geep.modeling.trust_score import TRUST_NAME, TrustSets, load_trust_sets
 from geep.modeling.config import GeepConfig
 from geep.modeling.families import family_for
-from geep.modeling.heads import LearnedExit, build_head
+from geep.modeling.heads import HaltingHeads, LearnedExit, build_head
 from geep.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,14 @@ class MultiExitClassifier(nn.Module):
         self.heads = nn.ModuleDict(heads)
         # BERxiT's learning-to-exit module, shared by every exit (created after the heads: their initialisation
         # does not change with it).
-        self.exit_module = LearnedExit(hidden_size, config.pooling) if config.exit_module == "lte" else None
+        self.exit_module: nn.Module | None = None
+        if config.exit_module == "lte":
+            self.exit_module = LearnedExit(hidden_size, config.pooling)
+        elif config.exit_module == "ponder":  # a halting head per exit (geep.modeling.losses.ponder)
+            self.exit_module = HaltingHeads(hidden_size, list(config.exit_layers), config.pooling)
         self.exit_table: ExitTable | None = None  # loaded with the model; built by geep.build_table
         self.class_means: ClassMeans | None = None  # loaded with the model; fitted by geep fit-means
+        self.trust_sets: TrustSets | None = None  # loaded with the model; fitted by geep fit-means
         if check:
             self.backbone.check_parity()
 
@@ -173,9 +179,12 @@ class MultiExitClassifier(nn.Module):
         hidden = self.backbone.output(state.hidden)  # (B, T, H): what the family's own head would read
         outputs = self.heads[str(k)](hidden, state.attention_mask)  # (B, K)
         if self.exit_module is not None:
-            outputs = torch.cat([outputs, self.exit_module(hidden, state.attention_mask).to(outputs.dtype)], -1)
+            outputs = torch.cat([outputs, self.exit_module(hidden, state.attention_mask, k).to(outputs.dtype)], -1)
         if self.class_means is not None:  # (B, K + S): the C class-means distances last
             distances = self.class_means.distances(k, hidden, state.attention_mask, self.config.head_spec(k)[1])
+            outputs = torch.cat([outputs, distances.to(outputs.dtype)], -1)
+        if self.trust_sets is not None:  # then the C distances to each class's trust-score set
+            distances = self.trust_sets.distances(k, hidden, state.attention_mask, self.config.head_spec(k)[1])
             outputs = torch.cat([outputs, distances.to(outputs.dtype)], -1)
         return outputs
 
@@ -186,6 +195,14 @@ class MultiExitClassifier(nn.Module):
             raise GeepError("class means fitted for other exits or classes than this model's")
         self.class_means = means.to(self.device)
         self.config.class_means = {"file": MEANS_NAME, "rows": int(rows), "source": str(source)}
+
+    def set_trust_sets(self, sets: TrustSets, settings: dict) -> None:
+        """Attaches fitted trust-score sets (``geep.modeling.trust_score``); the config records them with
+        ``settings`` (rows, per_class, alpha, source), and every exit's outputs gain their C distances."""
+        if sets.exit_layers != self.exit_layers or sets.num_classes != self.config.num_labels:
+            raise GeepError("trust-score sets fitted for other exits or classes than this model's")
+        self.trust_sets = sets.to(self.device)
+        self.config.trust_score = {"file": TRUST_NAME, **settings}
 
     def select_rows(self, state: State, keep: Tensor, trim: bool = True) -> State:
         """The state of the rows picked by ``keep`` (every per-row tensor indexed together)."""
@@ -214,7 +231,7 @@ class MultiExitClassifier(nn.Module):
                 if self.exit_module is not None:
                     # BERxiT trains the module on its own target: its input is detached, so its loss never moves
                     # the backbone.
-                    signals.append(self.exit_module(hidden.detach(), state.attention_mask))
+                    signals.append(self.exit_module(hidden.detach(), state.attention_mask, k))
             if diverse and k <= L - 2:
                 prefix.append(state.hidden)
         exit_logits = torch.stack(exits)  # (|E|, B, K)
@@ -327,6 +344,8 @@ class MultiExitClassifier(nn.Module):
         self.save_exit_table(directory)
         if self.class_means is not None:
             self.class_means.save(directory / MEANS_NAME, self.label_names)
+        if self.trust_sets is not None:
+            self.trust_sets.save(directory / TRUST_NAME, self.label_names, self.config.trust_score)
         self.save_config(directory)
 
     def save_exit_table(self, directory: str | os.PathLike) -> None:
@@ -388,6 +407,9 @@ class MultiExitClassifier(nn.Module):
         if config.class_means:
             model.class_means = load_class_means(directory / config.class_means["file"], model.exit_layers,
                                                  config.num_labels, model.backbone.config.hidden_size)
+        if config.trust_score:
+            model.trust_sets = load_trust_sets(directory / config.trust_score["file"], model.exit_layers,
+                                               config.num_labels, model.backbone.config.hidden_size)
         model.eval()
         if device is not None:
             model.to(device)

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from geep.errors import GeepError
 from geep.modeling.losses.ensemble import ensemble_loss
+from geep.modeling.losses.ponder import ponder_loss
 from geep.modeling.losses.sdn import sdn_loss, sdn_schedule
 from geep.tasks import Task
 from geep.tasks.classification import Classification, distillation_kl, per_exit_cross_entropy  # noqa: F401 (re-exported)
@@ -190,6 +191,9 @@ class Stage:
     # A loss whose weights follow training (SDN's): schedule(progress) is the loss of a step taken when that fraction
     # of the stage's steps is done, this one included (None: the loss does not change with progress).
     schedule: Callable[[float], LossFn] | None = None
+    # the loss takes ``exit_signals=`` (|E|, B, S): the exit module's outputs (learned halting's), which it trains
+    # itself (the loop then adds no exit-module loss of its own)
+    needs_signals: bool = False
 
     def loss_at(self, step: int, progress: float = 1.0) -> LossFn:
         """The loss of training step ``step`` (1-based, counted over the whole stage: BERxiT's alternation does not
@@ -234,6 +238,7 @@ class Objective:
     description: str
     recipe: Recipe | None = None  # the geep objective's recipe
     tasks: tuple[str, ...] | None = None  # the tasks it applies to (None: every task)
+    exit_module: str | None = None  # the exit module it trains and needs (``ponder``: halting heads)
 
     def check_task(self, task: str) -> None:
         """A GeepError when this objective does not apply to ``task`` (a task name)."""
@@ -317,6 +322,13 @@ OBJECTIVES: dict[str, Objective] = {
         "ensemble", (Stage("ensemble", ensemble_loss, trains=("backbone", "teacher", "students")),),
         "one step: every exit's cross entropy minus the exits' disagreement on the wrong classes (Sun et al.)",
         tasks=("classification",),
+    ),
+    # Learned halting (ACT, Graves 2016; PonderNet, Banino et al. 2021): geep/modeling/losses/ponder.py.
+    "ponder": Objective(
+        "ponder", (Stage("ponder", ponder_loss, trains=("backbone", "teacher", "students"), needs_signals=True),),
+        "one step: a halting head per exit; each exit's cross entropy weighted by the halting distribution, plus "
+        "0.01 x its KL divergence from a geometric prior (PonderNet); policy ponder",
+        tasks=("classification",), exit_module="ponder",
     ),
 }
 

@@ -18,6 +18,8 @@ from geep.policies.lte import LearnedExitPolicy
 from geep.policies.margin import MarginPolicy
 from geep.policies.oracle import OraclePolicy
 from geep.policies.pabee import PatiencePolicy
+from geep.policies.ponder import PonderPolicy
+from geep.policies.trust_score import TrustScorePolicy
 from geep.policies.vote import VotePolicy
 
 POLICIES: dict[str, Policy] = {}
@@ -31,15 +33,20 @@ def register_policy(policy: Policy) -> Policy:
 
 for _policy in (FullPolicy(), FastBertPolicy(), DeeBertPolicy(), ConfidencePolicy(), PatiencePolicy(),
                 GeepPolicy(), GeepVerifyPolicy(), OraclePolicy(), LearnedExitPolicy(), ElbertPolicy(), VotePolicy(),
-                MarginPolicy(), ClassMeansPolicy()):
+                MarginPolicy(), ClassMeansPolicy(), TrustScorePolicy(), PonderPolicy()):
     register_policy(_policy)
 
 
-def policies_for(task: str, *, signal: bool = False, class_means: bool = False) -> list[str]:
-    """The registered policies a model of ``task`` can run (``signal``: it has an exit module, which ``lte`` reads;
-    ``class_means``: it has fitted class means, which ``class-means`` reads)."""
-    return [name for name, p in POLICIES.items() if task in p.tasks and (signal or not p.needs_signal)
-            and (class_means or not p.needs_class_means)]
+def policies_for(task: str, *, signal: bool | str | None = False, class_means: bool = False,
+                 trust_score: bool = False) -> list[str]:
+    """The registered policies a model of ``task`` can run (``signal``: the name of its exit module, whose signal
+    ``lte`` or ``ponder`` reads, or True for any; ``class_means``: it has fitted class means, which ``class-means``
+    reads; ``trust_score``: it has fitted trust-score sets, which ``trust-score`` reads)."""
+    def module_ok(p: Policy) -> bool:
+        return not p.needs_signal or signal is True or (bool(signal) and signal == p.exit_module)
+
+    return [name for name, p in POLICIES.items() if task in p.tasks and module_ok(p)
+            and (class_means or not p.needs_class_means) and (trust_score or not p.needs_trust_score)]
 
 
 def get_policy(name: str | Policy) -> Policy:

@@ -18,6 +18,11 @@ unbound policy reads every column as a class (a classification model without an 
 is not the current exit's own (``vote``: the vote of every exit so far) sets ``answers_from_memory`` and says what the
 leaving rows answer with (:meth:`Policy.outputs`); the executor then also asks it at the last exit.
 
+A policy that reads ``calibrated`` probabilities (``confidence``, RightTool's rule) is given each exit's temperature
+T_k once, by ``resolve_run`` (:meth:`Policy.with_temperatures`), when ``geep calibrate`` stored them, and reads
+softmax(z_k / T_k) at exit k (it decides in :meth:`Policy.decide_at`, which knows the exit); without them it reads
+the raw softmax, unchanged.
+
 A policy that ``predicts_layers`` (``geep``, ``geep-verify``) also maps each row's predicted exit distribution to
 a layer before the model runs (:meth:`Policy.predict_layers`); the scheduler then reads no head of that row before
 it. Calibration scores knobs by running the same scheduler over recorded logits (``geep.runtime.replay``), so
@@ -98,9 +103,13 @@ class Policy:
     tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the tasks (geep.tasks) it applies to
     reads: ClassVar[str] = "a softmax over classes"  # what it judges certainty from, for messages
     needs_signal: ClassVar[bool] = False  # reads the exit module's signal (a learned exit: ``lte``)
+    exit_module: ClassVar[str | None] = None  # which exit module's signal it reads (``lte``, ``ponder``)
     needs_class_means: ClassVar[bool] = False  # reads fitted class-means distances (``class-means``)
+    needs_trust_score: ClassVar[bool] = False  # reads fitted trust-score distances (``trust-score``)
     answers_from_memory: ClassVar[bool] = False  # rows answer with :meth:`outputs` of their memory (``vote``)
+    calibrated: ClassVar[bool] = False  # reads softmax(z_k / T_k) where the model has temperatures (``confidence``)
     layout: OutputLayout = OutputLayout()  # how its exits' outputs are laid out; set by :meth:`bind`
+    temperatures: Mapping[int, float] | None = None  # exit layer -> T_k; set by :meth:`with_temperatures`
 
     def bind(self, layout: OutputLayout) -> "Policy":
         """A copy of the policy that reads exits laid out as ``layout`` (the model's task and exit module); the
@@ -108,6 +117,22 @@ class Policy:
         bound = copy.copy(self)
         bound.layout = layout
         return bound
+
+    def with_temperatures(self, temperatures: Mapping[int, float]) -> "Policy":
+        """A copy of the policy that reads exit k's class scores divided by ``temperatures[k]`` (temperature
+        scaling, Guo et al. 2017), for a policy that reads ``calibrated`` probabilities; done once by
+        ``resolve_run`` with the temperatures ``geep calibrate`` stored at the run's precision."""
+        bound = copy.copy(self)
+        bound.temperatures = {int(k): float(t) for k, t in temperatures.items()}
+        return bound
+
+    def scaled(self, layer: int, logits: Tensor) -> Tensor:
+        """The task's columns of exit ``layer``'s outputs (B, K), divided by its temperature where the policy has
+        temperatures (unchanged, not divided by 1, where it has none)."""
+        scores = self.layout.task_outputs(logits).float()  # (B, K)
+        if self.temperatures is None:
+            return scores
+        return scores / self.temperatures[layer]
 
     def outputs(self, logits: Tensor, memory: Memory) -> Tensor:
         """What rows leaving at this exit answer with, given its outputs (B, K + S) and the memory :meth:`decide`

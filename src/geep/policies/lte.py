@@ -21,6 +21,7 @@ class LearnedExitPolicy(Policy):
     tasks = ALL_TASKS
     reads = "a learned exit's certainty"
     needs_signal = True
+    exit_module = "lte"
 
     def knob_spec(self, num_labels: int, num_exits: int) -> KnobSpec:
         return KnobSpec(low=0.0, high=1.0, default=0.5, never=1.0, first=0.0)

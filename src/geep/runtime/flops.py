@@ -112,6 +112,7 @@ class FlopsSpec:
     head_products: dict[int, int] = field(default_factory=dict)  # exit k -> multiply-adds per row of a classifier
     head_hidden: dict[int, int] = field(default_factory=dict)  # exit k -> the width its head reads (default hidden)
     signals: int = 0  # the exit module's outputs per head call (a Linear H -> 1 each)
+    trust_points: int = 0  # the trust-score points each row is compared with per head call (3H each)
 
     @classmethod
     def from_model(cls, model: MultiExitClassifier | Cascade) -> "FlopsSpec":
@@ -124,7 +125,8 @@ class FlopsSpec:
                            if isinstance(m, nn.Linear))
                     for k, (kind, _, _) in heads.items() if kind == "classifier"}
         return cls(hf.hidden_size, getattr(hf, "intermediate_size", 0), model.config.num_outputs, heads,
-                   tuple(model.backbone.layer_shapes()), products, signals=model.config.num_signals)
+                   tuple(model.backbone.layer_shapes()), products, signals=model.config.num_signals,
+                   trust_points=0 if getattr(model, "trust_sets", None) is None else model.trust_sets.num_points)
 
     @classmethod
     def concatenate(cls, specs: "list[FlopsSpec]", offsets: list[int]) -> "FlopsSpec":
@@ -157,6 +159,7 @@ class FlopsSpec:
         kind, pooling, width = self.heads[k]
         hidden = self.head_hidden.get(k, self.hidden)
         module = 2 * hidden * self.signals  # the exit module's Linear H -> S on the pooled h_k
+        module += 3 * hidden * self.trust_points  # each trust-score point: a difference, a square and a sum per dim
         if kind == "attention":
             return attention_head_flops(T, hidden, width, self.num_labels, pooling) + module
         if kind == "linear":

@@ -166,13 +166,21 @@ class OutputLayout:
     outputs: int | None = None
     signals: int = 0
     exits: int | None = None  # |E|: for rules whose window or total follows the model's depth (elbert, vote)
-    distances: int = 0  # the last columns: C class-means distances (geep fit-means), counted in ``signals``
+    distances: int = 0  # C class-means distances (geep fit-means), counted in ``signals``, before the trust ones
+    trust: int = 0  # the last columns: C trust-score distances (geep fit-means), counted in ``signals``
 
     def class_distances(self, logits: Tensor) -> Tensor:
         """The class-means distances (B, C) of an exit's outputs; ValueError when the model has none fitted."""
         if not self.distances:
             raise ValueError("this model's exits carry no class-means distances")
-        return logits[..., logits.shape[-1] - self.distances:]
+        end = logits.shape[-1] - self.trust
+        return logits[..., end - self.distances: end]
+
+    def trust_distances(self, logits: Tensor) -> Tensor:
+        """Each row's distance (B, C) to each class's trust-score set; ValueError when the model has none fitted."""
+        if not self.trust:
+            raise ValueError("this model's exits carry no trust-score distances")
+        return logits[..., logits.shape[-1] - self.trust:]
 
     def task_outputs(self, logits: Tensor) -> Tensor:
         """The task's columns (B, K) of an exit's outputs (B, K + S)."""

@@ -48,7 +48,9 @@ def describe_task(config: GeepConfig, why: str | None = None) -> str:
     if task.name == "regression":
         text += f"; target mean {task.target_mean:.4g}, std {task.target_std:.4g} (the heads learn the standardised score)"
     if config.exit_module:
-        text += f"; exit module `{config.exit_module}` (BERxiT's learned exit, policy `lte`)"
+        what = {"lte": "BERxiT's learned exit, policy `lte`",
+                "ponder": "a learned halting head per exit, policy `ponder`"}.get(config.exit_module, "")
+        text += f"; exit module `{config.exit_module}` ({what})"
     return text
 
 

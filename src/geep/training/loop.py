@@ -226,6 +226,10 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     if not any(groups and epochs for _, groups, epochs in plans):
         raise GeepError(f"nothing to train: every stage of {objective.name!r} is frozen or has 0 epochs")
 
+    if objective.exit_module is not None and model.config.exit_module != objective.exit_module:
+        raise GeepError(f"the {objective.name} objective trains the model's {objective.exit_module} exit module, and "
+                        f"this model has {model.config.exit_module or 'none'}; build it with "
+                        f"exit_module={objective.exit_module!r} (`geep train --objective {objective.name}` does)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise GeepError("--device cuda, but torch sees no CUDA device")
     use_cuda = args.device != "cpu" and torch.cuda.is_available()
@@ -296,10 +300,13 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                 diverse = None if out.diverse_logits is None else out.diverse_logits.float()
                 targets = task.train_targets(batch["labels"])
                 extra = {"difficulty": batch["difficulty"]} if stage.needs_difficulty else {}
+                if stage.needs_signals:  # learned halting: the stage's loss trains the halting heads itself
+                    extra["exit_signals"] = out.exit_signals.float()
                 stage_step = (epoch - 1) * len(loader) + step  # counted over the stage, not restarted each epoch
                 loss = stage.loss_at(stage_step, stage_step / total_steps)(
                     out.exit_logits.float(), diverse, targets, model.exit_layers, task=task, **extra)
-                if out.exit_signals is not None:  # its input is detached: this term trains the exit module alone
+                if out.exit_signals is not None and not stage.needs_signals:  # its input is detached: this term
+                    # trains the exit module alone
                     loss = loss + learned_exit_loss(out.exit_signals.float(), out.exit_logits.float(), targets,
                                                     task=task)
                 value = loss.item()
