@@ -136,12 +136,16 @@ def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
     task, signal = model.config.task, model.config.exit_module is not None
     if task not in policy.tasks:
         article = "an" if task[0] in "aeiou" else "a"
-        usable = policies_for(task, signal=signal, class_means=model.class_means is not None)
+        usable = policies_for(task, signal=signal, class_means=model.class_means is not None,
+                              token_hash=getattr(model, "token_hash", None) is not None)
         raise GeepError(f"the {policy.name} policy reads {policy.reads}; {article} {task} model can use: "
                         f"{', '.join(usable)}")
     if policy.needs_signal and not signal:
         raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has no exit module; train "
                         "one with `geep train --exit-module lte`")
+    if policy.halts_tokens and getattr(model, "token_hash", None) is None:
+        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none; train one with "
+                        "`geep train --objective hashee`")
     if policy.needs_class_means and model.class_means is None:
         raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none fitted; fit them "
                         "with `geep fit-means --model DIR --train DATA`")

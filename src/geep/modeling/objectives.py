@@ -35,6 +35,7 @@ from torch import Tensor
 
 from geep.errors import GeepError
 from geep.modeling.losses.ensemble import ensemble_loss
+from geep.modeling.losses.hashee import hashee_loss
 from geep.modeling.losses.sdn import sdn_loss, sdn_schedule
 from geep.tasks import Task
 from geep.tasks.classification import Classification, distillation_kl, per_exit_cross_entropy  # noqa: F401 (re-exported)
@@ -190,6 +191,9 @@ class Stage:
     # A loss whose weights follow training (SDN's): schedule(progress) is the loss of a step taken when that fraction
     # of the stage's steps is done, this one included (None: the loss does not change with progress).
     schedule: Callable[[float], LossFn] | None = None
+    # HashEE: the forward halts each token at the layer the model's token hash gives it (the training loop runs
+    # ``geep.runtime.token_halting.halting_forward``), and so does dev evaluation.
+    halts_tokens: bool = False
 
     def loss_at(self, step: int, progress: float = 1.0) -> LossFn:
         """The loss of training step ``step`` (1-based, counted over the whole stage: BERxiT's alternation does not
@@ -312,6 +316,12 @@ OBJECTIVES: dict[str, Objective] = {
     "sdn": Objective(
         "sdn", (Stage("sdn", sdn_loss, trains=("backbone", "teacher", "students"), schedule=sdn_schedule),),
         "one step: every exit's loss, exit k < L weighted by tau_k, grown linearly from 0.01 to k/L (SDN)",
+    ),
+    # HashEE (Sun et al., Findings of ACL 2022): the loss and what was checked are in geep/modeling/losses/hashee.py.
+    "hashee": Objective(
+        "hashee", (Stage("hashee", hashee_loss, trains=("backbone", "teacher"), halts_tokens=True),),
+        "HashEE: every token halts after the layer a hash (--hash frequency or random) gives it, copied forward and "
+        "still read as keys and values; the task's loss at the last layer (no internal classifiers; policy hashee)",
     ),
     "ensemble": Objective(
         "ensemble", (Stage("ensemble", ensemble_loss, trains=("backbone", "teacher", "students")),),

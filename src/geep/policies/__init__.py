@@ -14,6 +14,7 @@ from geep.policies.elbert import ElbertPolicy
 from geep.policies.fastbert import FastBertPolicy
 from geep.policies.full import FullPolicy
 from geep.policies.geep import GeepPolicy, GeepVerifyPolicy, VerifyKnob
+from geep.policies.hashee import HashEEPolicy
 from geep.policies.lte import LearnedExitPolicy
 from geep.policies.margin import MarginPolicy
 from geep.policies.oracle import OraclePolicy
@@ -31,15 +32,16 @@ def register_policy(policy: Policy) -> Policy:
 
 for _policy in (FullPolicy(), FastBertPolicy(), DeeBertPolicy(), ConfidencePolicy(), PatiencePolicy(),
                 GeepPolicy(), GeepVerifyPolicy(), OraclePolicy(), LearnedExitPolicy(), ElbertPolicy(), VotePolicy(),
-                MarginPolicy(), ClassMeansPolicy()):
+                MarginPolicy(), ClassMeansPolicy(), HashEEPolicy()):
     register_policy(_policy)
 
 
-def policies_for(task: str, *, signal: bool = False, class_means: bool = False) -> list[str]:
+def policies_for(task: str, *, signal: bool = False, class_means: bool = False, token_hash: bool = False) -> list[str]:
     """The registered policies a model of ``task`` can run (``signal``: it has an exit module, which ``lte`` reads;
-    ``class_means``: it has fitted class means, which ``class-means`` reads)."""
+    ``class_means``: it has fitted class means, which ``class-means`` reads; ``token_hash``: it has HashEE's token
+    hash, which ``hashee`` reads)."""
     return [name for name, p in POLICIES.items() if task in p.tasks and (signal or not p.needs_signal)
-            and (class_means or not p.needs_class_means)]
+            and (class_means or not p.needs_class_means) and (token_hash or not p.halts_tokens)]
 
 
 def get_policy(name: str | Policy) -> Policy:

@@ -85,6 +85,9 @@ class Policy:
     needs_signal: ClassVar[bool] = False  # reads the exit module's signal (a learned exit: ``lte``)
     needs_class_means: ClassVar[bool] = False  # reads fitted class-means distances (``class-means``)
     answers_from_memory: ClassVar[bool] = False  # rows answer with :meth:`outputs` of their memory (``vote``)
+    # tokens halt at the layers the model's token hash gives them (``hashee``): the executor asks the backend to
+    # embed fresh rows that way, and the model needs a token hash
+    halts_tokens: ClassVar[bool] = False
     layout: OutputLayout = OutputLayout()  # how its exits' outputs are laid out; set by :meth:`bind`
 
     def bind(self, layout: OutputLayout) -> "Policy":

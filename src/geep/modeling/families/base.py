@@ -52,7 +52,9 @@ class LayerShape:
     s = relative_span, or min(T, relative_span) when ``span_follows_length`` (DeBERTa v1);
     repeats: the layer's modules run this many times in one layer (ALBERT's inner group);
     once_products: per token, products outside the repeated modules, run once: at layer 1 a projection of the
-    embeddings to the hidden size (ELECTRA-small, ALBERT, DeBERTa-v2) and a convolution after it (DeBERTa-v2).
+    embeddings to the hidden size (ELECTRA-small, ALBERT, DeBERTa-v2) and a convolution after it (DeBERTa-v2);
+    kv_products: the part of token_products that makes keys and values (H x A each), which token halting still
+    runs for halted tokens (they are read as keys and values); 0 where the family does not halt tokens.
     """
 
     token_products: int
@@ -66,6 +68,7 @@ class LayerShape:
     span_follows_length: bool = False
     repeats: int = 1
     once_products: int = 0
+    kv_products: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,8 @@ class Family:
     # ---------------------------------------------------------------------------------------------- FLOPs, heads
     def layer_shapes(self, config: PreTrainedConfig) -> list[LayerShape]:
         """The shape of each layer k = 1..L (index k - 1)."""
-        shape = LayerShape(bert_layer_products(config.hidden_size, config.intermediate_size),
-                           2 * config.hidden_size)
+        H = config.hidden_size
+        shape = LayerShape(bert_layer_products(H, config.intermediate_size), 2 * H, kv_products=2 * H * H)
         return [shape] * config.num_hidden_layers
 
     def teacher(self, classifier: PreTrainedModel) -> Teacher:
