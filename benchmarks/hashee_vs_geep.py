@@ -45,12 +45,16 @@ def main() -> None:
     p.add_argument("--hash", default="frequency", choices=["frequency", "random"])
     p.add_argument("--test-rows", type=int, default=None, help="the first N test rows (default: all)")
     p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--reuse", action="store_true", help="score the models already trained in --work")
     args = p.parse_args()
     torch.set_num_threads(2)
 
-    geep_dir, geep_s = train(args.work, "geep", args.data, args.train_rows, args.epochs, [])
-    hashee_dir, hashee_s = train(args.work, "hashee", args.data, args.train_rows, args.epochs,
-                                 ["--objective", "hashee", "--hash", args.hash])
+    if args.reuse:
+        (geep_dir, geep_s), (hashee_dir, hashee_s) = (args.work / "geep", 0.0), (args.work / "hashee", 0.0)
+    else:
+        geep_dir, geep_s = train(args.work, "geep", args.data, args.train_rows, args.epochs, [])
+        hashee_dir, hashee_s = train(args.work, "hashee", args.data, args.train_rows, args.epochs,
+                                     ["--objective", "hashee", "--hash", args.hash])
     test = load_dataset_spec(f"{args.data}:test")
     texts, labels = list(test["text"]), list(test["label"])
     if args.test_rows is not None:
@@ -72,12 +76,17 @@ def main() -> None:
               "hash": args.hash, "train_seconds": {"geep": round(geep_s, 1), "hashee": round(hashee_s, 1)},
               "hashee": hashee_point,
               "geep_full": {"accuracy": result.full.accuracy, "flops_speedup": 1.0}, "geep_policies": {}}
+    def point(pt):
+        return None if pt is None else {"knob": str(pt.knob), "accuracy": pt.accuracy,
+                                        "flops_speedup": pt.flops_speedup, "mean_exit_layer": pt.mean_exit_layer}
+
     for name, points in result.points.items():
         faster = [pt for pt in points if pt.flops_speedup >= hashee_point["flops_speedup"]]
-        best = max(faster, key=lambda pt: pt.accuracy, default=None)
-        report["geep_policies"][name] = None if best is None else {
-            "knob": str(best.knob), "accuracy": best.accuracy, "flops_speedup": best.flops_speedup,
-            "mean_exit_layer": best.mean_exit_layer}
+        as_good = [pt for pt in points if pt.accuracy >= hashee_point["accuracy"]]
+        report["geep_policies"][name] = {
+            "most_accurate_at_least_as_fast": point(max(faster, key=lambda pt: pt.accuracy, default=None)),
+            "fastest_at_least_as_accurate": point(max(as_good, key=lambda pt: pt.flops_speedup, default=None)),
+            "frontier": sorted({(round(pt.flops_speedup, 2), round(pt.accuracy, 4)) for pt in points})}
     print(json.dumps(report, indent=2))
     (args.work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
