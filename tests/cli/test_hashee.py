@@ -38,6 +38,8 @@ def test_train_hashee_then_predict_with_its_hash(encoder_dir, tmp_path, capsys, 
         assert int(seen.min()) == 1 and int(seen.max()) == 4
         assert layers[model.tokenizer.convert_tokens_to_ids(["w5", "w40", "sport"])].tolist() == [4, 4, 4]
 
+    rc, stdout, err = cli(["info", str(out)], capsys)
+    assert rc == 0 and f"token hash:     {HASH_NAME}: {kind}, 4 buckets (policy hashee)" in stdout, err
     preds = tmp_path / "preds.jsonl"
     rc, _, err = cli(["predict", "--model", str(out), "--input", str(data), "--policy", "hashee",
                       "--output", str(preds), "--no-progress"], capsys)

@@ -75,6 +75,9 @@ def format_info(directory: str | Path) -> str:
     if config.class_means:
         lines.append(f"class means:    {config.class_means['file']}: {config.class_means.get('rows', '?')} rows from "
                      f"{config.class_means.get('source', '?')} (policy class-means)")
+    if config.token_hash:
+        lines.append(f"token hash:     {config.token_hash['file']}: {config.token_hash['kind']}, "
+                     f"{config.token_hash['buckets']} buckets (policy hashee)")
     if training:
         sizes = training.get("data_sizes", {})
         lines.append(f"trained on:     {training.get('train', '?')}: {sizes.get('train', '?')} rows; dev "
