@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from tests.helpers import random_batch
 from geep.errors import GeepError
+from geep.tasks.classification import Classification
 from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, RECIPES, distillation_kl, diverse_weights, \
     geep_loss, get_objective, per_exit_cross_entropy, weighted_geep_loss
 
@@ -96,7 +97,7 @@ def test_pabee_weights_exits_by_depth(make_model):
 
 def test_registry():
     assert set(OBJECTIVES) == {"geep", "fastbert", "deebert", "pabee", "berxit", "fine-tune", "cascade-da", "sdn",
-                               "ensemble", "ponder"}
+                               "ensemble", "ponder", "hashee"}
     with pytest.raises(GeepError, match="unknown objective 'foo'"):
         get_objective("foo")
 
@@ -238,3 +239,11 @@ def test_the_difficulty_aware_loss_is_every_exits_ce_plus_the_weighted_ranking_t
     torch.testing.assert_close(got, expected)
     assert [s.name for s in get_objective("cascade-da").stages] == ["fine-tune", "difficulty-aware"]
     assert get_objective("cascade-da").stages[1].needs_difficulty
+
+
+def test_hashee_is_the_tasks_loss_at_the_last_exit_with_tokens_halting():
+    stage = get_objective("hashee").stages[0]
+    assert stage.halts_tokens and stage.trains == ("backbone", "teacher")
+    logits, labels = torch.randn(1, 4, 3), torch.tensor([0, 1, 2, 0])
+    torch.testing.assert_close(stage.loss(logits, None, labels, [4], task=Classification(("a", "b", "c"))),
+                               F.cross_entropy(logits[0], labels))

@@ -22,7 +22,7 @@ def every_exit(rows: torch.Tensor) -> torch.Tensor:
 
 def test_registry():
     assert list(POLICIES) == ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle",
-                              "lte", "elbert", "vote", "margin", "class-means", "trust-score", "ponder"]
+                              "lte", "elbert", "vote", "margin", "class-means", "trust-score", "ponder", "hashee"]
     assert get_policy("pabee") is POLICIES["pabee"]
     with pytest.raises(GeepError, match="unknown policy 'x'; choose one of: full, fastbert, deebert"):
         get_policy("x")

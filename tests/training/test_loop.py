@@ -77,19 +77,25 @@ def test_same_seed_same_weights(encoder_dir):
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
 def test_every_objective_runs_all_its_stages(encoder_dir, objective):
     model = make(encoder_dir, objective=objective, exit_module=get_objective(objective).exit_module)
+    if objective == "hashee":  # its tokens halt at their hashed layers: the model needs a hash first
+        from geep.modeling.token_hash import random_hash
+
+        model.set_token_hash(random_hash(99, 4, model.tokenizer.all_special_ids))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     args = fast_args(epochs=1, distil_epochs=1, batch_size=8)
     result = train(model, data(model, 24, seed=1), data(model, 8, seed=2), args)
     # every stage in order, each for its epochs: the default geep recipe (teacher) trains as many passes as fastbert
     stages = {"geep": ["geep", "geep"], "fastbert": ["fine-tune", "distil"], "deebert": ["fine-tune", "exits"],
               "pabee": ["pabee"], "berxit": ["alternating"], "fine-tune": ["fine-tune"],
-              "cascade-da": ["fine-tune", "difficulty-aware"], "sdn": ["sdn"], "ensemble": ["ensemble"], "ponder": ["ponder"]}
+              "cascade-da": ["fine-tune", "difficulty-aware"], "sdn": ["sdn"], "ensemble": ["ensemble"], "ponder": ["ponder"],
+              "hashee": ["hashee"]}
     assert [r.stage for r in result.history] == stages[objective]
     assert set(result.dev_accuracy) == {str(k) for k in model.exit_layers}
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in model.state_dict().items()
                if not torch.equal(v, before[k])}
     assert "heads.4" in changed  # the teacher learned
-    assert ("heads.1" in changed) == (objective != "fine-tune")  # and a student, but under plain fine-tuning
+    # and a student, but under plain fine-tuning and HashEE (no internal classifiers)
+    assert ("heads.1" in changed) == (objective not in ("fine-tune", "hashee"))
     if objective == "ponder":
         assert "exit_module.heads" in changed  # the halting heads learned
 
@@ -217,3 +223,26 @@ def test_bad_arguments_are_geep_errors():
     for bad in (dict(epochs=-1), dict(batch_size=0), dict(warmup_ratio=1.5), dict(device="tpu")):
         with pytest.raises(GeepError):
             TrainingArguments(**bad)
+
+
+def test_hashee_trains_through_the_halting_step_and_needs_a_hash(encoder_dir, monkeypatch):
+    """The hashee stage's forward is the token-halting one (halted tokens copied forward), in training and in dev
+    evaluation; a model without a hash is refused in one line before any step."""
+    import geep.training.loop as loop
+    from geep.modeling.token_hash import random_hash
+
+    model = make(encoder_dir, objective="hashee", exit_layers=[4])
+    with pytest.raises(GeepError) as e:
+        train(model, data(model, 8, seed=1), data(model, 4, seed=2), fast_args(epochs=1, batch_size=8))
+    assert "\n" not in str(e.value) and "token hash" in str(e.value)
+    model.set_token_hash(random_hash(99, 4, model.tokenizer.all_special_ids))
+    calls = []
+    real = loop.halting_forward
+
+    def recording(m, *args):
+        calls.append(m.training)
+        return real(m, *args)
+
+    monkeypatch.setattr(loop, "halting_forward", recording)
+    train(model, data(model, 16, seed=1), data(model, 4, seed=2), fast_args(epochs=1, batch_size=8))
+    assert calls == [True, True, False]  # two training steps, then the dev evaluation

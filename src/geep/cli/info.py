@@ -81,6 +81,9 @@ def format_info(directory: str | Path) -> str:
         t = config.trust_score
         lines.append(f"trust score:    {t['file']}: {t.get('rows', '?')} rows from {t.get('source', '?')}, at most "
                      f"{t.get('per_class', '?')} per class, alpha {t.get('alpha', '?')} (policy trust-score)")
+    if config.token_hash:
+        lines.append(f"token hash:     {config.token_hash['file']}: {config.token_hash['kind']}, "
+                     f"{config.token_hash['buckets']} buckets (policy hashee)")
     if training:
         sizes = training.get("data_sizes", {})
         lines.append(f"trained on:     {training.get('train', '?')}: {sizes.get('train', '?')} rows; dev "

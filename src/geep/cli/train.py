@@ -34,6 +34,7 @@ from geep.data import ColumnData, encode_labels, get_columns, load_dataset_spec,
     stratified_split, stratified_subset
 from geep.errors import GeepError
 from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, RECIPES, get_objective
+from geep.modeling.token_hash import HASH_KINDS
 from geep.training.loop import MAX_SEED
 from geep.tasks import TASKS, Task, get_task
 from geep.tasks.multi_label import DEFAULT_SEPARATOR
@@ -72,6 +73,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
                    help=f"geep only: how its one-step loss is weighted and how long it trains (default "
                    f"{DEFAULT_RECIPE}): " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
+    p.add_argument("--hash", default=None, choices=list(HASH_KINDS),
+                   help="--objective hashee only: the token-to-layer hash (HashEE): frequency (default: the training "
+                   "rows' most frequent tokens exit first) or random (seeded by --seed)")
+    p.add_argument("--hash-buckets", type=int, default=None, metavar="N",
+                   help="--objective hashee only: buckets of the hash, bucket b exiting at layer 1 + b * (L // N) "
+                   "(default L: one per layer)")
     p.add_argument("--head", default="attention", choices=list(HEAD_KINDS), help="exit head kind")
     p.add_argument("--pooling", default="auto", choices=["auto", *POOLINGS],
                    help="exit heads' pooling; auto (default): the backbone's sentence-transformers pooling "
@@ -167,6 +174,10 @@ def _check_flags(args: argparse.Namespace) -> None:
          f"--objective ponder trains its own halting heads (--exit-module ponder), not --exit-module "
          f"{args.exit_module}"),
         (args.label_separator is None or args.label_separator != "", "--label-separator must not be empty"),
+        ((args.hash is None and args.hash_buckets is None) or args.objective == "hashee",
+         f"--hash and --hash-buckets apply to --objective hashee only; got --objective {args.objective}"),
+        (args.objective != "hashee" or args.exit_module is None,
+         "--objective hashee predicts from the last layer alone: it takes no --exit-module"),
         (args.label_separator is None or args.task in ("auto", "multi-label"),
          f"--label-separator applies to multi-label data only; got --task {args.task}"),
     ]
@@ -269,6 +280,13 @@ def run(args: argparse.Namespace) -> int:
     if data_task.name == "multi-label" and len(data_labels) < 2:
         raise GeepError(f"--train {args.train} names {len(data_labels)} label(s) {data_labels}; a multi-label model "
                         "needs two")
+    if args.objective == "hashee":  # HashEE has no internal classifiers: one exit, at L, and no exit table
+        depth = args.num_layers if args.num_layers is not None else _depth(model_path)
+        if exit_layers not in ([], [depth]):
+            raise GeepError(f"--objective hashee predicts from the last layer alone (exit {depth}); drop "
+                            f"--exit-layers {args.exit_layers}")
+        exit_layers = [depth]
+        args.table_fraction, args.table_data = 0.0, None
     if args.num_layers is not None and exit_layers in ([], [args.num_layers]) and \
             (args.table_fraction > 0 or args.table_data is not None):
         logger.info("--num-layers %d with one exit: no exit table (it would predict the only exit), no rows held "
@@ -316,6 +334,16 @@ def run(args: argparse.Namespace) -> int:
             task.targets(table_slice.labels, table_slice.source)
     train_data = EncodedData.from_texts(model, train_slice.texts, train_slice.pairs, train_ids)
     dev_data = EncodedData.from_texts(model, dev_slice.texts, dev_slice.pairs, dev_ids)
+    if args.objective == "hashee":  # the hash is made before the first step, from the rows that take gradient steps
+        from geep.modeling.token_hash import build_hash
+        from geep.runtime.token_halting import check_halting
+
+        model.set_token_hash(build_hash(args.hash or "frequency", train_data.encoded["input_ids"],
+                                        model.backbone.config.vocab_size, model.num_layers,
+                                        model.tokenizer.all_special_ids, buckets=args.hash_buckets, seed=args.seed))
+        check_halting(model)  # a family whose layers cannot halt tokens: one line, before training
+        logger.info("token hash: %s, %d buckets; tokens per layer in the training rows: %s", args.hash or "frequency",
+                    model.token_hash.buckets, _hash_histogram(model, train_data.encoded["input_ids"]))
     plan = describe_plan(model, training_args)
     if all(stage["skipped"] for stage in plan):
         raise GeepError(f"nothing to train: every stage of {args.objective!r} is frozen or has 0 epochs")
@@ -357,6 +385,7 @@ def run(args: argparse.Namespace) -> int:
                  **({"target_mean": task.target_mean, "target_std": task.target_std}
                     if task.name == "regression" else {})},
         "exit_module": args.exit_module,
+        "token_hash": model.config.token_hash,
         "recipe": recipe.to_dict() if recipe else None,
         "resolved": {"pooling": model.config.pooling, "max_length": model.config.max_length,
                      "why": model.config.auto_settings},
@@ -388,6 +417,23 @@ def _check_num_layers(model_path: Path, num_layers: int) -> None:
     depth = family_for(config).num_layers_of(config)
     if not 1 <= num_layers <= depth:
         raise GeepError(f"--num-layers must be in 1..{depth} (the encoder has {depth} layers), got {num_layers}")
+
+
+def _depth(model_path: Path) -> int:
+    """The encoder's number of layers, read from its config."""
+    from geep.modeling.families import family_for
+    from geep.modeling.model import read_hf_config
+
+    config = read_hf_config(model_path)
+    return family_for(config).num_layers_of(config)
+
+
+def _hash_histogram(model, rows: list[list[int]]) -> dict[int, int]:
+    """How many of the rows' tokens the model's token hash sends to each layer."""
+    layers = model.token_hash.layers
+    counts = torch.bincount(torch.tensor([int(layers[t]) for row in rows for t in row], dtype=torch.long),
+                            minlength=model.num_layers + 1)
+    return {k: int(counts[k]) for k in range(1, model.num_layers + 1)}
 
 
 def _check_max_length(model_path: Path, max_length: int) -> None:

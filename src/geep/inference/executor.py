@@ -4,7 +4,9 @@ Each step: assemble the step's rows (embed fresh rows; reuse, select or pool the
 before, with their policy memory), run the layers to the step's exit, read its head, ask the policy which rows
 leave (every row leaves at L), and hand the decision to the scheduler. One host sync per step (the decision).
 The work of each step is counted in a :class:`FlopsCount` from the step itself (rows and padded length), so a run
-on the replay backend counts exactly what the same run on the model counts.
+on the replay backend counts exactly what the same run on the model counts. Under a policy that ``halts_tokens``
+(HashEE) fresh rows are embedded with their tokens' hashed layers, the backend's ``run_layers`` runs only the tokens
+still active, and the step's layers are counted per token (``FlopsCount.add_token_layers``): the same loop.
 
 Offline prediction, calibration (on the replay backend), the all-exits pass and the server all run this loop:
 ``geep.inference.offline.run_rows`` adds every row at time 0 and runs until the scheduler is empty; a server adds
@@ -83,7 +85,11 @@ class Executor:
         state = self.backend.run_layers(state, step.end)
         logits = self.backend.read_head(state)  # (B, C)
         if self.flops is not None:
-            self.flops.add_layers(step.start, step.end, step.size, step.seq_len)
+            token_layers = self.backend.token_layers(state) if self.policy.halts_tokens else None
+            if token_layers is None:
+                self.flops.add_layers(step.start, step.end, step.size, step.seq_len)
+            else:  # token halting: each token counted for its own layers
+                self.flops.add_token_layers(step.start, step.end, token_layers)
             self.flops.add_head(step.end, step.size, step.seq_len)
         if self.on_head is not None:
             self.on_head(step, self.backend.row_ids(state), logits)
@@ -121,7 +127,8 @@ class Executor:
         if step.start == 0:
             ids = [row.id for row in step.rows]
             types = None if step.rows[0].token_type_ids is None else [row.token_type_ids for row in step.rows]
-            state = self.backend.embed(ids, [row.input_ids for row in step.rows], types)
+            state = self.backend.embed(ids, [row.input_ids for row in step.rows], types,
+                                       halt_tokens=self.policy.halts_tokens)
             labels = None
             if self.labels is not None:
                 labels = self.labels.index_select(0, torch.tensor(ids, dtype=torch.long, device=device))

@@ -135,10 +135,11 @@ def output_layout(model: MultiExitClassifier) -> OutputLayout:
 
 def usable_policies(model: MultiExitClassifier) -> list[str]:
     """The registered policies ``model`` can run: those of its task, ``lte`` with an exit module, ``class-means`` and
-    ``trust-score`` with their fitted statistics (a policy that needs an exit table is listed either way)."""
+    ``trust-score`` with their fitted statistics, ``hashee`` with a token hash (a policy that needs an exit table is listed either way)."""
     return policies_for(model.config.task, signal=model.config.exit_module,
                         class_means=getattr(model, "class_means", None) is not None,
-                        trust_score=getattr(model, "trust_sets", None) is not None)
+                        trust_score=getattr(model, "trust_sets", None) is not None,
+                        token_hash=getattr(model, "token_hash", None) is not None)
 
 
 def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
@@ -155,6 +156,9 @@ def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:
         has = f"this model's exit module is {model.config.exit_module}" if signal else "this model has no exit module"
         raise GeepError(f"the {policy.name} policy reads {policy.reads}, and {has}; train one with "
                         f"`geep train {how}`")
+    if policy.halts_tokens and getattr(model, "token_hash", None) is None:
+        raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none; train one with "
+                        "`geep train --objective hashee`")
     if policy.needs_class_means and model.class_means is None:
         raise GeepError(f"the {policy.name} policy reads {policy.reads}, and this model has none fitted; fit them "
                         "with `geep fit-means --model DIR --train DATA`")

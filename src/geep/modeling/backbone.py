@@ -43,7 +43,10 @@ class State:
     padded); mask: what the layers take besides h, made from ``attention_mask`` and ``extras`` by the family's
     adapter (for BERT-shaped models transformers' attention mask, None when nothing is padded); row_ids: (B,) each
     row's index in the caller's batch; layer: layers run so far; extras: per-row tensors (batch first) the family
-    made at embedding time, e.g. MPNet's position bias (B, nh, T, T), moved with their rows.
+    made at embedding time, e.g. MPNet's position bias (B, nh, T, T), moved with their rows; token_layers: (B, T)
+    the layer each token halts after (HashEE's hash: it runs layers 1..l and is copied forward; 0 at padding), or
+    None when every token runs every layer. A state with token layers runs on ``geep.runtime``'s token-halting step
+    (``geep.runtime.token_halting``), never on :meth:`Backbone.run_layers`.
     """
 
     hidden: Tensor
@@ -52,6 +55,7 @@ class State:
     row_ids: Tensor
     layer: int
     extras: dict[str, Tensor] = field(default_factory=dict)
+    token_layers: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -120,9 +124,10 @@ class Backbone(nn.Module):
         return self.inputs_for(hidden, attention_mask)
 
     def state(self, hidden: Tensor, attention_mask: Tensor, row_ids: Tensor, layer: int,
-              extras: dict[str, Tensor]) -> State:
+              extras: dict[str, Tensor], token_layers: Tensor | None = None) -> State:
         """A state of these rows with the layers' inputs built for them."""
-        return State(hidden, attention_mask, self.inputs_for(hidden, attention_mask, extras), row_ids, layer, extras)
+        return State(hidden, attention_mask, self.inputs_for(hidden, attention_mask, extras), row_ids, layer, extras,
+                     token_layers)
 
     def embed(
         self,
@@ -150,6 +155,8 @@ class Backbone(nn.Module):
         """Runs layers ``state.layer + 1 .. to_layer`` and returns the state at h_{to_layer}."""
         if not state.layer <= to_layer <= self.num_layers:
             raise ValueError(f"cannot run from layer {state.layer} to {to_layer} (L = {self.num_layers})")
+        if state.token_layers is not None:
+            raise ValueError("a state whose tokens halt runs on geep.runtime.token_halting, not every token here")
         hidden = state.hidden
         for k in range(state.layer + 1, to_layer + 1):
             hidden = self.layer(k, hidden, state.mask)
@@ -167,29 +174,38 @@ class Backbone(nn.Module):
         hidden = state.hidden.index_select(0, keep)  # (B', T, H)
         attention_mask = state.attention_mask.index_select(0, keep)  # (B', T)
         extras = {name: t.index_select(0, keep) for name, t in state.extras.items()}
+        token_layers = None if state.token_layers is None else state.token_layers.index_select(0, keep)  # (B', T)
         if trim and hidden.shape[0] > 0:
             length = int(attention_mask.sum(1).max())
             hidden, attention_mask = hidden[:, :length], attention_mask[:, :length]
             extras = {name: _resize(t, self.family.extra_dims[name], length) for name, t in extras.items()}
-        return self.state(hidden, attention_mask, state.row_ids.index_select(0, keep), state.layer, extras)
+            token_layers = None if token_layers is None else token_layers[:, :length]
+        return self.state(hidden, attention_mask, state.row_ids.index_select(0, keep), state.layer, extras,
+                          token_layers)
 
     def gather_rows(self, parts: Sequence[tuple[State, Tensor]], order: Tensor) -> State:
         """The rows ``keep`` of every ``(state, keep)`` part (states at the same layer), padded to the longest part
         and concatenated, then put in ``order`` (positions into the concatenation) and trimmed: rows of different
         batches pooled into one, each with its own extras."""
         T = max(state.seq_len for state, _ in parts)
-        hidden, mask, ids, extras = [], [], [], {}
+        halting = {state.token_layers is not None for state, _ in parts}
+        if len(halting) > 1:
+            raise ValueError("cannot pool rows whose tokens halt with rows whose tokens do not")
+        hidden, mask, ids, extras, token_layers = [], [], [], {}, []
         for state, keep in parts:
             keep = keep.to(state.hidden.device)
             pad = T - state.seq_len
             hidden.append(F.pad(state.hidden.index_select(0, keep), (0, 0, 0, pad)))  # (b, T, H)
             mask.append(F.pad(state.attention_mask.index_select(0, keep), (0, pad)))  # (b, T)
             ids.append(state.row_ids.index_select(0, keep))
+            if state.token_layers is not None:
+                token_layers.append(F.pad(state.token_layers.index_select(0, keep), (0, pad)))  # (b, T), 0: padding
             for name, t in state.extras.items():
                 extras.setdefault(name, []).append(_resize(t.index_select(0, keep), self.family.extra_dims[name], T))
         layer = parts[0][0].layer
         pooled = State(torch.cat(hidden), torch.cat(mask), None, torch.cat(ids), layer,
-                       {name: torch.cat(ts) for name, ts in extras.items()})
+                       {name: torch.cat(ts) for name, ts in extras.items()},
+                       torch.cat(token_layers) if token_layers else None)
         return self.select_rows(pooled, order.to(pooled.hidden.device))
 
     # ------------------------------------------------------------------------------------------------ parity

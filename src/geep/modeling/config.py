@@ -150,6 +150,9 @@ class GeepConfig(StoredDefaults):
     # Filled with the temperatures: {precision: {"before": [ECE_k], "after": [ECE_k], "dev_rows": N}}, each exit's
     # expected calibration error on those dev rows (15 equal-width bins) under raw and calibrated probabilities.
     calibration_error: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # HashEE's token-to-layer hash (geep.modeling.token_hash), saved beside the model: {"file", "kind", "buckets"};
+    # None: the model has none (only `geep train --objective hashee` makes one).
+    token_hash: dict | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -363,6 +366,11 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "trust_score": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("file"), str)
                                             and v["file"] not in ("", ".", "..") and "/" not in v["file"]
                                             and "\\" not in v["file"]), "null or an object with a file name"),
+    "token_hash": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("file"), str)
+                                           and v["file"] not in ("", ".", "..") and "/" not in v["file"]
+                                           and "\\" not in v["file"] and isinstance(v.get("kind"), str)
+                                           and _is_int(v.get("buckets")) and v["buckets"] >= 1),
+                   "null or an object with a file name, a kind and a number of buckets"),
     "format_version": (_is_int, "an integer"),
 }
 

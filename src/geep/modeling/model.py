@@ -6,7 +6,7 @@ needs). Inference steps through the backbone with :meth:`embed`, :meth:`run_laye
 (``geep.predict``, ``geep.Predictor``), which imports the model, never the other way round.
 
 A saved directory holds ``config.json`` (the backbone's config plus a ``geep`` section), ``model.safetensors``
-and the tokenizer files. Loading checks every key and never unpickles anything.
+and the tokenizer files (and, where the model has them, its exit table, class means and HashEE's token hash). Loading checks every key and never unpickles anything.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from geep.modeling.trust_score import TRUST_NAME, TrustSets, load_trust_sets
 from geep.modeling.config import GeepConfig
 from geep.modeling.families import family_for
 from geep.modeling.heads import HaltingHeads, LearnedExit, build_head
+from geep.modeling.token_hash import TokenHash, load_token_hash
 from geep.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class MultiExitClassifier(nn.Module):
         self.exit_table: ExitTable | None = None  # loaded with the model; built by geep.build_table
         self.class_means: ClassMeans | None = None  # loaded with the model; fitted by geep fit-means
         self.trust_sets: TrustSets | None = None  # loaded with the model; fitted by geep fit-means
+        self.token_hash: TokenHash | None = None  # HashEE's token -> layer hash; built by `geep train --objective hashee`
         if check:
             self.backbone.check_parity()
 
@@ -203,6 +205,16 @@ class MultiExitClassifier(nn.Module):
             raise GeepError("trust-score sets fitted for other exits or classes than this model's")
         self.trust_sets = sets.to(self.device)
         self.config.trust_score = {"file": TRUST_NAME, **settings}
+    def set_token_hash(self, token_hash: TokenHash) -> None:
+        """Attaches HashEE's token -> layer hash (``geep.modeling.token_hash``); the config records it."""
+        vocab = self.backbone.config.vocab_size
+        if token_hash.vocab_size != vocab or int(token_hash.layers.max()) > self.num_layers \
+                or int(token_hash.layers.min()) < 1:
+            raise GeepError(f"a token hash of {token_hash.vocab_size} tokens into layers "
+                            f"{int(token_hash.layers.min())}..{int(token_hash.layers.max())} does not fit a model of "
+                            f"{vocab} tokens and {self.num_layers} layers")
+        self.token_hash = token_hash
+        self.config.token_hash = token_hash.describe()
 
     def select_rows(self, state: State, keep: Tensor, trim: bool = True) -> State:
         """The state of the rows picked by ``keep`` (every per-row tensor indexed together)."""
@@ -346,6 +358,8 @@ class MultiExitClassifier(nn.Module):
             self.class_means.save(directory / MEANS_NAME, self.label_names)
         if self.trust_sets is not None:
             self.trust_sets.save(directory / TRUST_NAME, self.label_names, self.config.trust_score)
+        if self.token_hash is not None:
+            self.token_hash.save(directory / self.config.token_hash["file"])
         self.save_config(directory)
 
     def save_exit_table(self, directory: str | os.PathLike) -> None:
@@ -410,6 +424,10 @@ class MultiExitClassifier(nn.Module):
         if config.trust_score:
             model.trust_sets = load_trust_sets(directory / config.trust_score["file"], model.exit_layers,
                                                config.num_labels, model.backbone.config.hidden_size)
+        if config.token_hash:
+            spec = config.token_hash
+            model.token_hash = load_token_hash(directory / spec["file"], hf_config.vocab_size, config.num_layers,
+                                               spec["kind"], spec["buckets"])
         model.eval()
         if device is not None:
             model.to(device)

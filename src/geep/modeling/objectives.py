@@ -36,6 +36,7 @@ from torch import Tensor
 from geep.errors import GeepError
 from geep.modeling.losses.ensemble import ensemble_loss
 from geep.modeling.losses.ponder import ponder_loss
+from geep.modeling.losses.hashee import hashee_loss
 from geep.modeling.losses.sdn import sdn_loss, sdn_schedule
 from geep.tasks import Task
 from geep.tasks.classification import Classification, distillation_kl, per_exit_cross_entropy  # noqa: F401 (re-exported)
@@ -194,6 +195,9 @@ class Stage:
     # the loss takes ``exit_signals=`` (|E|, B, S): the exit module's outputs (learned halting's), which it trains
     # itself (the loop then adds no exit-module loss of its own)
     needs_signals: bool = False
+    # HashEE: the forward halts each token at the layer the model's token hash gives it (the training loop runs
+    # ``geep.runtime.token_halting.halting_forward``), and so does dev evaluation.
+    halts_tokens: bool = False
 
     def loss_at(self, step: int, progress: float = 1.0) -> LossFn:
         """The loss of training step ``step`` (1-based, counted over the whole stage: BERxiT's alternation does not
@@ -317,6 +321,12 @@ OBJECTIVES: dict[str, Objective] = {
     "sdn": Objective(
         "sdn", (Stage("sdn", sdn_loss, trains=("backbone", "teacher", "students"), schedule=sdn_schedule),),
         "one step: every exit's loss, exit k < L weighted by tau_k, grown linearly from 0.01 to k/L (SDN)",
+    ),
+    # HashEE (Sun et al., Findings of ACL 2022): the loss and what was checked are in geep/modeling/losses/hashee.py.
+    "hashee": Objective(
+        "hashee", (Stage("hashee", hashee_loss, trains=("backbone", "teacher"), halts_tokens=True),),
+        "HashEE: every token halts after the layer a hash (--hash frequency or random) gives it, copied forward and "
+        "still read as keys and values; the task's loss at the last layer (no internal classifiers; policy hashee)",
     ),
     "ensemble": Objective(
         "ensemble", (Stage("ensemble", ensemble_loss, trains=("backbone", "teacher", "students")),),

@@ -14,6 +14,7 @@ from geep.policies.elbert import ElbertPolicy
 from geep.policies.fastbert import FastBertPolicy
 from geep.policies.full import FullPolicy
 from geep.policies.geep import GeepPolicy, GeepVerifyPolicy, VerifyKnob
+from geep.policies.hashee import HashEEPolicy
 from geep.policies.lte import LearnedExitPolicy
 from geep.policies.margin import MarginPolicy
 from geep.policies.oracle import OraclePolicy
@@ -33,20 +34,22 @@ def register_policy(policy: Policy) -> Policy:
 
 for _policy in (FullPolicy(), FastBertPolicy(), DeeBertPolicy(), ConfidencePolicy(), PatiencePolicy(),
                 GeepPolicy(), GeepVerifyPolicy(), OraclePolicy(), LearnedExitPolicy(), ElbertPolicy(), VotePolicy(),
-                MarginPolicy(), ClassMeansPolicy(), TrustScorePolicy(), PonderPolicy()):
+                MarginPolicy(), ClassMeansPolicy(), TrustScorePolicy(), PonderPolicy(), HashEEPolicy()):
     register_policy(_policy)
 
 
 def policies_for(task: str, *, signal: bool | str | None = False, class_means: bool = False,
-                 trust_score: bool = False) -> list[str]:
+                 trust_score: bool = False, token_hash: bool = False) -> list[str]:
     """The registered policies a model of ``task`` can run (``signal``: the name of its exit module, whose signal
     ``lte`` or ``ponder`` reads, or True for any; ``class_means``: it has fitted class means, which ``class-means``
-    reads; ``trust_score``: it has fitted trust-score sets, which ``trust-score`` reads)."""
+    reads; ``trust_score``: it has fitted trust-score sets, which ``trust-score`` reads; ``token_hash``: it has
+    HashEE's token hash, which ``hashee`` reads)."""
     def module_ok(p: Policy) -> bool:
         return not p.needs_signal or signal is True or (bool(signal) and signal == p.exit_module)
 
     return [name for name, p in POLICIES.items() if task in p.tasks and module_ok(p)
-            and (class_means or not p.needs_class_means) and (trust_score or not p.needs_trust_score)]
+            and (class_means or not p.needs_class_means) and (trust_score or not p.needs_trust_score)
+            and (token_hash or not p.halts_tokens)]
 
 
 def get_policy(name: str | Policy) -> Policy:

@@ -108,6 +108,9 @@ class Policy:
     needs_trust_score: ClassVar[bool] = False  # reads fitted trust-score distances (``trust-score``)
     answers_from_memory: ClassVar[bool] = False  # rows answer with :meth:`outputs` of their memory (``vote``)
     calibrated: ClassVar[bool] = False  # reads softmax(z_k / T_k) where the model has temperatures (``confidence``)
+    # tokens halt at the layers the model's token hash gives them (``hashee``): the executor asks the backend to
+    # embed fresh rows that way, and the model needs a token hash
+    halts_tokens: ClassVar[bool] = False
     layout: OutputLayout = OutputLayout()  # how its exits' outputs are laid out; set by :meth:`bind`
     temperatures: Mapping[int, float] | None = None  # exit layer -> T_k; set by :meth:`with_temperatures`
 

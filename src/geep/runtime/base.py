@@ -2,8 +2,12 @@
 
 A backend runs batches of rows ("states", opaque to the executor) from layer to layer and reads exit heads:
 
-- ``embed(row_ids, input_ids, token_type_ids)``: h_0 of a batch of rows (token ids as unpadded lists), padded to
-  its longest row;
+- ``embed(row_ids, input_ids, token_type_ids, halt_tokens=False)``: h_0 of a batch of rows (token ids as unpadded
+  lists), padded to its longest row; with ``halt_tokens`` (a policy that ``halts_tokens``: HashEE), each token halts
+  after the layer the model's token hash gives it: later layers run only the tokens still active, halted ones kept
+  as keys and values (``geep.runtime.token_halting``), so ``run_layers`` keeps the executor's one path;
+- ``token_layers(state)``: (B, T) each token's last layer in a state whose tokens halt (0 at padding), else None:
+  what the executor counts such a step's FLOPs from (each token's own layers);
 - ``run_layers(state, to_layer)``: layers ``state's layer + 1 .. to_layer`` on every row of the state;
 - ``read_head(state)``: outputs (B, K + S) of the head at the state's layer (the task's K, then the exit module's S);
 - ``select(state, keep)``: the rows ``keep`` (long indices, in that order), every per-row tensor indexed together
@@ -36,7 +40,9 @@ class Backend(Protocol):
     device: torch.device
 
     def embed(self, row_ids: Sequence[int], input_ids: Sequence[Sequence[int]],
-              token_type_ids: Sequence[Sequence[int]] | None = None) -> Any: ...
+              token_type_ids: Sequence[Sequence[int]] | None = None, halt_tokens: bool = False) -> Any: ...
+
+    def token_layers(self, state: Any) -> Tensor | None: ...
 
     def run_layers(self, state: Any, to_layer: int) -> Any: ...
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from geep.errors import GeepError
+
 from geep.runtime.torch_backend import TorchBackend
 from geep.tokens import pad_token_ids
 
@@ -65,8 +67,10 @@ class CascadeBackend:
         return CascadeState(m, inner, input_ids, token_type_ids, self.offsets[m])
 
     def embed(self, row_ids: Sequence[int], input_ids: Sequence[Sequence[int]],
-              token_type_ids: Sequence[Sequence[int]] | None = None) -> CascadeState:
+              token_type_ids: Sequence[Sequence[int]] | None = None, halt_tokens: bool = False) -> CascadeState:
         """Member 1's h_0 of the rows, padded to their longest."""
+        if halt_tokens:
+            raise GeepError("a cascade does not halt tokens (hashee runs on one model)")
         batch = pad_token_ids(input_ids, token_type_ids, self.pad_id, self.device)
         ids = torch.tensor(list(row_ids), dtype=torch.long, device=self.device)
         return self._embed(0, ids, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
@@ -116,6 +120,9 @@ class CascadeBackend:
         if first.token_type_ids is not None:
             types = pooled([s.token_type_ids.index_select(0, k.to(s.input_ids.device)) for s, k in parts], 0)
         return CascadeState(first.member, inner, ids, types, first.layer)
+
+    def token_layers(self, state: CascadeState) -> None:
+        return None
 
     def row_ids(self, state: CascadeState) -> Tensor:
         return state.inner.row_ids

@@ -27,6 +27,12 @@ Per row, with T the padded length the row ran at, H the hidden size, I the inter
 - C is the task's outputs (classes, labels, or 1 for a score); a model with an exit module (``LearnedExit``: one
   Linear H -> 1 on the pooled h_k) adds ``2H`` per head call.
 
+With token halting (HashEE, ``geep.runtime.token_halting``), layer k of a row with n valid tokens of which a are
+still active costs ``2(a (p - v) + n v) + 2 q a n``: the query, attention-output and feed-forward products for the
+active tokens only, the keys and values (v, ``LayerShape.kv_products``) for every valid token (halted ones are still
+read), and a x n attended pairs; a row with no active token costs nothing. So each token is counted for its own
+layers. At a = n it is the layer's formula at T = n.
+
 A :class:`FlopsCount` records every call the executor made -- ``(layer, rows, T)`` for layers and
 ``(exit, rows, T)`` for heads -- and turns the record into FLOPs with the formulas above, so the count is
 exact integer arithmetic and tests can compare the record itself with what forward hooks saw. The executor
@@ -42,7 +48,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from geep.modeling.cascade import Cascade
 from geep.modeling.families import LayerShape
@@ -150,6 +157,17 @@ class FlopsSpec:
             return layer_flops(T, self.hidden, self.intermediate)
         return shape_flops(self.shapes[-1 if k is None else k - 1], T)
 
+    def halting_layer(self, k: int, active: int, valid: int) -> int:
+        """FLOPs of layer k on one row with ``valid`` tokens of which ``active`` run it (token halting)."""
+        shape = self.shapes[k - 1] if self.shapes else None
+        if shape is None or shape.kv_products <= 0 or shape.repeats != 1 or shape.window is not None \
+                or shape.relative_terms or shape.once_products:
+            raise ValueError(f"no token-halting FLOPs formula for layer {k} of this model")
+        if active == 0:
+            return 0
+        p, v, q = shape.token_products, shape.kv_products, shape.pair_products
+        return 2 * (active * (p - v) + valid * v) + 2 * q * active * valid
+
     def layer_call(self, T: int, k: int) -> int:
         """FLOPs one call of layer k at padded length T costs besides its rows' (0 but for DeBERTa)."""
         return shape_call_flops(self.shapes[k - 1], T) if self.shapes else 0
@@ -177,6 +195,20 @@ class FlopsCount:
     spec: FlopsSpec
     layer_calls: Counter = field(default_factory=Counter)
     head_calls: Counter = field(default_factory=Counter)
+    token_calls: Counter = field(default_factory=Counter)  # (k, active, valid) -> rows: token-halting layers
+
+    def add_token_layers(self, after: int, to_layer: int, token_layers: Tensor) -> None:
+        """Layers after+1 .. to_layer under token halting: token_layers (B, T) is each token's last layer (0 at
+        padding); at layer k a row's active tokens are those with a layer >= k, its valid ones those > 0."""
+        if to_layer <= after or token_layers.shape[0] == 0:
+            return
+        valid = (token_layers > 0).sum(1)  # (B,)
+        ks = torch.arange(after + 1, to_layer + 1, device=token_layers.device)  # (S,)
+        active = (token_layers[None] >= ks[:, None, None]).sum(2)  # (S, B)
+        for k, row_active in zip(ks.tolist(), active.tolist()):
+            for a, n in zip(row_active, valid.tolist()):
+                if a:
+                    self.token_calls[(k, a, n)] += 1
 
     def add_layer(self, k: int, rows: int, T: int) -> None:
         if rows:
@@ -195,7 +227,8 @@ class FlopsCount:
     def layers(self) -> int:
         """FLOPs of the encoder layers."""
         return sum(n * (rows * self.spec.layer(T, k) + self.spec.layer_call(T, k))
-                   for (k, rows, T), n in self.layer_calls.items())
+                   for (k, rows, T), n in self.layer_calls.items()) + \
+            sum(rows * self.spec.halting_layer(k, a, n) for (k, a, n), rows in self.token_calls.items())
 
     @property
     def heads(self) -> int:

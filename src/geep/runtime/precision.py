@@ -119,5 +119,7 @@ def _prepare(model: MultiExitClassifier, precision: str) -> MultiExitClassifier:
 
 
 def _fingerprint(model: MultiExitClassifier) -> tuple:
-    """Where each weight lives and how often it was changed in place: any change to the weights changes it."""
-    return (str(model.device),) + tuple((p.data_ptr(), p._version) for p in model.parameters())
+    """Where each weight lives and how often it was changed in place: any change to the weights changes it (and a
+    token hash replaced, which the copy carries)."""
+    token_hash = getattr(model, "token_hash", None)
+    return (str(model.device), id(token_hash)) + tuple((p.data_ptr(), p._version) for p in model.parameters())

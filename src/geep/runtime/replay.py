@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from geep.errors import GeepError
+
 
 @dataclass
 class ReplayState:
@@ -37,7 +39,9 @@ class ReplayBackend:
         self._index = {k: i for i, k in enumerate(self.exit_layers)}
 
     def embed(self, row_ids: Sequence[int], input_ids: Sequence[Sequence[int]] | None = None,
-              token_type_ids: Sequence[Sequence[int]] | None = None) -> ReplayState:
+              token_type_ids: Sequence[Sequence[int]] | None = None, halt_tokens: bool = False) -> ReplayState:
+        if halt_tokens:  # recorded all-exit logits were computed with every token running
+            raise GeepError("recorded logits cannot replay token halting (hashee); run it on the model")
         return ReplayState(torch.tensor(list(row_ids), dtype=torch.long, device=self.device), 0)
 
     def run_layers(self, state: ReplayState, to_layer: int) -> ReplayState:
@@ -54,6 +58,9 @@ class ReplayBackend:
     def gather(self, parts: Sequence[tuple[ReplayState, Tensor]], order: Tensor) -> ReplayState:
         ids = torch.cat([state.row_ids.index_select(0, keep.to(self.device)) for state, keep in parts])
         return ReplayState(ids.index_select(0, order.to(self.device)), parts[0][0].layer)
+
+    def token_layers(self, state: ReplayState) -> None:
+        return None
 
     def row_ids(self, state: ReplayState) -> Tensor:
         return state.row_ids

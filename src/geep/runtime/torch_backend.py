@@ -9,6 +9,7 @@ from torch import Tensor
 
 from geep.modeling.backbone import State
 from geep.modeling.model import MultiExitClassifier
+from geep.runtime.token_halting import halting_state, run_state
 from geep.tokens import pad_token_ids
 
 
@@ -28,15 +29,24 @@ class TorchBackend:
         return self.model.device
 
     def embed(self, row_ids: Sequence[int], input_ids: Sequence[Sequence[int]],
-              token_type_ids: Sequence[Sequence[int]] | None = None) -> State:
-        """h_0 of the rows, padded to their longest; the state's row_ids are ``row_ids``."""
+              token_type_ids: Sequence[Sequence[int]] | None = None, halt_tokens: bool = False) -> State:
+        """h_0 of the rows, padded to their longest; the state's row_ids are ``row_ids``. With ``halt_tokens``,
+        each token carries the layer the model's token hash gives it (``geep.runtime.token_halting``)."""
         device = self.device
         batch = pad_token_ids(input_ids, token_type_ids, self.pad_id, device)
         ids = torch.tensor(list(row_ids), dtype=torch.long, device=device)
-        return self.model.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), ids)
+        state = self.model.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), ids)
+        return halting_state(self.model, state, batch["input_ids"]) if halt_tokens else state
 
     def run_layers(self, state: State, to_layer: int) -> State:
+        """Layers up to ``to_layer``; a state whose tokens halt runs the token-halting step (only its active tokens
+        are queries and run the feed-forward)."""
+        if state.token_layers is not None:
+            return run_state(self.model.backbone, state, to_layer)
         return self.model.run_layers(state, to_layer)
+
+    def token_layers(self, state: State) -> Tensor | None:
+        return state.token_layers
 
     def read_head(self, state: State) -> Tensor:
         """Outputs (B, K + S) in fp32, whatever the model's dtype: policies decide on fp32 confidences."""
@@ -65,6 +75,8 @@ class LengthGroupedBackend(TorchBackend):
     """
 
     def run_layers(self, state: State, to_layer: int) -> State:
+        if state.token_layers is not None:  # the halting step attends over each row's own length already
+            return run_state(self.model.backbone, state, to_layer)
         lengths = state.attention_mask.sum(1)  # (B,)
         if bool((lengths == state.seq_len).all()):  # nothing padded: one call, as alone
             return self.model.run_layers(state, to_layer)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from geep.errors import GeepError
 from geep.modeling.model import MultiExitClassifier
 from geep.modeling.objectives import Stage, get_objective, learned_exit_loss
+from geep.runtime.token_halting import check_halting, halting_forward
 from geep.tokens import pad_batch
 from geep.training.card import format_accuracy_table
 
@@ -159,9 +160,9 @@ def scored_exits(model: MultiExitClassifier, groups: Sequence[str]) -> list[int]
 
 @torch.inference_mode()
 def evaluate(model: MultiExitClassifier, data: EncodedData, batch_size: int = 64,
-             device: torch.device | str | None = None) -> dict[str, float]:
+             device: torch.device | str | None = None, halt_tokens: bool = False) -> dict[str, float]:
     """The task's primary metric (accuracy for classification) of every exit on ``data``, {str(k): score}, from
-    one full forward per batch."""
+    one full forward per batch (``halt_tokens``: with tokens halting at their hashed layers, HashEE's forward)."""
     device = torch.device(device) if device is not None else model.device
     was_training = model.training
     model.eval()
@@ -171,8 +172,9 @@ def evaluate(model: MultiExitClassifier, data: EncodedData, batch_size: int = 64
     for start in range(0, len(data), batch_size):
         rows = list(range(start, min(start + batch_size, len(data))))
         batch = pad_batch(data.encoded, rows, pad_id, device)
-        outputs.append(model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).exit_logits
-                       .float().cpu())  # (|E|, b, K)
+        forward = halting_forward if halt_tokens else MultiExitClassifier.__call__
+        outputs.append(forward(model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                       .exit_logits.float().cpu())  # (|E|, b, K)
     model.train(was_training)
     if not outputs:
         return {str(k): 0.0 for k in model.exit_layers}
@@ -225,6 +227,8 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
     metric = task.primary.replace("_", "-")
     if not any(groups and epochs for _, groups, epochs in plans):
         raise GeepError(f"nothing to train: every stage of {objective.name!r} is frozen or has 0 epochs")
+    if any(stage.halts_tokens for stage in objective.stages):
+        check_halting(model)  # a token hash (set_token_hash) and a family whose tokens can halt
 
     if objective.exit_module is not None and model.config.exit_module != objective.exit_module:
         raise GeepError(f"the {objective.name} objective trains the model's {objective.exit_module} exit module, and "
@@ -295,8 +299,13 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
             bar = tqdm(loader, desc=f"{stage.name} epoch {epoch}/{epochs}", leave=False,
                        disable=not args.show_progress_bar or not accelerator.is_local_main_process)
             for step, batch in enumerate(bar, 1):
-                out = wrapped(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                              diverse=stage.needs_diverse)
+                if stage.halts_tokens:  # HashEE: tokens halt at their hashed layers, through the model's own modules
+                    with accelerator.autocast():
+                        out = halting_forward(model, batch["input_ids"], batch["attention_mask"],
+                                              batch.get("token_type_ids"))
+                else:
+                    out = wrapped(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                                  diverse=stage.needs_diverse)
                 diverse = None if out.diverse_logits is None else out.diverse_logits.float()
                 targets = task.train_targets(batch["labels"])
                 extra = {"difficulty": batch["difficulty"]} if stage.needs_difficulty else {}
@@ -325,7 +334,7 @@ def train(model: MultiExitClassifier, train_data: EncodedData, dev_data: Encoded
                 losses.append(value)
                 bar.set_postfix(step=step, loss=f"{value:.4f}")
             bar.close()
-            acc = evaluate(model, dev_data, args.eval_batch_size, accelerator.device)
+            acc = evaluate(model, dev_data, args.eval_batch_size, accelerator.device, halt_tokens=stage.halts_tokens)
             score = sum(acc[str(k)] for k in exits) / len(exits)
             train_loss = sum(losses) / max(len(losses), 1)
             result.history.append(EpochRecord(stage.name, epoch, train_loss, acc, score,

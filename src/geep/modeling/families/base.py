@@ -15,6 +15,8 @@ encoders one layer at a time with the family's own modules:
   pre-norm family;
 - ``layer_shapes``: the sizes of each layer's matrix products (``geep.runtime.flops`` turns them into FLOPs);
 - ``teacher``: how a fine-tuned ``*ForSequenceClassification`` head becomes exit L's head;
+- ``halting_modules``: the submodules of one layer that token halting (``geep.runtime.token_halting``) calls one by
+  one, so that only the active tokens are queries (BERT-shaped families; others refuse in one line);
 - ``truncate``: the encoder cut to its first k layers (a static baseline, ``geep train --num-layers``): the layer
   modules past k dropped and the config fields that count layers set to k, so the family's own forward runs k layers
   (the parity check then holds the cut model to that forward).
@@ -50,7 +52,9 @@ class LayerShape:
     s = relative_span, or min(T, relative_span) when ``span_follows_length`` (DeBERTa v1);
     repeats: the layer's modules run this many times in one layer (ALBERT's inner group);
     once_products: per token, products outside the repeated modules, run once: at layer 1 a projection of the
-    embeddings to the hidden size (ELECTRA-small, ALBERT, DeBERTa-v2) and a convolution after it (DeBERTa-v2).
+    embeddings to the hidden size (ELECTRA-small, ALBERT, DeBERTa-v2) and a convolution after it (DeBERTa-v2);
+    kv_products: the part of token_products that makes keys and values (H x A each), which token halting still
+    runs for halted tokens (they are read as keys and values); 0 where the family does not halt tokens.
     """
 
     token_products: int
@@ -64,6 +68,24 @@ class LayerShape:
     span_follows_length: bool = False
     repeats: int = 1
     once_products: int = 0
+    kv_products: int = 0
+
+
+@dataclass(frozen=True)
+class HaltingModules:
+    """A BERT-shaped layer's own submodules, as token halting calls them (``geep.runtime.token_halting``).
+
+    attention: the self-attention module: its ``query``, ``key`` and ``value`` Linears (H -> A), its head count and
+    size (``num_attention_heads``, ``attention_head_size``), ``scaling`` and ``dropout``; attention_output:
+    (attention output (N, A), residual (N, H)) -> dense, dropout, LayerNorm (BERT's ``BertSelfOutput``);
+    intermediate: (N, H) -> (N, I) with the activation; output: (intermediate (N, I), residual (N, H)) -> dense,
+    dropout, LayerNorm (``BertOutput``).
+    """
+
+    attention: nn.Module
+    attention_output: nn.Module
+    intermediate: nn.Module
+    output: nn.Module
 
 
 @dataclass(frozen=True)
@@ -157,11 +179,17 @@ class Family:
         """Tokens in the parity check's longest row: long enough to reach every position input the family has."""
         return 8
 
+    def halting_modules(self, layer: nn.Module) -> HaltingModules:
+        """The submodules of ``layer`` that token halting calls; a family whose layer is not split this way
+        refuses in one line (geep never runs token halting approximately)."""
+        raise GeepError(f"token halting is not supported for {self.title} encoders; it runs on BERT-shaped "
+                        f"encoders (BERT, RoBERTa, MiniLM)")
+
     # ---------------------------------------------------------------------------------------------- FLOPs, heads
     def layer_shapes(self, config: PreTrainedConfig) -> list[LayerShape]:
         """The shape of each layer k = 1..L (index k - 1)."""
-        shape = LayerShape(bert_layer_products(config.hidden_size, config.intermediate_size),
-                           2 * config.hidden_size)
+        H = config.hidden_size
+        shape = LayerShape(bert_layer_products(H, config.intermediate_size), 2 * H, kv_products=2 * H * H)
         return [shape] * config.num_hidden_layers
 
     def teacher(self, classifier: PreTrainedModel) -> Teacher:
