@@ -127,7 +127,8 @@ def output_layout(model: MultiExitClassifier) -> OutputLayout:
     """How the model's exit outputs are laid out: its task's K columns, then its exit module's signals; |E| exits."""
     config = model.config
     return OutputLayout(config.task, config.num_outputs, config.num_signals, len(model.exit_layers),
-                        config.num_labels if getattr(model, "class_means", None) is not None else 0)
+                        config.num_labels if getattr(model, "class_means", None) is not None else 0,
+                        config.num_labels if config.task == "token-classification" else 0)
 
 
 def bind_policy(model: MultiExitClassifier, policy: Policy) -> Policy:

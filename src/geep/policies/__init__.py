@@ -18,6 +18,7 @@ from geep.policies.lte import LearnedExitPolicy
 from geep.policies.margin import MarginPolicy
 from geep.policies.oracle import OraclePolicy
 from geep.policies.pabee import PatiencePolicy
+from geep.policies.sentee import SenteePolicy
 from geep.policies.vote import VotePolicy
 
 POLICIES: dict[str, Policy] = {}
@@ -31,7 +32,7 @@ def register_policy(policy: Policy) -> Policy:
 
 for _policy in (FullPolicy(), FastBertPolicy(), DeeBertPolicy(), ConfidencePolicy(), PatiencePolicy(),
                 GeepPolicy(), GeepVerifyPolicy(), OraclePolicy(), LearnedExitPolicy(), ElbertPolicy(), VotePolicy(),
-                MarginPolicy(), ClassMeansPolicy()):
+                MarginPolicy(), ClassMeansPolicy(), SenteePolicy()):
     register_policy(_policy)
 
 
