@@ -61,7 +61,7 @@ from geep.tasks import Task
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICIES = ("full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle", "elbert",
-                    "vote", "lte", "margin")
+                    "vote", "lte", "margin", "sentee")
 MIN_REPEATS = 5  # a wall-clock comparison is a median of at least 5 interleaved runs
 MIN_TIMED_POINTS = 1
 
