@@ -368,6 +368,7 @@ def bench_model(model: MultiExitClassifier | Cascade, name: str, texts: list[str
                         "wall_speedup_ref": None if median is None else ref_median / median,
                         "reference": name if reference is None else reference.name,
                         "cascade_thresholds": thresholds,
+                        "metrics": point.metrics,  # every metric of the task (token: entity F1, token accuracy)
                     })
     first = full_points[precisions[0]]
     info = {
