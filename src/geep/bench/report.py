@@ -78,8 +78,11 @@ def format_summary(result: BenchResult, max_drop: float | None = None) -> str:
              f"{' at fp32' if several else ''} ({h['device']}, N = {h['n']}; wall: median of {h['repeats']} "
              "interleaved runs, spread = half their range over the median):"]
     metric = _name(metric_of(result.records[0])) if result.records else "accuracy"
+    # a token classifier's second metric beside entity F1 (token accuracy), knob by knob
+    token = bool(result.records) and "token_accuracy" in (result.records[0].get("metrics") or {}) \
+        and metric_of(result.records[0]) != "token_accuracy"
     head = f"{'model':<24} {'batch':>5}  {'prec':<4} {'policy':<12} {'knob':>12} {metric:>9} {'wall':>7} " \
-           f"{'spread':>6} {'FLOPs':>7} {'samples/s':>10}"
+           f"{'spread':>6} {'FLOPs':>7} {'samples/s':>10}" + (f" {'token acc':>9}" if token else "")
     lines.append(head)
     for row in summary_rows(result, max_drop):
         b = row["best"]
@@ -89,7 +92,8 @@ def format_summary(result: BenchResult, max_drop: float | None = None) -> str:
             lines.append(f"{start} {'(none timed that accurate)':>38}")
             continue
         lines.append(f"{start} {knob_text(b):>12} {_pct(score_of(b), metric_of(b)):>9} {overall_speedup(b):>6.2f}x "
-                     f"{_spread(b.get('wall_runs')):>6} {b['flops_speedup']:>6.2f}x {b['samples_per_s']:>10.1f}")
+                     f"{_spread(b.get('wall_runs')):>6} {b['flops_speedup']:>6.2f}x {b['samples_per_s']:>10.1f}"
+                     + (f" {100 * b['metrics']['token_accuracy']:>9.2f}" if token else ""))
     return "\n".join(lines)
 
 

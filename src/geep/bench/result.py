@@ -26,7 +26,8 @@ from typing import Any
 RECORD_FIELDS = ("model", "objective", "policy", "knob", "batch_size", "accuracy", "macro_f1", "mean_exit_layer",
                  "exit_histogram", "flops_speedup", "wall_speedup", "samples_per_s", "wall_seconds", "wall_runs", "timed",
                  "reporting_only", "device", "precision", "wall_speedup_fp32", "continue_threshold", "metric",
-                 "score", "flops_speedup_ref", "wall_speedup_ref", "reference", "cascade_thresholds")
+                 "score", "flops_speedup_ref", "wall_speedup_ref", "reference", "cascade_thresholds",
+                 "metrics")
 
 
 @dataclass

@@ -62,7 +62,7 @@ from geep.tasks import Task
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICIES = ("full", "fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "oracle", "elbert",
-                    "vote", "lte", "margin")
+                    "vote", "lte", "margin", "sentee")
 MIN_REPEATS = 5  # a wall-clock comparison is a median of at least 5 interleaved runs
 MIN_TIMED_POINTS = 1
 
@@ -368,6 +368,7 @@ def bench_model(model: MultiExitClassifier | Cascade, name: str, texts: list[str
                         "wall_speedup_ref": None if median is None else ref_median / median,
                         "reference": name if reference is None else reference.name,
                         "cascade_thresholds": thresholds,
+                        "metrics": point.metrics,  # every metric of the task (token: entity F1, token accuracy)
                     })
     first = full_points[precisions[0]]
     info = {

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from geep.bench import bench, check_policies, check_settings, format_summary, parse_batch_sizes, \
         write_outputs
     from geep.cli.argtypes import check_grid_points
-    from geep.cli.columns import pair_column
+    from geep.cli.columns import pair_column, refuse_token_data
     from geep.cli.outputs import check_output_dir
     from geep.data import encode_labels, get_columns, load_dataset_spec, stratified_subset
     from geep.inference.spec import resolve_device
@@ -120,12 +120,16 @@ def run(args: argparse.Namespace) -> int:
         columns.append(resolved.pop())
     text_column, pair_column, label_column = columns
     ds = load_dataset_spec(args.data, encoding=args.encoding)
-    data = get_columns(ds, text_column, pair_column, label_column, source=args.data, require_labels=True)
-    texts, pairs, labels = data.texts, data.text_pairs, data.labels
     tasks = {m.config.task for m in models.values()}
     if len(tasks) > 1:
         raise GeepError(f"the models are of different tasks ({', '.join(sorted(tasks))}); bench them apart")
     task = next(iter(models.values())).task
+    if task.name == "token-classification":  # sentences cut into windows; every model's own max length
+        return _bench_tokens(args, models, ds, text_column, label_column, batch_sizes, policies, precisions,
+                             reference, device, output)
+    refuse_token_data(ds, text_column, args.data, "each --model")
+    data = get_columns(ds, text_column, pair_column, label_column, source=args.data, require_labels=True)
+    texts, pairs, labels = data.texts, data.text_pairs, data.labels
     if task.name != "classification":
         labels = task.read_labels(labels, args.data)
     if args.max_samples is not None and args.max_samples < len(texts):
@@ -146,6 +150,31 @@ def run(args: argparse.Namespace) -> int:
                    warmup=args.warmup, device=device, data_spec=args.data, show_progress=not args.no_progress,
                    precisions=precisions, accuracy_budget=args.accuracy_budget, reference=reference,
                    extra_header={"max_samples": args.max_samples, "seed": args.seed,
+                                 "model_dirs": {n: str(d) for n, d in zip(models, args.model)}})
+    paths = write_outputs(result, output)
+    print(format_summary(result, args.accuracy_budget))
+    print(f"wrote {paths['json']}, {paths['report']} and {paths['curves']}")
+    return 0
+
+
+def _bench_tokens(args: argparse.Namespace, models: dict, ds, tokens_column: str, tags_column: str, batch_sizes,
+                  policies, precisions, reference, device, output) -> int:
+    """`geep bench` of token classifiers: one model's windows (its max length) and per-position targets; each knob
+    reports entity F1 (seqeval's) and token accuracy beside FLOPs and wall time."""
+    from geep.bench import bench, format_summary, write_outputs
+    from geep.cli.columns import token_rows
+
+    if len(models) > 1:
+        raise GeepError("bench token classifiers one --model at a time (their windows follow each model's max "
+                        "length)")
+    (model,) = models.values()
+    texts, targets = token_rows(model, ds, tokens_column, tags_column, args.data, max_samples=args.max_samples,
+                                seed=args.seed)
+    result = bench(models, texts, targets.tolist(), None, batch_sizes=batch_sizes, policies=policies,
+                   grid_points=args.grid_points, timed_points=args.timed_points, repeats=args.repeats,
+                   warmup=args.warmup, device=device, data_spec=args.data, show_progress=not args.no_progress,
+                   precisions=precisions, accuracy_budget=args.accuracy_budget, reference=reference,
+                   extra_header={"max_samples": args.max_samples, "seed": args.seed, "rows": len(texts),
                                  "model_dirs": {n: str(d) for n, d in zip(models, args.model)}})
     paths = write_outputs(result, output)
     print(format_summary(result, args.accuracy_budget))

@@ -52,14 +52,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geep.cli.columns import pair_column
+    from geep.cli.columns import pair_column, refuse_token_data, token_rows
     from geep.cli.outputs import check_writable
     from geep.evaluation.bounds import check_confidence
     from geep.evaluation.calibrate import CALIBRATED_POLICIES, CASCADE_POLICIES, calibrate
     from geep.inference.spec import policy_for
     from geep.policies.base import knob_text
     from geep.modeling.cascade import Cascade
-    from geep.data import get_columns, load_dataset_spec
+    from geep.data import ColumnData, get_columns, load_dataset_spec
     from geep.inference.spec import resolve_device
     from geep.modeling.cascade import load_model
 
@@ -84,9 +84,16 @@ def run(args: argparse.Namespace) -> int:
             if policy_for(model, name).needs_table and model.exit_table is None:
                 raise GeepError(f"{name} needs an exit table; build one with `geep build-table --model {directory}`")
     cfg = model.config
-    cols = get_columns(load_dataset_spec(args.dev, args.encoding), args.text_column or cfg.text_column,
-                       pair_column(args.text_pair_column, cfg, str(directory)), args.label_column or cfg.label_column,
-                       source=args.dev, require_labels=True)
+    ds = load_dataset_spec(args.dev, args.encoding)
+    if cfg.task == "token-classification":  # sentences cut into windows; targets per position
+        texts, labels = token_rows(model, ds, args.text_column or cfg.text_column,
+                                   args.label_column or cfg.label_column, args.dev)
+        cols = ColumnData(texts, None, labels, None)
+    else:
+        refuse_token_data(ds, args.text_column or cfg.text_column, args.dev, str(directory))
+        cols = get_columns(ds, args.text_column or cfg.text_column,
+                           pair_column(args.text_pair_column, cfg, str(directory)),
+                           args.label_column or cfg.label_column, source=args.dev, require_labels=True)
     chosen = calibrate(model, cols.texts, cols.labels, cols.text_pairs, target_speedup=args.target_speedup,
                        max_accuracy_drop=args.max_accuracy_drop, policies=policies, batch_size=args.batch_size,
                        grid_points=args.grid_points, precision=args.precision, confidence=args.confidence)
@@ -99,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     how_sure = f"at {100 * args.confidence:g}% confidence" if bounded else "by the dev point estimate (no bound)"
     print(f"calibrated {directory} on {args.dev} ({len(cols.texts)} rows) at {args.precision} for {target} "
           f"{how_sure}; stored as defaults:")
-    column, unit = {"accuracy": ("dev acc", "%"), "pearson": ("dev r", " "), "micro_f1": ("dev µF1", " ")}.get(
+    column, unit = {"accuracy": ("dev acc", "%"), "pearson": ("dev r", " "), "micro_f1": ("dev µF1", " "),
+              "entity_f1": ("dev eF1", " "), "token_accuracy": ("dev tacc", "%")}.get(
         metric, (f"dev {what}"[:8], " "))
     print(f"| {'policy':<12} | {'knob':>16} | {column:>7} | {'drop':>6} | {'bound':>6} | {'promised':>8} | "
           f"{'FLOPs x':>7} | {'mean layer':>10} |")

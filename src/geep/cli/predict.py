@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         return run_ray(args)
     set_threads(args.threads)
     from geep.cli.columns import pair_column
-    from geep.data import get_columns, load_dataset_spec
+    from geep.data import get_columns, is_token_data, load_dataset_spec
     from geep.inference.inputs import GivenKnob
     from geep.inference.predictor import Predictor
     from geep.modeling.cascade import load_model
@@ -122,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
     id_column = args.id_column
     if id_column is None and "id" in ds.column_names:
         id_column = "id"
+    if config.task == "token-classification":
+        return _run_tokens(args, predictor, model, ds, output, id_column)
+    text_column = args.text_column or config.text_column
+    if text_column not in ds.column_names and is_token_data(ds, "tokens", "tags"):
+        raise GeepError(f"{args.input} holds token-classification data (words and tags), but {args.model} is a "
+                        f"{config.task} model of texts")
     label_column = (args.label_column or config.label_column) if policy.needs_labels else None
     data = get_columns(ds, args.text_column or config.text_column,
                        pair_column(args.text_pair_column, config, args.model), label_column, source=args.input,
@@ -132,6 +138,44 @@ def run(args: argparse.Namespace) -> int:
     out = predictor(data.texts, data.text_pairs, labels=labels, show_progress=not args.no_progress)
     write_predictions(output, out, model.task, data.ids)
     logger.info("wrote %d predictions to %s", len(out), output)
+    return 0
+
+
+def _run_tokens(args: argparse.Namespace, predictor: Any, model: Any, ds: Any, output: Path,
+                id_column: str | None) -> int:
+    """`geep predict` of a token classifier: one row per sentence, its ``tokens``, each word's ``tags`` and
+    ``exit_layers``, its ``entities`` (spans decoded from the tags) and ``exit_layer`` (its deepest window's)."""
+    from geep.data import get_token_columns, make_windows
+    from geep.inference.rows import sentence_answers
+
+    config = model.config
+    tokens_column = args.text_column or config.text_column
+    if tokens_column not in ds.column_names and "text" in ds.column_names:
+        raise GeepError(f"{args.input} holds sentence data (a 'text' column), but {args.model} is a token "
+                        "classifier: it reads a column of words (--text-column)")
+    tags_column = (args.label_column or config.label_column) if predictor.policy.needs_labels else None
+    data = get_token_columns(ds, tokens_column, tags_column, source=args.input,
+                             require_tags=predictor.policy.needs_labels)
+    ids = list(ds.data.column(id_column).to_pylist()) if id_column is not None else None
+    windows = make_windows(model.tokenizer, data, model.max_length)
+    labels = None if windows.position_tags is None else model.task.targets(windows.position_tags, args.input)
+    out = predictor(windows.texts, labels=labels, show_progress=not args.no_progress)
+    rows = sentence_answers(model.task, windows, data.sentences, out.label_ids, out.exit_layer)
+    from geep.io import atomic_path
+
+    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        fields = (["id"] if ids is not None else []) + ["tokens", "tags", "entities", "exit_layers", "exit_layer"]
+        writer = None if output.suffix.lower() == ".jsonl" else csv.DictWriter(f, fieldnames=fields)
+        if writer is not None:
+            writer.writeheader()
+        for i, row in enumerate(rows):
+            row = ({} if ids is None else {"id": ids[i]}) | row
+            if writer is None:
+                f.write(jsonl_line(row))
+            else:
+                writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                                 for k, v in row.items()})
+    logger.info("wrote %d sentences (%d rows) to %s", len(rows), len(windows), output)
     return 0
 
 

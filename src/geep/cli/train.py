@@ -30,8 +30,9 @@ import torch
 from geep.training.card import format_accuracy_table, write_model_card
 from geep.cli.build_table import TABLE_DATA_NAME, add_table_options, check_table_options
 from geep.modeling.config import EXIT_MODULES, HEAD_KINDS, POOLINGS
-from geep.data import ColumnData, encode_labels, get_columns, load_dataset_spec, \
-    stratified_split, stratified_subset
+from geep.data import ColumnData, TokenData, encode_labels, get_columns, get_token_columns, is_token_data, \
+    load_dataset_spec, make_windows, stratified_split, stratified_subset
+from geep.data.token_data import WORD_SEPARATOR
 from geep.errors import GeepError
 from geep.modeling.objectives import DEFAULT_RECIPE, OBJECTIVES, RECIPES, get_objective
 from geep.modeling.token_hash import HASH_KINDS
@@ -58,10 +59,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-column", default="text")
     p.add_argument("--text-pair-column", default=None, help="second text column, for sentence pairs")
     p.add_argument("--label-column", default="label")
+    p.add_argument("--tokens-column", default="tokens", help="token classification: the column of each sentence's "
+                   "words (a list; a .conll file's first column)")
+    p.add_argument("--tags-column", default="tags", help="token classification: the column of each word's tag (a "
+                   "list of names, or of ids a ClassLabel feature names; a .conll file's last column)")
     p.add_argument("--task", default="auto", choices=["auto", *TASKS],
                    help="what the labels are: classification (one label per text), multi-label (a list of labels, "
-                   "or names joined by --label-separator), regression (a number); auto (default): regression for a "
-                   "column of floats, multi-label for a column of lists, else classification")
+                   "or names joined by --label-separator), regression (a number), token-classification (a tag per "
+                   "word); auto (default): token-classification for a list of words beside a list of tags (a .conll "
+                   "file), regression for a column of floats, multi-label for a column of lists, else "
+                   "classification")
     p.add_argument("--label-separator", default=None, metavar="SEP",
                    help=f"multi-label: the separator of a label column of joined names (default {DEFAULT_SEPARATOR!r})")
     p.add_argument("--exit-module", default=None, choices=list(EXIT_MODULES),
@@ -187,8 +194,24 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def _read(spec: str, flag: str, args: argparse.Namespace, task: Task | None = None) -> tuple[ColumnData, Task]:
-    """The columns of DATA with its labels read as ``task``'s (None: the task ``--task`` names or the data shows)."""
+    """The columns of DATA with its labels read as ``task``'s (None: the task ``--task`` names or the data shows).
+    Token data: one row per sentence, its words joined by spaces, its labels the words' tags (windows are cut once
+    the model's max length is known: :func:`_windows`)."""
     ds = load_dataset_spec(spec, encoding=args.encoding)
+    token = is_token_data(ds, args.tokens_column, args.tags_column)
+    name = task.name if task is not None else args.task
+    if name == "token-classification" or (name == "auto" and token):
+        words = get_token_columns(ds, args.tokens_column, args.tags_column, source=f"{flag} {spec}",
+                                  require_tags=True)
+        if task is None:
+            args.task_reason = "--task" if name != "auto" else (
+                f"auto: column '{args.tokens_column}' holds words and '{args.tags_column}' their tags")
+            logger.info("task: token-classification (%s)", args.task_reason)
+            task = get_task("token-classification")()
+        return ColumnData([WORD_SEPARATOR.join(s) for s in words.sentences], None, words.tags, None), task
+    if token or (args.text_column not in ds.column_names and args.tokens_column in ds.column_names):
+        raise GeepError(f"{flag} {spec} holds token-classification data (column '{args.tokens_column}'); pass "
+                        "--task token-classification (or auto), not --task " + name)
     cols = get_columns(ds, args.text_column, args.text_pair_column, args.label_column,
                        source=f"{flag} {spec}", require_labels=True)
     if task is None:
@@ -286,6 +309,8 @@ def run(args: argparse.Namespace) -> int:
             raise GeepError(f"--objective hashee predicts from the last layer alone (exit {depth}); drop "
                             f"--exit-layers {args.exit_layers}")
         exit_layers = [depth]
+    if data_task.name == "token-classification" and (args.table_fraction > 0 or args.table_data is not None):
+        logger.info("token classification: no exit table (its policies, sentee and oracle, predict no layers)")
         args.table_fraction, args.table_data = 0.0, None
     if args.num_layers is not None and exit_layers in ([], [args.num_layers]) and \
             (args.table_fraction > 0 or args.table_data is not None):
@@ -313,16 +338,23 @@ def run(args: argparse.Namespace) -> int:
         task_kwargs["target_mean"], task_kwargs["target_std"] = data_task.scale(train_slice.labels)
     if data_task.name == "multi-label" and args.label_separator is not None:
         task_kwargs["label_separator"] = args.label_separator
+    token = data_task.name == "token-classification"
+    if token and args.exit_module is not None:
+        raise GeepError("--exit-module applies to sentence tasks; a token classifier decides from its tags' softmax")
     model = MultiExitClassifier.from_encoder(
         model_path, data_labels, num_layers=args.num_layers, head=args.head, pooling=args.pooling,
         exit_layers=exit_layers,
         objective=args.objective, recipe=recipe.name if recipe else None, max_length=args.max_length,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column, label_column=args.label_column, **task_kwargs,
+        text_column=args.tokens_column if token else args.text_column,
+        text_pair_column=args.text_pair_column, label_column=args.tags_column if token else args.label_column,
+        **task_kwargs,
     )
     names = model.label_names  # a fine-tuned model's own order
     task = model.task
-    if task.name == "classification":
+    if token:  # sentences cut into windows of the model's max length; tags on each word's first subword
+        train_slice, train_ids = _windows(model, train_slice)
+        dev_slice, dev_ids = _windows(model, dev_slice)
+    elif task.name == "classification":
         train_ids = encode_labels(train_slice.labels, names, source=train_slice.source)
         dev_ids = encode_labels(dev_slice.labels, names, source=dev_slice.source)
         if table_slice is not None:
@@ -406,6 +438,18 @@ def run(args: argparse.Namespace) -> int:
     print(format_accuracy_table(result.dev_accuracy, metric=task.primary.replace("_", "-")))
     sys.stdout.flush()
     return 0
+
+
+def _windows(model, rows: Slice) -> tuple[Slice, "torch.Tensor"]:
+    """A token task's sentences as rows of at most the model's max length (``geep.data.token_data``) and their
+    targets (R, M)."""
+    data = TokenData([t.split(WORD_SEPARATOR) for t in rows.texts], rows.labels, rows.source)
+    windows = make_windows(model.tokenizer, data, model.max_length)
+    if len(windows) > len(data):
+        logger.info("%s: sentences longer than %d tokens cut into windows: %d rows for %d sentences", rows.source,
+                    model.max_length, len(windows), len(data))
+    return (Slice(windows.texts, None, windows.position_tags, rows.source),
+            model.task.targets(windows.position_tags, rows.source))
 
 
 def _check_num_layers(model_path: Path, num_layers: int) -> None:

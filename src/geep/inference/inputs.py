@@ -83,6 +83,8 @@ def label_ids(model: MultiExitClassifier, labels: Sequence[Any] | Tensor) -> Ten
     """Labels as the model's task's targets: for a classifier class ids (N,): a tensor or ints pass through (ints
     checked against the classes), names map through ``model.label_names`` (GeepError naming an unknown one); for
     another task ``Task.targets`` (multi-label: lists of names -> multi-hot (N, C); regression: numbers -> (N,))."""
+    if model.config.task == "token-classification":  # a tensor (N, M), or each row's tag per position
+        return model.task.targets(labels)
     if model.config.task != "classification":
         task = model.task
         return task.targets(labels if isinstance(labels, Tensor) else task.read_labels(list(labels), "labels"))

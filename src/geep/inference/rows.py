@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
+from geep.data.token_data import Windows, entity_spans
 from geep.exit_table import exit_distribution
 from geep.inference.spec import RunSpec, require_table
 from geep.modeling.model import MultiExitClassifier
@@ -73,3 +75,19 @@ def answers(task: Task, logits: Tensor) -> Answers:
     task's K columns alone: probabilities (F, C) in fp32 (softmax; per-label sigmoids; (F, 0) for regression) and
     predictions (class ids (F,); label sets (F, C) bool; scores (F,))."""
     return task.answer(logits[..., : task.num_outputs])
+
+
+def sentence_answers(task: Task, windows: Windows, sentences: Sequence[Sequence[str]], predictions: Tensor,
+                     exit_layer: Tensor) -> list[dict[str, Any]]:
+    """A token task's answers per sentence from its windows' (``geep.data.token_data.make_windows``): each word's
+    tag (its first subword's), each word's exit layer (its window's), the entity spans the tags decode to (BIO /
+    BIOES, by seqeval's rules; none for tags of no scheme) and the sentence's exit layer (its deepest window's).
+    ``predictions`` (R, M) tag ids per position, ``exit_layer`` (R,), both in window order."""
+    tags: list[list[str]] = [[] for _ in sentences]
+    layers: list[list[int]] = [[] for _ in sentences]
+    for r, (s, first) in enumerate(zip(windows.sentence, windows.first)):
+        row = predictions[r].tolist()
+        tags[s] += [task.label_names[row[p]] for p in first]
+        layers[s] += [int(exit_layer[r])] * len(first)
+    return [{"tokens": list(words), "tags": tags[s], "entities": entity_spans(words, tags[s]),
+             "exit_layers": layers[s], "exit_layer": max(layers[s])} for s, words in enumerate(sentences)]

@@ -130,7 +130,8 @@ def output_layout(model: MultiExitClassifier) -> OutputLayout:
     config = model.config
     return OutputLayout(config.task, config.num_outputs, config.num_signals, len(model.exit_layers),
                         config.num_labels if getattr(model, "class_means", None) is not None else 0,
-                        config.num_labels if getattr(model, "trust_sets", None) is not None else 0)
+                        trust=config.num_labels if getattr(model, "trust_sets", None) is not None else 0,
+                        classes=config.num_labels if config.task == "token-classification" else 0)
 
 
 def usable_policies(model: MultiExitClassifier) -> list[str]:

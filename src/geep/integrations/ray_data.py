@@ -26,15 +26,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import ray
 import ray.data
 
+from geep.data.token_data import get_token_columns, make_windows
 from geep.errors import GeepError
 from geep.inference.outputs import PredictionOutput, prediction_fields
-from geep.inference.rows import prepare
+from geep.inference.rows import prepare, sentence_answers
 from geep.inference.runs import run_spec
 from geep.inference.spec import resolve_run
 from geep.integrations.ray_input import InputFiles, scan_input
@@ -77,6 +79,8 @@ class RayPredictor:
         self.actor = ray.get_runtime_context().get_actor_id() or f"pid-{os.getpid()}"
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(self.model, Cascade) and self.model.config.task == "token-classification":
+            return self._sentences(batch)
         texts = [_text(v) for v in batch[self.text_column]]
         pairs = None if self.text_pair_column is None else [_text(v) for v in batch[self.text_pair_column]]
         run = run_spec(self.model, self.spec, prepare(self.model, self.spec, texts, pairs))
@@ -86,6 +90,29 @@ class RayPredictor:
         ids = None if self.id_column is None else [_id(v) for v in batch[self.id_column]]
         frame = pd.DataFrame(out.rows(task, ids), columns=(["id"] if ids is not None else [])
                              + list(prediction_fields(task)) + (["exit_member"] if cascade else []))
+        if self.with_actor:
+            frame[ACTOR_COLUMN] = self.actor
+        return frame
+
+
+    def _sentences(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """A token classifier's rows: each sentence's words cut into windows, answered per sentence as `geep
+        predict` writes them (``rows.sentence_answers``)."""
+        words = []
+        for i, value in enumerate(batch[self.text_column]):
+            if isinstance(value, str) or not hasattr(value, "__len__") or not len(value):
+                raise GeepError(f"row {i + 1} of a batch: column '{self.text_column}' is not a non-empty list of words")
+            words.append([str(w) for w in value])
+        data = get_token_columns(datasets.Dataset.from_dict({"tokens": words}), "tokens", None, source="a Ray batch",
+                                 require_tags=False)
+        windows = make_windows(self.model.tokenizer, data, self.model.max_length)
+        run = run_spec(self.model, self.spec, prepare(self.model, self.spec, windows.texts))
+        rows = sentence_answers(self.model.task, windows, data.sentences, run.predictions, run.exit_layer)
+        ids = None if self.id_column is None else [_id(v) for v in batch[self.id_column]]
+        fields = ["tokens", "tags", "entities", "exit_layers", "exit_layer"]
+        frame = pd.DataFrame([({} if ids is None else {"id": ids[i]}) | row for i, row in enumerate(rows)],
+                             columns=(["id"] if ids is not None else []) + fields)
+        frame["entities"] = [json.dumps(e, ensure_ascii=False) for e in frame["entities"]]  # one JSON text per row
         if self.with_actor:
             frame[ACTOR_COLUMN] = self.actor
         return frame
@@ -162,8 +189,9 @@ def run_job(input_path: str | os.PathLike, output: str | os.PathLike, model_dir:
     config = model.config
     text_column = text_column or config.text_column
     text_pair_column = text_pair_column or config.text_pair_column
+    token = not isinstance(model, Cascade) and config.task == "token-classification"  # words: lists, not texts
     files = scan_input(input_path, [c for c in (text_column, text_pair_column, id_column) if c], encoding=encoding,
-                       texts=[c for c in (text_column, text_pair_column) if c])
+                       texts=[] if token else [c for c in (text_column, text_pair_column) if c])
     if id_column is None and "id" in files.columns:
         id_column = "id"
     del model

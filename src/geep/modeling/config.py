@@ -184,6 +184,8 @@ class GeepConfig(StoredDefaults):
         if repeated:  # two outputs of one name: a predicted name could not say which output it was
             raise GeepError(f"label names must be distinct; repeated: {', '.join(map(repr, repeated))}")
         self.make_task()  # a regression config without its target scale fails here
+        if self.task == "token-classification" and (self.exit_module is not None or self.class_means):
+            raise GeepError("a token classifier takes no exit module and no class means (they read a pooled row)")
         _check_knobs(self.default_knobs)
         _check_calibration(self.calibration)
         bad = [p for p, ts in self.temperatures.items() if len(ts) != len(self.exit_layers)]
@@ -206,6 +208,8 @@ class GeepConfig(StoredDefaults):
             kwargs.update(target_mean=float(self.target_mean), target_std=float(self.target_std))
         if self.task == "multi-label" and self.label_separator is not None:
             kwargs["separator"] = self.label_separator
+        if self.task == "token-classification":  # K = M (C + 1): a fixed width per row of M tokens
+            kwargs["positions"] = int(self.max_length)
         return cls(**kwargs)
 
     @property

@@ -83,14 +83,71 @@ class LinearHead(nn.Module):
         return self.classifier(self.dropout(torch.tanh(self.dense(pooled))))
 
 
+class TokenHead(nn.Module):
+    """A token classifier's exit head: C tag logits at every position (Li et al., ACL 2021, put one per layer).
+
+    ``linear``: dropout + Linear H->C per token, the head of transformers' ``BertForTokenClassification``.
+    ``attention``: FastBERT's mini-classifier without its pooling: Linear H->w + tanh, a 2-head self-attention of
+    width w over the row's tokens (padding never attended), Linear w->w + tanh, Linear w->C at every position.
+
+    Its output is the fixed-width layout of ``geep.tasks.token_classification``: per position of M (the model's
+    max_length) the C logits and a flag that is 1 at the row's real tokens but its first and last (the special
+    tokens the tokenizer adds, ``geep.data.token_data.check_tokenizer``), 0 elsewhere and at padding, flattened to
+    (B, M (C + 1)). A position's logits depend only on its own row, so a row's outputs are the same in any batch.
+    """
+
+    def __init__(self, kind: str, hidden_size: int, num_labels: int, positions: int, width: int = 128,
+                 num_heads: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.kind, self.positions, self.num_heads = kind, positions, num_heads
+        self.dropout = nn.Dropout(dropout)
+        if kind == "attention":
+            self.proj = nn.Linear(hidden_size, width)
+            self.query = nn.Linear(width, width)
+            self.key = nn.Linear(width, width)
+            self.value = nn.Linear(width, width)
+            self.attn_out = nn.Linear(width, width)
+            self.dense = nn.Linear(width, width)
+            self.classifier = nn.Linear(width, num_labels)
+        else:
+            self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """hidden (B, T, H), attention_mask (B, T) -> outputs (B, M (C + 1)), T <= M."""
+        B, T, _ = hidden.shape
+        if T > self.positions:
+            raise ValueError(f"a row of {T} tokens, more than the head's {self.positions} positions")
+        if self.kind == "attention":
+            nh = self.num_heads
+            x = torch.tanh(self.proj(hidden))  # (B, T, w)
+            q, k, v = (f(x).view(B, T, nh, -1).transpose(1, 2) for f in (self.query, self.key, self.value))
+            keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+                                                 dropout_p=self.dropout.p if self.training else 0.0)
+            att = self.attn_out(att.transpose(1, 2).reshape(B, T, -1))  # (B, T, w)
+            logits = self.classifier(torch.tanh(self.dense(self.dropout(att))))  # (B, T, C)
+        else:
+            logits = self.classifier(self.dropout(hidden))  # (B, T, C)
+        real = attention_mask.bool()  # (B, T)
+        length = real.sum(1)  # (B,)
+        position = torch.arange(T, device=hidden.device)[None, :]  # (1, T)
+        flag = real & (position > 0) & (position < (length - 1)[:, None])  # (B, T): no special token, no padding
+        logits = logits * flag[..., None].to(logits.dtype)  # 0 at padding and specials: nothing reads them
+        out = torch.cat([logits, flag[..., None].to(logits.dtype)], -1)  # (B, T, C + 1)
+        out = F.pad(out, (0, 0, 0, self.positions - T))  # (B, M, C + 1)
+        return out.reshape(B, -1)
+
+
 HEADS: dict[str, type[nn.Module]] = {"attention": AttentionHead, "linear": LinearHead}
 
 
 def build_head(kind: str, hidden_size: int, num_labels: int, pooling: str, width: int = 128,
-               dropout: float = 0.1) -> nn.Module:
-    """A fresh head of the named kind."""
+               dropout: float = 0.1, positions: int | None = None) -> nn.Module:
+    """A fresh head of the named kind; with ``positions`` (a token task's M), its :class:`TokenHead`."""
     if kind not in HEADS:
         raise GeepError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
+    if positions is not None:
+        return TokenHead(kind, hidden_size, num_labels, positions, width=width, dropout=dropout)
     if kind == "attention":
         return AttentionHead(hidden_size, num_labels, pooling=pooling, width=width, dropout=dropout)
     return LinearHead(hidden_size, num_labels, pooling=pooling, dropout=dropout)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedConfig,
                           PreTrainedModel)
 
+from geep.data.token_data import check_tokenizer, sentence_words, tokenize_words
 from geep.errors import GeepError
 from geep.exit_table import ExitTable
 from geep.io import atomic_path, write_text_atomic
@@ -92,11 +93,13 @@ class MultiExitClassifier(nn.Module):
         heads = {}
         for k in config.exit_layers:
             kind, pooling = config.head_spec(k)
+            token = config.task == "token-classification"
             if kind == "classifier":  # the family's own fine-tuned head (the teacher only)
                 heads[str(k)] = self.backbone.classifier_head(config.num_outputs)
-            else:
-                heads[str(k)] = build_head(kind, hidden_size, config.num_outputs, pooling,
-                                           width=config.head_width, dropout=config.head_dropout)
+            else:  # a token task's heads output C tags at each of max_length positions (geep.tasks)
+                heads[str(k)] = build_head(kind, hidden_size, config.num_labels if token else config.num_outputs,
+                                           pooling, width=config.head_width, dropout=config.head_dropout,
+                                           positions=config.max_length if token else None)
         self.heads = nn.ModuleDict(heads)
         # BERxiT's learning-to-exit module, shared by every exit (created after the heads: their initialisation
         # does not change with it).
@@ -275,6 +278,14 @@ class MultiExitClassifier(nn.Module):
         if self.tokenizer is None:
             raise GeepError("this model has no tokenizer; save it with one or set model.tokenizer")
         texts = ["" if t is None else str(t) for t in texts]
+        if self.config.task == "token-classification":  # a row's words, joined by spaces (geep.data.token_data)
+            if text_pairs is not None:
+                raise GeepError("a token classifier takes one text per row, not pairs")
+            words = [sentence_words(t) for t in texts]
+            empty = next((i for i, w in enumerate(words) if not w), None)
+            if empty is not None:
+                raise GeepError(f"row {empty + 1} is an empty sentence (no words)")
+            return tokenize_words(self.tokenizer, words, self.max_length)
         pairs = None if text_pairs is None else ["" if t is None else str(t) for t in text_pairs]
         return self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
 
@@ -312,6 +323,8 @@ class MultiExitClassifier(nn.Module):
             raise GeepError(f"{name_or_path} is a fine-tuned classifier, whose classifier cannot be a {task} "
                             "teacher; train on its base encoder")
         tokenizer = load_tokenizer(path)
+        if task == "token-classification":
+            check_tokenizer(tokenizer)
         if num_layers is not None:
             config_kwargs = _truncation_kwargs(config_kwargs, num_layers, family.num_layers_of(hf_config))
         if fine_tuned:

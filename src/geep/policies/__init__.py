@@ -20,6 +20,7 @@ from geep.policies.margin import MarginPolicy
 from geep.policies.oracle import OraclePolicy
 from geep.policies.pabee import PatiencePolicy
 from geep.policies.ponder import PonderPolicy
+from geep.policies.sentee import SenteePolicy
 from geep.policies.trust_score import TrustScorePolicy
 from geep.policies.vote import VotePolicy
 
@@ -34,7 +35,7 @@ def register_policy(policy: Policy) -> Policy:
 
 for _policy in (FullPolicy(), FastBertPolicy(), DeeBertPolicy(), ConfidencePolicy(), PatiencePolicy(),
                 GeepPolicy(), GeepVerifyPolicy(), OraclePolicy(), LearnedExitPolicy(), ElbertPolicy(), VotePolicy(),
-                MarginPolicy(), ClassMeansPolicy(), TrustScorePolicy(), PonderPolicy(), HashEEPolicy()):
+                MarginPolicy(), ClassMeansPolicy(), TrustScorePolicy(), PonderPolicy(), HashEEPolicy(), SenteePolicy()):
     register_policy(_policy)
 
 

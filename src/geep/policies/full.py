@@ -10,7 +10,7 @@ from geep.policies.base import ALL_TASKS, Memory, Policy, none_leave
 class FullPolicy(Policy):
     name = "full"
     reads_exits = False  # only the teacher's head runs
-    tasks = ALL_TASKS
+    tasks = (*ALL_TASKS, "token-classification")
     reads = "nothing"
 
     def decide(self, logits: Tensor, knob: float | None, memory: Memory) -> tuple[Tensor, Memory]:

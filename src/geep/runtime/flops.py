@@ -24,6 +24,8 @@ Per row, with T the padded length the row ran at, H the hidden size, I the inter
 - a ``linear`` exit head (``geep.heads.LinearHead``): ``2H^2 + 2HC`` (dense, classifier), independent of T
   (its pooling is a pick or a masked mean, elementwise); a ``classifier`` head (a fine-tuned model's own, run by its
   family's modules) reads one pooled vector per row: 2 x the in x out of each of its Linears;
+- a token task's heads (``geep.heads.TokenHead``) classify every position of the padded row: ``linear`` ``2THC``,
+  ``attention`` ``2THw + 6Tw^2 + 4T^2 w + 4Tw^2 + 2TwC`` (:func:`token_head_flops`), C its tags;
 - C is the task's outputs (classes, labels, or 1 for a score); a model with an exit module (``LearnedExit``: one
   Linear H -> 1 on the pooled h_k) adds ``2H`` per head call.
 
@@ -106,6 +108,20 @@ def linear_head_flops(hidden: int, num_labels: int) -> int:
     return 2 * hidden * hidden + 2 * hidden * num_labels
 
 
+def token_head_flops(kind: str, T: int, hidden: int, width: int, num_tags: int) -> int:
+    """FLOPs of one token exit head call (``geep.heads.TokenHead``) on one row of padded length T: its classifier
+    runs at every position. ``linear``: ``2 T H C``; ``attention``: FastBERT's mini-classifier with every position a
+    query, and its dense and classifier at every position."""
+    H, w, C = hidden, width, num_tags
+    if kind == "linear":
+        return 2 * T * H * C
+    return (2 * T * H * w  # proj
+            + 6 * T * w * w  # query, key, value
+            + 4 * T * T * w  # q k^T and att v, summed over the heads
+            + 2 * T * w * w  # attn_out
+            + 2 * T * w * w + 2 * T * w * C)  # dense, classifier at every position
+
+
 @dataclass(frozen=True)
 class FlopsSpec:
     """The sizes the formulas need: hidden H, intermediate I, classes C, each exit's head, and each layer's shape
@@ -120,6 +136,7 @@ class FlopsSpec:
     head_hidden: dict[int, int] = field(default_factory=dict)  # exit k -> the width its head reads (default hidden)
     signals: int = 0  # the exit module's outputs per head call (a Linear H -> 1 each)
     trust_points: int = 0  # the trust-score points each row is compared with per head call (3H each)
+    token_tags: int = 0  # a token task's C: its heads classify every position (``token_head_flops``)
 
     @classmethod
     def from_model(cls, model: MultiExitClassifier | Cascade) -> "FlopsSpec":
@@ -131,9 +148,11 @@ class FlopsSpec:
         products = {k: sum(m.in_features * m.out_features for m in model.heads[str(k)].modules()
                            if isinstance(m, nn.Linear))
                     for k, (kind, _, _) in heads.items() if kind == "classifier"}
+        token = model.config.task == "token-classification"
         return cls(hf.hidden_size, getattr(hf, "intermediate_size", 0), model.config.num_outputs, heads,
                    tuple(model.backbone.layer_shapes()), products, signals=model.config.num_signals,
-                   trust_points=0 if getattr(model, "trust_sets", None) is None else model.trust_sets.num_points)
+                   trust_points=0 if getattr(model, "trust_sets", None) is None else model.trust_sets.num_points,
+                   token_tags=model.config.num_labels if token else 0)
 
     @classmethod
     def concatenate(cls, specs: "list[FlopsSpec]", offsets: list[int]) -> "FlopsSpec":
@@ -149,7 +168,7 @@ class FlopsSpec:
             widths.update({offset + k: spec.head_hidden.get(k, spec.hidden) for k in spec.heads})
         first = specs[0]
         return cls(first.hidden, first.intermediate, first.num_labels, heads, tuple(shapes), products, widths,
-                   signals=first.signals)
+                   signals=first.signals, token_tags=first.token_tags)
 
     def layer(self, T: int, k: int | None = None) -> int:
         """FLOPs of layer k (default: the last) on one row at padded length T."""
@@ -178,6 +197,8 @@ class FlopsSpec:
         hidden = self.head_hidden.get(k, self.hidden)
         module = 2 * hidden * self.signals  # the exit module's Linear H -> S on the pooled h_k
         module += 3 * hidden * self.trust_points  # each trust-score point: a difference, a square and a sum per dim
+        if self.token_tags and kind in ("attention", "linear"):
+            return token_head_flops(kind, T, hidden, width, self.token_tags)
         if kind == "attention":
             return attention_head_flops(T, hidden, width, self.num_labels, pooling) + module
         if kind == "linear":

@@ -230,6 +230,8 @@ def prediction_item(task: Task, result: RowResult, probabilities: bool) -> dict[
     names = task.label_names
     if task.name == "regression":
         return {"score": result.prediction, "exit_layer": result.exit_layer}
+    if task.name == "token-classification":  # per text: its words, their tags and exits, the entity spans
+        return dict(result.prediction)
     probs = dict(zip(names, result.probabilities))
     if task.name == "multi-label":
         item: dict[str, Any] = {"labels": result.prediction,

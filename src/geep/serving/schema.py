@@ -103,8 +103,14 @@ class Prediction(BaseModel):
 
     label: Union[str, None] = Field(None, description="classification: the predicted label")
     labels: Union[list[str], None] = Field(None, description="multi-label: the predicted label set")
-    score: float = Field(description="the label's probability (multi-label: the set's lowest; regression: the "
-                                     "predicted score)")
+    score: Union[float, None] = Field(None, description="the label's probability (multi-label: the set's lowest; "
+                                                  "regression: the predicted score; none for token classification)")
+    tokens: Union[list[str], None] = Field(None, description="token classification: the text's words (split on "
+                                                           "whitespace)")
+    tags: Union[list[str], None] = Field(None, description="token classification: each word's tag")
+    entities: Union[list[dict[str, Any]], None] = Field(None, description="token classification: the entity "
+                                                        "spans the tags decode to (type, start, end, text)")
+    exit_layers: Union[list[int], None] = Field(None, description="token classification: each word's exit layer")
     exit_layer: int = Field(description="the layer the row left at (1..L)")
     exit_member: Union[int, None] = Field(None, description="a cascade's: the member (1..M) the row left in; "
                                                        "exit_layer then counts the earlier members' layers too")

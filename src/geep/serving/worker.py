@@ -28,7 +28,8 @@ import torch
 
 from geep.inference.executor import Executor, Finished
 from geep.inference.offline import make_scheduler
-from geep.inference.rows import answers, build_rows, prepare
+from geep.data.token_data import TokenData, Windows, make_windows, sentence_words
+from geep.inference.rows import answers, build_rows, prepare, sentence_answers
 from geep.inference.spec import RunSpec
 from geep.modeling.cascade import Cascade
 from geep.modeling.model import MultiExitClassifier
@@ -82,6 +83,7 @@ class Job:
     row_ids: list[int] = field(default_factory=list)
     results: list[RowResult | None] = field(default_factory=list)
     remaining: int = 0
+    windows: Windows | None = None  # a token classifier's: the rows each text was cut into
 
 
 @dataclass(eq=False)
@@ -244,8 +246,19 @@ class Worker:
         lane = job.lane = self._lane(job.spec)
         lane.jobs += 1
         self._jobs[job.id] = job
+        token = not isinstance(self.model, Cascade) and self.model.config.task == "token-classification"
         try:
-            prepared = prepare(self.model, job.spec, job.texts, job.pairs)
+            if token:  # each text's words cut into windows, as geep predict cuts them (geep.data.token_data)
+                empty = next((i for i, t in enumerate(job.texts) if not sentence_words(t)), None)
+                if empty is not None:
+                    self._end(job, Outcome(422, error=f"text {empty} is an empty sentence (no words)"), "failed")
+                    return
+                job.windows = make_windows(self.model.tokenizer,
+                                           TokenData([sentence_words(t) for t in job.texts], None, "request"),
+                                           self.model.max_length)
+                prepared = prepare(self.model, job.spec, job.windows.texts)
+            else:
+                prepared = prepare(self.model, job.spec, job.texts, job.pairs)
         except Exception as e:  # noqa: BLE001 - the request fails, the server goes on
             logger.exception("tokenising a request failed")
             self._end(job, Outcome(500, error=f"could not prepare the texts: {_one_line(e)}"), "failed")
@@ -304,7 +317,17 @@ class Worker:
             job.results[index] = RowResult(label, probs, finished.layer, member)
             job.remaining -= 1
             if job.remaining == 0:
-                self._end(job, Outcome(200, job.results), "ok")
+                self._end(job, Outcome(200, job.results if job.windows is None else self._sentences(job)), "ok")
+
+    def _sentences(self, job: Job) -> list[RowResult]:
+        """A token job's answer per text from its windows' (``rows.sentence_answers``, as geep predict writes it)."""
+        task, windows = self.model.task, job.windows
+        index = {name: i for i, name in enumerate(task.label_names)}
+        ids = torch.tensor([[-1 if t is None else index[t] for t in r.prediction] for r in job.results])
+        layers = torch.tensor([r.exit_layer for r in job.results])
+        sentences = [sentence_words(t) for t in job.texts]
+        answered = sentence_answers(task, windows, sentences, ids, layers)
+        return [RowResult(a, [], a["exit_layer"]) for a in answered]
 
     def _end(self, job: Job, outcome: Outcome | None, status: str) -> None:
         """Finishes a job: its rows still waiting leave the pools, its rows stop counting as in flight, and its

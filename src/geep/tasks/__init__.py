@@ -12,6 +12,7 @@ from geep.tasks.base import Answers, OutputLayout, Task
 from geep.tasks.classification import Classification
 from geep.tasks.multi_label import MultiLabel
 from geep.tasks.regression import Regression
+from geep.tasks.token_classification import TokenClassification
 
 TASKS: dict[str, type[Task]] = {}
 
@@ -22,7 +23,7 @@ def register_task(task: type[Task]) -> type[Task]:
     return task
 
 
-for _task in (Classification, Regression, MultiLabel):
+for _task in (Classification, Regression, MultiLabel, TokenClassification):
     register_task(_task)
 
 
@@ -33,5 +34,5 @@ def get_task(name: str) -> type[Task]:
     return TASKS[name]
 
 
-__all__ = ["TASKS", "Answers", "Classification", "MultiLabel", "OutputLayout", "Regression", "Task", "get_task",
-           "register_task"]
+__all__ = ["TASKS", "Answers", "Classification", "MultiLabel", "OutputLayout", "Regression", "Task", "TokenClassification",
+           "get_task", "register_task"]

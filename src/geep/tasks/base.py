@@ -167,7 +167,17 @@ class OutputLayout:
     signals: int = 0
     exits: int | None = None  # |E|: for rules whose window or total follows the model's depth (elbert, vote)
     distances: int = 0  # C class-means distances (geep fit-means), counted in ``signals``, before the trust ones
-    trust: int = 0  # the last columns: C trust-score distances (geep fit-means), counted in ``signals``
+    trust: int = 0  # C trust-score distances (geep fit-means), the last columns, counted in ``signals``
+    classes: int = 0  # a token task's C: its K columns are M positions of C tag logits and a real-token flag
+
+    def token_outputs(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """A token task's outputs (B, K + S) as tag logits (B, M, C) and the real-token flag (B, M) bool
+        (``geep.tasks.token_classification``)."""
+        if not self.classes or self.outputs is None:
+            raise ValueError("these exits carry no per-token outputs")
+        width = self.classes + 1
+        shaped = logits[..., : self.outputs].reshape(*logits.shape[:-1], self.outputs // width, width)
+        return shaped[..., :-1], shaped[..., -1] > 0.5
 
     def class_distances(self, logits: Tensor) -> Tensor:
         """The class-means distances (B, C) of an exit's outputs; ValueError when the model has none fitted."""
