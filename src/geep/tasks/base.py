@@ -167,8 +167,8 @@ class OutputLayout:
     signals: int = 0
     exits: int | None = None  # |E|: for rules whose window or total follows the model's depth (elbert, vote)
     distances: int = 0  # C class-means distances (geep fit-means), counted in ``signals``, before the trust ones
-    trust: int = 0  # C trust-score distances (geep fit-means), the last columns, counted in ``signals``
     classes: int = 0  # a token task's C: its K columns are M positions of C tag logits and a real-token flag
+    trust: int = 0  # C trust-score distances (geep fit-means), the last columns, counted in ``signals``
 
     def token_outputs(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """A token task's outputs (B, K + S) as tag logits (B, M, C) and the real-token flag (B, M) bool
