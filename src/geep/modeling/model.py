@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedConfig,
                           PreTrainedModel)
 
-from geep.data.token_data import check_tokenizer, sentence_words, tokenize_words
 from geep.errors import GeepError
 from geep.exit_table import ExitTable
 from geep.io import atomic_path, write_text_atomic
@@ -37,6 +36,7 @@ from geep.modeling.config import GeepConfig
 from geep.modeling.families import family_for
 from geep.modeling.heads import LearnedExit, build_head
 from geep.tasks import Task
+from geep.tokens import check_tokenizer, sentence_words, tokenize_words
 
 logger = logging.getLogger(__name__)
 
