@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from seqeval.metrics.sequence_labeling import get_entities
 
 from geep.errors import GeepError
+from geep.tasks.token_classification import entity_spans  # noqa: F401 (re-exported)
+from geep.tokens import check_tokenizer, sentence_words, tokenize_words  # noqa: F401 (re-exported)
 
 CONLL_EXTENSIONS = (".conll",)
 WORD_SEPARATOR = " "
@@ -166,26 +167,6 @@ def _tag(value: Any, names: list[str] | None, row: int, source: str) -> str:
 # --- windows and alignment ----------------------------------------------------------------------------------------
 
 
-def check_tokenizer(tokenizer: Any) -> None:
-    """GeepError unless ``tokenizer`` is fast (it gives word ids) and wraps a row in exactly one special token each
-    side ([CLS] ... [SEP], <s> ... </s>): the token heads read every position but the first and the last real one."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise GeepError("token classification needs a fast tokenizer (one that gives word ids)")
-    encoding = tokenizer([["a"]], is_split_into_words=True)
-    word_ids = encoding.word_ids(0)
-    if len(word_ids) < 3 or word_ids[0] is not None or word_ids[-1] is not None or \
-            any(w is None for w in word_ids[1:-1]):
-        raise GeepError("token classification needs a tokenizer that adds one special token before a row and one "
-                        f"after it; this one gives word ids {word_ids}")
-
-
-def tokenize_words(tokenizer: Any, sentences: Sequence[Sequence[str]], max_length: int) -> Any:
-    """The one tokenisation of word lists (rows of a token task): ``is_split_into_words``, truncated to
-    ``max_length``. ``MultiExitClassifier.tokenize`` calls it for a token task's texts split on spaces."""
-    return tokenizer([list(s) for s in sentences], is_split_into_words=True, truncation=True,
-                     max_length=max_length)
-
-
 def make_windows(tokenizer: Any, data: TokenData, max_length: int) -> Windows:
     """``data``'s sentences as rows of at most ``max_length`` tokens (see the module docstring)."""
     check_tokenizer(tokenizer)
@@ -230,19 +211,3 @@ def make_windows(tokenizer: Any, data: TokenData, max_length: int) -> Windows:
             position_tags.append(tags)
     return Windows([WORD_SEPARATOR.join(words) for words in rows], owners, spans, first, position_tags)
 
-
-def sentence_words(text: str) -> list[str]:
-    """The words of a token row's text (what :func:`make_windows` joined), or of a raw text: split on whitespace."""
-    return text.split()
-
-
-# --- spans --------------------------------------------------------------------------------------------------------
-
-
-def entity_spans(words: Sequence[str], tags: Sequence[str]) -> list[dict[str, Any]]:
-    """The entities of a BIO / BIOES tag sequence as ``{"type", "start", "end", "text"}`` (word indices, end
-    exclusive), decoded by seqeval's own ``get_entities`` (the spans its F1 counts); [] for tags of no scheme."""
-    if not tags or not all(t == "O" or (len(t) > 2 and t[1] in "-_" and t[0] in "BIESLU") for t in tags):
-        return []
-    return [{"type": kind, "start": start, "end": end + 1, "text": " ".join(words[start:end + 1])}
-            for kind, start, end in get_entities(list(tags))]

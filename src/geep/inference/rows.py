@@ -16,12 +16,12 @@ from typing import Any
 
 from torch import Tensor
 
-from geep.data.token_data import Windows, entity_spans
 from geep.exit_table import exit_distribution
 from geep.inference.spec import RunSpec, require_table
 from geep.modeling.model import MultiExitClassifier
 from geep.scheduling import Row
 from geep.tasks import Answers, Task
+from geep.tasks.token_classification import entity_spans
 from geep.tokens import Encoded
 
 
@@ -77,9 +77,10 @@ def answers(task: Task, logits: Tensor) -> Answers:
     return task.answer(logits[..., : task.num_outputs])
 
 
-def sentence_answers(task: Task, windows: Windows, sentences: Sequence[Sequence[str]], predictions: Tensor,
+def sentence_answers(task: Task, windows: Any, sentences: Sequence[Sequence[str]], predictions: Tensor,
                      exit_layer: Tensor) -> list[dict[str, Any]]:
-    """A token task's answers per sentence from its windows' (``geep.data.token_data.make_windows``): each word's
+    """A token task's answers per sentence from its windows' (``geep.data.token_data.make_windows``'s ``Windows``,
+    not imported: inference stays free of the data readers): each word's
     tag (its first subword's), each word's exit layer (its window's), the entity spans the tags decode to (BIO /
     BIOES, by seqeval's rules; none for tags of no scheme) and the sentence's exit layer (its deepest window's).
     ``predictions`` (R, M) tag ids per position, ``exit_layer`` (R,), both in window order."""

@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedConfig,
                           PreTrainedModel)
 
-from geep.data.token_data import check_tokenizer, sentence_words, tokenize_words
 from geep.errors import GeepError
 from geep.exit_table import ExitTable
 from geep.io import atomic_path, write_text_atomic
@@ -39,6 +38,7 @@ from geep.modeling.families import family_for
 from geep.modeling.heads import HaltingHeads, LearnedExit, build_head
 from geep.modeling.token_hash import TokenHash, load_token_hash
 from geep.tasks import Task
+from geep.tokens import check_tokenizer, sentence_words, tokenize_words
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from seqeval.metrics import f1_score as entity_f1
+from seqeval.metrics.sequence_labeling import get_entities
 from torch import Tensor
 
 from geep.errors import GeepError
@@ -176,3 +177,12 @@ class TokenClassification(Task):
                 pred.append([self.label_names[x] if x >= 0 else "O" for x, keep in zip(p, m) if keep])
             f1 = float(entity_f1(true, pred, zero_division=0))
         return {"entity_f1": f1, "token_accuracy": accuracy}
+
+
+def entity_spans(words: Sequence[str], tags: Sequence[str]) -> list[dict[str, Any]]:
+    """The entities of a BIO / BIOES tag sequence as ``{"type", "start", "end", "text"}`` (word indices, end
+    exclusive), decoded by seqeval's own ``get_entities`` (the spans its F1 counts); [] for tags of no scheme."""
+    if not tags or not all(t == "O" or (len(t) > 2 and t[1] in "-_" and t[0] in "BIESLU") for t in tags):
+        return []
+    return [{"type": kind, "start": start, "end": end + 1, "text": " ".join(words[start:end + 1])}
+            for kind, start, end in get_entities(list(tags))]
