@@ -339,7 +339,7 @@ def cascade_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_a_cascade_labels_a_corpus_as_single_process_predict(local_ray, cascade_dir, inputs, tmp_path, precision):
-    manifest = ray_data.run_job(inputs, tmp_path / "out", cascade_dir, policy="cascade", knob=0.6, concurrency=2,
+    manifest = ray_data.run_job(inputs, tmp_path / "out", cascade_dir, policy="cascade", knob=0.6, concurrency=1,
                                 map_batch_size=4, precision=precision)
     rows, _ = ray_data.read_output(tmp_path / "out")
     assert manifest["rows_out"] == N_FILES * ROWS
