@@ -103,3 +103,14 @@ def test_no_module_imports_itself_through_a_circle():
             if back is not None:
                 cycles.append((importer, *back))
     assert not cycles, cycles[:3]
+
+
+def test_a_local_ray_is_started_in_one_place():
+    """Every local Ray (geep predict --ray's and the tests') comes from ray_data.start_local_ray, which runs its
+    workers at the driver's niceness: a bare ray.init(num_cpus=...) gets Ray's niceness 15, and under load its actors
+    starve for minutes (issue 20's hung suite)."""
+    root = Path(__file__).resolve().parents[1]
+    starts = sorted(str(path.relative_to(root)) for folder in ("src", "tests", "benchmarks")
+                    for path in (root / folder).rglob("*.py")
+                    if "ray.init(num_cpus" in path.read_text() and path.name != "test_architecture.py")
+    assert starts == ["src/geep/integrations/ray_data.py"]

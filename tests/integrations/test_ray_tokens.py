@@ -26,7 +26,7 @@ def test_ray_labels_sentences_as_single_process_predict(tmp_path):
     sentences = [[rng.choice(WORDS) for _ in range(rng.randint(1, 40))] for _ in range(20)]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": f"s{i}", "tokens": w}) + "\n" for i, w in enumerate(sentences)))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_data.start_local_ray(2)
     try:
         manifest = ray_data.run_job(src, tmp_path / "out", tmp_path / "model", policy="sentee", knob=0.9,
                                     concurrency=1, map_batch_size=8, output_format="jsonl")
