@@ -309,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
             raise GeepError(f"--objective hashee predicts from the last layer alone (exit {depth}); drop "
                             f"--exit-layers {args.exit_layers}")
         exit_layers = [depth]
+        args.table_fraction, args.table_data = 0.0, None
     if data_task.name == "token-classification" and (args.table_fraction > 0 or args.table_data is not None):
         logger.info("token classification: no exit table (its policies, sentee and oracle, predict no layers)")
         args.table_fraction, args.table_data = 0.0, None
